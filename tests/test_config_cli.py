@@ -1,0 +1,51 @@
+"""Config validation and the CLI: one-line errors naming the field, exit code 2, nothing written."""
+
+import pytest
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import ConfigError, load_config
+from veriscale.learn.pretrain import PretrainConfig
+
+
+@pytest.mark.parametrize("override,field", [
+    ("task.vocab=abc", "task.vocab"),
+    ("task.q=1.5", "task.q"),
+    ("optim.steps=0", "optim.steps"),
+    ("bogus=1", "bogus"),
+    ("task.heterogeneity=medium", "task.heterogeneity"),
+    ("model.d_model=30", "model.d_model"),
+    ("task.custom_weights=[1, 'a']", "task.custom_weights[1]"),
+])
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, None, [override])
+    assert str(e.value).startswith(field + ":")
+
+
+def test_toml_file_and_override_precedence(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('out = "x"\n[task]\nvocab = 12\nq = 0.3\n')
+    cfg = load_config(PretrainConfig, p, ["task.q=0.6"])
+    assert cfg.out == "x" and cfg.task.vocab == 12 and cfg.task.q == 0.6
+    assert isinstance(cfg.task.q, float)
+
+
+def test_cli_config_error_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["pretrain", "--set", f"out={out}", "--set", "task.horizon=-3"])
+    assert res.exit_code == 2
+    assert "task.horizon" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_missing_config_file(tmp_path):
+    res = CliRunner().invoke(main, ["pretrain", "--config", str(tmp_path / "nope.toml")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_cli_evaluate_rejects_bad_budgets_and_missing_run(tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", "--policy", str(tmp_path), "--budgets", "a,b"])
+    assert res.exit_code == 2 and "--budgets" in res.output
+    res = CliRunner().invoke(main, ["evaluate", "--policy", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "not a run directory" in res.output

@@ -1,0 +1,1 @@
+"""Learners: pretraining, and the VF and VB methods built on the shared training loop."""

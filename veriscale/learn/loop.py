@@ -1,0 +1,128 @@
+"""The one language-model training loop that pretraining and SFT share.
+
+Objective: masked next-token cross-entropy, averaged over the tokens whose loss mask is set
+(token-level normalisation). AdamW, linear warm-up then cosine decay to `min_lr_ratio * lr`,
+gradient clipping. A non-finite loss stops training with an error and leaves the last good
+checkpoint in place (the caller saves only after `train_lm` returns or at eval points).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from veriscale.config import knob
+from veriscale.tasks.base import Rollouts
+
+
+@dataclass
+class OptimConfig:
+    steps: int = knob(600, "optimizer steps", min=1)
+    batch_size: int = knob(64, "sequences per step", min=1)
+    lr: float = knob(2e-3, "peak learning rate", min=0.0)
+    min_lr_ratio: float = knob(0.1, "final learning rate as a fraction of lr (cosine decay)", min=0.0, max=1.0)
+    warmup: int = knob(30, "linear warm-up steps", min=0)
+    weight_decay: float = knob(0.05, "AdamW weight decay", min=0.0)
+    grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
+    eval_every: int = knob(100, "steps between held-out evaluations", min=1)
+    seed: int = knob(0, "seed of initialisation and data order", min=0)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or inf loss."""
+
+
+def lm_batch(prompt_ids: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, targets and loss mask for next-token training on prompt + trace.
+
+    prompt_ids (B, P), rollouts.tokens (B, L) -> inputs (B, P+L-1), targets (B, P+L-1),
+    loss_mask (B, P+L-1) True where the target is a sampled trace token (never a prompt token).
+    """
+    seq = torch.cat([prompt_ids, rollouts.tokens], 1)
+    P = prompt_ids.shape[1]
+    loss_mask = torch.cat([torch.zeros(prompt_ids.shape[0], P - 1, dtype=torch.bool), rollouts.mask], 1)
+    return seq[:, :-1], seq[:, 1:], loss_mask
+
+
+def masked_ce(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over masked positions: logits (B, T, V), targets/loss_mask (B, T)."""
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    m = loss_mask.flatten().float()
+    return (nll * m).sum() / m.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def eval_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
+             batch_size: int = 256) -> float:
+    """Token-averaged masked NLL over a fixed held-out set."""
+    total, count = 0.0, 0.0
+    model.eval()
+    for i in range(0, len(inputs), batch_size):
+        sl = slice(i, i + batch_size)
+        m = loss_mask[sl].float().sum().item()
+        total += masked_ce(model(inputs[sl]), targets[sl], loss_mask[sl]).item() * m
+        count += m
+    model.train()
+    return total / max(count, 1.0)
+
+
+def lr_at(step: int, cfg: OptimConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless epochs of shuffled index batches (the last short batch of an epoch is dropped
+    unless the dataset is smaller than one batch)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        stop = max(1, n - batch_size + 1) if n >= batch_size else 1
+        for i in range(0, stop, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
+             cfg: OptimConfig, *, evaluate: Callable[[], dict] | None = None,
+             log: Callable[[dict], None] | None = None, desc: str = "train") -> list[dict]:
+    """Train on (N, T) inputs/targets/loss_mask for cfg.steps; returns the per-step records.
+
+    `evaluate()` is called every eval_every steps and at the end; its dict joins the record.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    records = []
+    batches = minibatches(len(inputs), cfg.batch_size, g)
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
+    for step in bar:
+        idx = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = masked_ce(model(inputs[idx]), targets[idx], loss_mask[idx])
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at step {step}; stopped, last checkpoint kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        rec = {"step": step, "loss": loss.item(), "lr": lr_at(step, cfg),
+               "tokens": int(loss_mask[idx].sum())}
+        if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            rec.update(evaluate())
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", **{k: f"{v:.3f}" for k, v in rec.items()
+                                                         if k.startswith("heldout")})
+        records.append(rec)
+        if log is not None:
+            log(rec)
+    return records

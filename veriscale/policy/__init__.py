@@ -1,0 +1,1 @@
+"""Policies: the tiny GPT, its sampling engine and checkpoints."""

@@ -1,0 +1,81 @@
+"""Batched sampling for the tiny GPT: a KV-cache engine and the slow full-recompute reference.
+
+Both speak token ids and return `Rollouts` (tokens, sampled-token mask, per-row counts); they
+share `sample_next`, so at temperature 0 they must agree token for token (tested).
+
+The engine prefills all prompts at once, then feeds one token per step for the whole batch.
+Rows stop at EOS (the EOS token is kept and counted). When a quarter of the live rows have
+finished, the batch and its cache are compacted so finished rows cost nothing further.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from veriscale.policy.gpt import GPT
+from veriscale.tasks.base import Rollouts
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) token ids. temperature 0 is greedy; top_k 0 keeps every token."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+def _empty(B: int, max_new: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.full((B, max_new), pad_id, dtype=torch.long, device=device),
+            torch.zeros(B, max_new, dtype=torch.bool, device=device))
+
+
+@torch.inference_mode()
+def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, eos_id: int, pad_id: int,
+             temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
+             compact: bool = True) -> Rollouts:
+    """KV-cache sampling of up to max_new_tokens per row for (B, P) equal-length prompts."""
+    B, P = prompt_ids.shape
+    tokens, mask = _empty(B, max_new_tokens, pad_id, prompt_ids.device)
+    cache = model.new_cache(B, P + max_new_tokens)
+    logits = model(prompt_ids, cache)[:, -1]  # (B, V)
+    live = torch.arange(B, device=prompt_ids.device)  # (b,) original row of each cache row
+    done = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)  # (b,) finished, not yet dropped
+    for t in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, generator)  # (b,)
+        rows = live[~done]
+        tokens[rows, t] = nxt[~done]
+        mask[rows, t] = True
+        done = done | (nxt == eos_id)
+        if t + 1 == max_new_tokens or done.all():
+            break
+        # Finished rows keep running (cheaper than copying the cache each step) until a
+        # quarter of the batch has finished; then the batch and its cache are compacted.
+        if compact and (~done).sum() <= 0.75 * len(live):
+            keep = ~done
+            live, nxt, done = live[keep], nxt[keep], done[keep]
+            cache.select(keep)
+        logits = model(nxt[:, None], cache)[:, -1]
+    return Rollouts(tokens=tokens, mask=mask, counts=mask.sum(1))
+
+
+@torch.inference_mode()
+def generate_reference(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, eos_id: int, pad_id: int,
+                       temperature: float = 1.0, top_k: int = 0,
+                       generator: torch.Generator | None = None) -> Rollouts:
+    """Slow reference: recompute the whole sequence every step, no cache, no compaction."""
+    B, _ = prompt_ids.shape
+    tokens, mask = _empty(B, max_new_tokens, pad_id, prompt_ids.device)
+    done = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
+    seq = prompt_ids
+    for t in range(max_new_tokens):
+        nxt = sample_next(model(seq)[:, -1], temperature, top_k, generator)
+        tokens[:, t] = torch.where(done, pad_id, nxt)
+        mask[:, t] = ~done
+        done = done | (nxt == eos_id)
+        if done.all():
+            break
+        seq = torch.cat([seq, nxt[:, None]], 1)
+    return Rollouts(tokens=tokens, mask=mask, counts=mask.sum(1))

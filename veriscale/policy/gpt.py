@@ -1,0 +1,121 @@
+"""A small decoder-only transformer (pre-LayerNorm GPT). No training or sampling code lives here.
+
+`body` returns final hidden states, `forward` the next-token logits; both accept a `KVCache` so
+the engine can prefill once and then feed one token per step. The verifier reuses `body` with
+its own scalar head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from veriscale.config import ConfigError, knob
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = knob(0, "tokens in the vocabulary (0 = take it from the task)", min=0)
+    max_seq_len: int = knob(0, "positions (0 = prompt length + task horizon)", min=0)
+    n_layer: int = knob(4, "transformer blocks", min=1, max=64)
+    n_head: int = knob(4, "attention heads", min=1, max=64)
+    d_model: int = knob(128, "residual width (divisible by n_head)", min=8, max=8192)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ConfigError(f"d_model: {self.d_model} is not divisible by n_head={self.n_head}")
+
+
+class KVCache:
+    """Preallocated keys/values, (n_layer, B, n_head, max_len, head_dim) each; `pos` tokens filled."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.d_model // cfg.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` of the batch (the engine drops finished sequences)."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.layer, self.n_head = layer, cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.out = nn.Linear(4 * cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        if cache is not None:  # write this chunk's keys/values, attend over everything so far
+            p = cache.pos
+            cache.k[self.layer, :, :, p:p + T] = k
+            cache.v[self.layer, :, :, p:p + T] = v
+            k, v = cache.k[self.layer, :, :, :p + T], cache.v[self.layer, :, :, :p + T]
+        # q: (B, nh, T, hd); k, v: (B, nh, S, hd). A causal mask is needed only when T > 1; the
+        # cached prefix (S - T positions) is fully visible, which is_causal handles for S == T.
+        if T > 1 and k.shape[2] != T:
+            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.vocab_size < 1 or cfg.max_seq_len < 1:
+            raise ConfigError("vocab_size/max_seq_len: must be resolved (> 0) before building the model")
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok.weight  # tied input/output embeddings
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        p = self.tok.weight
+        return KVCache(self.cfg, batch, max_len, device=p.device, dtype=p.dtype)
+
+    def body(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, d_model) final hidden states (after ln_f)."""
+        start = cache.pos if cache is not None else 0
+        T = idx.shape[1]
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
+        x = self.tok(idx) + self.pos(torch.arange(start, start + T, device=idx.device))
+        for block in self.blocks:
+            x = block(x, cache)
+        if cache is not None:
+            cache.pos += T
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab) next-token logits."""
+        return self.head(self.body(idx, cache))
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos.weight.numel() - (self.tok.weight.numel() if non_embedding else 0)

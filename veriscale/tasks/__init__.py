@@ -1,0 +1,1 @@
+"""Tasks: prompts plus a ground-truth checker of the first-success index."""

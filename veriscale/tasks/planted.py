@@ -1,0 +1,212 @@
+"""The didactic task of SPEC §2: contextualized planted subsequence.
+
+A prompt is k content tokens x. A hidden map g (fixed by `map_seed`) gives the target
+y*(x)_j = (x_{p(j)} + c_j) mod V. A trace succeeds when y* appears contiguously; its
+first-success index T is the 1-based position of the target's last token.
+
+Token ids: content 0..V-1, filler V..V+F*S-1 (S styles of F tokens each), then BOS, SEP, EOS,
+PAD. A model sees `BOS x SEP` and writes the trace.
+
+The teacher writes attempts: l filler tokens (of one style per trace) then an m-token
+candidate that is correct with probability q, else the target with `corrupt_positions`
+positions changed. It stops with EOS right after a correct candidate, else keeps attempting
+until the budget H ends. l is drawn per attempt from the heterogeneity distribution:
+`low` fixed l, `high` uniform on {0..floor(s*H^beta)}, `custom` a weight per l value.
+
+Example (V=16, see tests): prompt 3 7 1 C with p=(2,0,3,1), c=(1,5,0,9) has target 2 8 C 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from veriscale.config import ConfigError, knob
+from veriscale.tasks.base import NEVER, Rollouts
+
+
+@dataclass
+class PlantedConfig:
+    vocab: int = knob(16, "V: number of content tokens", min=2, max=256)
+    prompt_len: int = knob(4, "k: prompt length in content tokens", min=1, max=32)
+    answer_len: int = knob(4, "m: target length in content tokens", min=1, max=32)
+    map_seed: int = knob(0, "seed of the hidden map g (permutation p and offsets c)", min=0)
+    horizon: int = knob(128, "H: the largest budget (trace length in tokens) the task is built for", min=2)
+    q: float = knob(0.4, "probability that a teacher candidate is correct (ours)", min=0.0, max=1.0)
+    corrupt_positions: int = knob(1, "positions changed in an incorrect teacher candidate (ours)", min=1)
+    heterogeneity: Literal["low", "high", "custom"] = knob(
+        "high", "filler-length distribution: low = fixed, high = uniform spread growing with H, custom = weights")
+    low_filler: int = knob(2, "l for heterogeneity=low (fixed filler tokens per attempt; ours)", min=0)
+    spread_scale: float = knob(0.25, "s: high spread is uniform on 0..floor(s*H^beta) (ours)", min=0.0)
+    spread_exponent: float = knob(1.0, "beta: high spread grows like H^beta (1 linear, 0.5 sqrt)", min=0.0, max=2.0)
+    custom_weights: list[float] = knob([1.0], "heterogeneity=custom: weight of l = 0, 1, 2, ...", min=0.0)
+    filler_tokens: int = knob(4, "F: filler alphabet size per style", min=1, max=64)
+    styles: int = knob(1, "S: number of filler styles (disjoint alphabets; one per trace)", min=1, max=16)
+    test_prompts: int = knob(512, "size of the held-out test prompt set", min=1)
+    split_seed: int = knob(1, "seed choosing which prompts are held out", min=0)
+
+    def __post_init__(self) -> None:
+        if self.heterogeneity == "custom" and sum(self.custom_weights) <= 0:
+            raise ConfigError("custom_weights: must have a positive sum")
+        if self.test_prompts * 2 > self.vocab**self.prompt_len:
+            raise ConfigError(f"test_prompts: {self.test_prompts} is more than half of the "
+                              f"{self.vocab}^{self.prompt_len} possible prompts")
+        if self.answer_len > self.horizon:
+            raise ConfigError(f"answer_len: {self.answer_len} exceeds horizon {self.horizon}")
+
+
+class PlantedTask:
+    """Prompts, checker and teacher of the planted-subsequence task."""
+
+    name = "planted"
+
+    def __init__(self, cfg: PlantedConfig):
+        self.cfg = cfg
+        V, k, m = cfg.vocab, cfg.prompt_len, cfg.answer_len
+        g = torch.Generator().manual_seed(cfg.map_seed)
+        # p(j): which prompt position feeds target position j (a permutation when m <= k).
+        perm = torch.randperm(k, generator=g)
+        self.positions = torch.cat([perm, torch.randint(k, (max(0, m - k),), generator=g)])[:m]
+        self.offsets = torch.randint(V, (m,), generator=g)
+        n_fill = cfg.filler_tokens * cfg.styles
+        self.filler_base = V
+        self.bos, self.sep, self.eos, self.pad = V + n_fill, V + n_fill + 1, V + n_fill + 2, V + n_fill + 3
+        self.vocab_size = V + n_fill + 4
+        # Held-out prompts: a fixed random subset of all V^k prompt ids.
+        self._n_ids = V**k
+        gs = torch.Generator().manual_seed(cfg.split_seed)
+        self._test_ids = torch.randperm(self._n_ids, generator=gs)[: cfg.test_prompts] if self._n_ids <= 2**24 \
+            else torch.randint(self._n_ids, (cfg.test_prompts,), generator=gs)
+
+    # ---- prompts -------------------------------------------------------------------------
+    def _ids_to_prompts(self, ids: torch.Tensor) -> torch.Tensor:
+        V, k = self.cfg.vocab, self.cfg.prompt_len
+        powers = V ** torch.arange(k - 1, -1, -1)
+        return (ids[:, None] // powers) % V
+
+    def _prompts_to_ids(self, prompts: torch.Tensor) -> torch.Tensor:
+        V, k = self.cfg.vocab, self.cfg.prompt_len
+        return (prompts * V ** torch.arange(k - 1, -1, -1)).sum(1)
+
+    def prompts(self, split: str, n: int, seed: int) -> torch.Tensor:
+        """(n, k) int64 prompts. "test" draws from the held-out set; "train" never does."""
+        g = torch.Generator().manual_seed(seed)
+        if split == "test":
+            idx = torch.randint(len(self._test_ids), (n,), generator=g) if n > len(self._test_ids) \
+                else torch.randperm(len(self._test_ids), generator=g)[:n]
+            return self._ids_to_prompts(self._test_ids[idx])
+        if split != "train":
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        out = torch.empty(0, dtype=torch.long)
+        held = self._test_ids
+        while len(out) < n:  # rejection of held-out ids; the held-out share is <= 1/2
+            ids = torch.randint(self._n_ids, (2 * (n - len(out)) + 8,), generator=g)
+            out = torch.cat([out, ids[~torch.isin(ids, held)]])
+        return self._ids_to_prompts(out[:n])
+
+    def target(self, prompts: torch.Tensor) -> torch.Tensor:
+        """(B, m) the hidden target y*(x) for (B, k) prompts."""
+        return (prompts[:, self.positions] + self.offsets) % self.cfg.vocab
+
+    def encode(self, prompts: torch.Tensor) -> torch.Tensor:
+        """(B, k+2) model input `BOS x SEP`."""
+        B = prompts.shape[0]
+        return torch.cat([torch.full((B, 1), self.bos), prompts, torch.full((B, 1), self.sep)], 1)
+
+    # ---- checker -------------------------------------------------------------------------
+    def first_success(self, prompts: torch.Tensor, traces: torch.Tensor) -> torch.Tensor:
+        """(B,) T for (B, L) trace tokens: 1-based index of the last token of the first
+        contiguous occurrence of the target, NEVER if none. Vectorised over all windows."""
+        m = self.cfg.answer_len
+        B, L = traces.shape
+        if L < m:
+            return torch.full((B,), NEVER, dtype=torch.long)
+        windows = traces.unfold(1, m, 1)  # (B, L-m+1, m)
+        hit = (windows == self.target(prompts)[:, None, :]).all(-1)  # (B, L-m+1)
+        first = hit.int().argmax(1)  # first True (0 when none; disambiguated by any())
+        return torch.where(hit.any(1), first + m, torch.full_like(first, NEVER))
+
+    def check(self, prompts: torch.Tensor, rollouts: Rollouts) -> torch.Tensor:
+        """Task protocol: T of each rollout; tokens outside the sampled mask never count."""
+        return self.first_success(prompts, torch.where(rollouts.mask, rollouts.tokens, -1))
+
+    # ---- teacher -------------------------------------------------------------------------
+    def filler_weights(self, budget: int | None = None) -> torch.Tensor:
+        """Probability of each filler length l = 0, 1, ... per attempt at budget H."""
+        cfg = self.cfg
+        H = budget or cfg.horizon
+        if cfg.heterogeneity == "low":
+            w = torch.zeros(cfg.low_filler + 1)
+            w[cfg.low_filler] = 1.0
+        elif cfg.heterogeneity == "high":
+            w = torch.ones(int(math.floor(cfg.spread_scale * H**cfg.spread_exponent)) + 1)
+        else:
+            w = torch.tensor(cfg.custom_weights, dtype=torch.float)
+        return w / w.sum()
+
+    def teacher(self, prompts: torch.Tensor, generator: torch.Generator, *, budget: int | None = None,
+                homogeneous: bool = False) -> Rollouts:
+        """Teacher traces (B, H): attempts of filler + candidate, EOS after the first correct one.
+
+        homogeneous=True is the control expert: no filler and always correct (T = m, sigma = 0).
+        Built position by position without a per-token Python loop: attempt a occupies
+        [start_a, end_a); each output position looks up its attempt with searchsorted.
+        """
+        cfg = self.cfg
+        H, m, B = budget or cfg.horizon, cfg.answer_len, prompts.shape[0]
+        A = H // m + 1  # enough attempts to fill the budget even with zero filler
+        if homogeneous:
+            fill = torch.zeros(B, A, dtype=torch.long)
+            correct = torch.ones(B, A, dtype=torch.bool)
+        else:
+            fill = torch.multinomial(self.filler_weights(H), B * A, replacement=True, generator=generator).view(B, A)
+            correct = torch.rand(B, A, generator=generator) < cfg.q
+        cand = self.target(prompts)[:, None, :].repeat(1, A, 1)  # (B, A, m)
+        # Corrupt wrong candidates: shift `corrupt_positions` random positions by a nonzero amount.
+        scores = torch.rand(B, A, m, generator=generator)
+        pos = scores.argsort(-1)[..., : min(cfg.corrupt_positions, m)]
+        shift = torch.randint(1, cfg.vocab, pos.shape, generator=generator)
+        corrupted = cand.scatter(-1, pos, (cand.gather(-1, pos) + shift) % cfg.vocab)
+        cand = torch.where(correct[..., None], cand, corrupted)
+        ends = (fill + m).cumsum(1)  # (B, A) exclusive end of each attempt
+        starts = ends - fill - m
+        p = torch.arange(H).expand(B, H).contiguous()
+        att = torch.searchsorted(ends, p, right=True).clamp(max=A - 1)  # (B, H) attempt of position
+        off = p - starts.gather(1, att)
+        att_fill = fill.gather(1, att)
+        style = torch.randint(cfg.styles, (B, 1), generator=generator)
+        filler = self.filler_base + style * cfg.filler_tokens + torch.randint(
+            cfg.filler_tokens, (B, H), generator=generator)
+        cand_tok = cand.gather(1, att[..., None].expand(B, H, m)).gather(
+            2, (off - att_fill).clamp(0, m - 1)[..., None]).squeeze(-1)
+        tokens = torch.where(off < att_fill, filler, cand_tok)
+        # The teacher stops after its first correct candidate: EOS there, PAD after.
+        first_ok = torch.where(correct.any(1), correct.int().argmax(1), torch.full((B,), A))
+        stop = torch.where(first_ok < A, ends.gather(1, first_ok.clamp(max=A - 1)[:, None]).squeeze(1),
+                           torch.full((B,), H))  # (B,) tokens before EOS
+        tokens = torch.where(p == stop[:, None], self.eos, tokens)
+        tokens = torch.where(p > stop[:, None], self.pad, tokens)
+        counts = (stop + 1).clamp(max=H)
+        mask = p < counts[:, None]
+        return Rollouts(tokens=tokens, mask=mask, counts=counts)
+
+    def expert(self, prompts: torch.Tensor, generator: torch.Generator, *, budget: int | None = None,
+               homogeneous: bool = False, max_rounds: int = 100) -> Rollouts:
+        """Expert traces: teacher traces conditioned on success within the budget (rejection)."""
+        H = budget or self.cfg.horizon
+        B = prompts.shape[0]
+        out = self.teacher(prompts, generator, budget=H, homogeneous=homogeneous)
+        ok = self.check(prompts, out) <= H
+        for _ in range(max_rounds):
+            if ok.all():
+                return out
+            redo = self.teacher(prompts[~ok], generator, budget=H, homogeneous=homogeneous)
+            idx = (~ok).nonzero().squeeze(1)
+            for name in ("tokens", "mask", "counts"):
+                getattr(out, name)[idx] = getattr(redo, name)
+            ok[idx] = self.check(prompts[idx], redo) <= H
+        raise RuntimeError(f"teacher succeeded on only {int(ok.sum())}/{B} prompts within H={H} after "
+                           f"{max_rounds} rounds: raise q or the budget")
