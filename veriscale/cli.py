@@ -26,6 +26,11 @@ def _budgets(text: str) -> list[int]:
     return out
 
 
+def _default_budgets(horizon: int) -> list[int]:
+    """8, 16, 32, ... below the horizon, and the horizon itself."""
+    return sorted({b for b in (2**i for i in range(3, 20)) if b < horizon} | {horizon})
+
+
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """Plain-text table; columns are (key, header); floats get 3 decimals."""
     cells = [[h for _, h in columns]] + [
@@ -54,10 +59,11 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config (defaults are used for missing keys).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-@click.option("--eval-budgets", default="16,32,64,128", show_default=True,
-              help="Budgets of the evaluation table printed after training.")
+@click.option("--eval-budgets", default=None,
+              help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--eval-prompts", default=256, show_default=True, help="Held-out prompts for that table.")
-def pretrain(config_path: str | None, overrides: tuple[str, ...], eval_budgets: str, eval_prompts: int) -> None:
+def pretrain(config_path: str | None, overrides: tuple[str, ...], eval_budgets: str | None,
+             eval_prompts: int) -> None:
     """Pretrain the base policy on teacher traces, then print its evaluation table."""
     from veriscale.learn.pretrain import PretrainConfig, pretrain as run_pretrain
 
@@ -65,7 +71,7 @@ def pretrain(config_path: str | None, overrides: tuple[str, ...], eval_budgets: 
         cfg = load_config(PretrainConfig, config_path, list(overrides))
     except ConfigError as e:
         _fail(f"config: {e}")
-    budgets = _budgets(eval_budgets)
+    budgets = _budgets(eval_budgets) if eval_budgets else _default_budgets(cfg.task.horizon)
     if budgets[-1] > cfg.task.horizon:
         _fail(f"--eval-budgets: {budgets[-1]} exceeds task.horizon={cfg.task.horizon}")
     out = run_pretrain(cfg)
@@ -119,6 +125,15 @@ def bench_engine(batches: str, new_tokens: int, repeats: int) -> None:
 
     click.echo(run_engine_bench([int(b) for b in batches.split(",")], new_tokens, repeats))
 
+
+def _register_study_commands() -> None:
+    from veriscale.study.commands import report, reproduce, results
+
+    for cmd in (reproduce, results, report):
+        main.add_command(cmd)
+
+
+_register_study_commands()
 
 if __name__ == "__main__":
     main()

@@ -2,14 +2,28 @@
 
 Each held-out prompt gets `samples` traces of max(budgets) tokens; every smaller budget is read
 off by truncation (`rewards.evaluate_budgets`). The metrics are over prompts x samples.
+
+`evaluate_method` puts every method on the same footing: the same held-out prompts, the same
+budgets, the same accounting (`search.budget_record`: tokens charged, never more than H, and
+verifier calls), one sampling pass at the largest budget per method.
+  base | sft | rl   one sequential trace of the policy per problem (the method name only labels
+                    which policy it is);
+  bon | maj | wmaj | oracle   best-of-`n_search` samples of the policy, total budget H;
+  early_stop        one trace of the policy, stopped by the verifier.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from veriscale.rewards import BudgetMetrics, evaluate_budgets
 from veriscale.tasks.base import Sampler, Task
+
+SEQUENTIAL = ("base", "sft", "rl")
+SEARCH = ("bon", "maj", "wmaj", "oracle", "early_stop")
+METHODS = SEQUENTIAL + SEARCH
 
 
 def sample_and_check(sampler: Sampler, task: Task, prompts: torch.Tensor, budget: int, *, samples: int = 1,
@@ -26,3 +40,38 @@ def evaluate_policy(sampler: Sampler, task: Task, prompts: torch.Tensor, budgets
     T, counts = sample_and_check(sampler, task, prompts, max(budgets), samples=samples,
                                  temperature=temperature, seed=seed)
     return evaluate_budgets(T, counts, sorted(budgets))
+
+
+def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | Path | None = None,
+                    prompts: int | torch.Tensor = 256, budgets: list[int], samples: int = 1, n_search: int = 4,
+                    temperature: float = 1.0, seed: int = 0, threshold: float = 0.5) -> list[dict]:
+    """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` run
+    with the policy of `policy_dir` on held-out prompts (a count drawn with `seed`, or a (B, k)
+    tensor), `samples` independent problems per prompt, sampled once at max(budgets)."""
+    from veriscale.learn.verifier import load_verifier
+    from veriscale.policy.sampler import GPTSampler, load_gpt_policy
+    from veriscale.search import NEEDS_VERIFIER, budget_record, draw_pool, search_budgets
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    model, task, _ = load_gpt_policy(policy_dir)
+    budgets = sorted(budgets)
+    if budgets[-1] > task.cfg.horizon:
+        raise ValueError(f"budget {budgets[-1]} exceeds the policy's horizon {task.cfg.horizon}")
+    test = task.prompts("test", prompts, seed) if isinstance(prompts, int) else prompts
+    sampler = GPTSampler(model, task)
+    if method in SEQUENTIAL:
+        T, counts = sample_and_check(sampler, task, test, budgets[-1], samples=samples,
+                                     temperature=temperature, seed=seed)
+        rows = [budget_record(T, counts.clamp(max=H), torch.zeros_like(counts), H) for H in budgets]
+    else:
+        verifier = None
+        if method in NEEDS_VERIFIER:
+            if verifier_dir is None:
+                raise ValueError(f"method {method!r} needs a verifier run directory")
+            verifier = load_verifier(verifier_dir, task)
+        n = 1 if method == "early_stop" else n_search
+        pool = draw_pool(sampler, task, test.repeat_interleave(samples, 0), n, budgets[-1],
+                         temperature=temperature, seed=seed, verifier=verifier)
+        rows = search_budgets(pool, budgets, method, threshold=threshold)
+    return [{"method": method, **r} for r in rows]

@@ -8,8 +8,11 @@ checkpoint in place (the caller saves only after `train_lm` returns or at eval p
 
 from __future__ import annotations
 
+import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -24,7 +27,7 @@ from veriscale.tasks.base import Rollouts
 class OptimConfig:
     steps: int = knob(600, "optimizer steps", min=1)
     batch_size: int = knob(64, "sequences per step", min=1)
-    lr: float = knob(2e-3, "peak learning rate", min=0.0)
+    lr: float = knob(3e-3, "peak learning rate", min=0.0)
     min_lr_ratio: float = knob(0.1, "final learning rate as a fraction of lr (cosine decay)", min=0.0, max=1.0)
     warmup: int = knob(30, "linear warm-up steps", min=0)
     weight_decay: float = knob(0.05, "AdamW weight decay", min=0.0)
@@ -88,18 +91,36 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator
             yield perm[i:i + batch_size]
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (never on biases or LayerNorm)."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def check_finite(loss: torch.Tensor, desc: str, step: int) -> None:
+    """Raise NonFiniteLoss for a NaN/inf loss, before it can reach the weights."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at step {step}; stopped, last checkpoint kept")
+
+
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
              cfg: OptimConfig, *, evaluate: Callable[[], dict] | None = None,
-             log: Callable[[dict], None] | None = None, desc: str = "train") -> list[dict]:
+             log: Callable[[dict], None] | None = None, desc: str = "train",
+             loss_fn: LossFn | None = None, stop: Callable[[dict], bool] | None = None) -> list[dict]:
     """Train on (N, T) inputs/targets/loss_mask for cfg.steps; returns the per-step records.
 
     `evaluate()` is called every eval_every steps and at the end; its dict joins the record.
+    `loss_fn(model, inputs, targets, loss_mask)` replaces the next-token loss (the verifier's
+    per-prefix loss uses it); `stop(record)`, called after each evaluation, ends training early
+    when it returns True (early stopping, see `BestCheckpoint`).
     """
     g = torch.Generator().manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     records = []
     batches = minibatches(len(inputs), cfg.batch_size, g)
     model.train()
@@ -108,9 +129,11 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
         idx = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = masked_ce(model(inputs[idx]), targets[idx], loss_mask[idx])
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at step {step}; stopped, last checkpoint kept")
+        if loss_fn is None:
+            loss = masked_ce(model(inputs[idx]), targets[idx], loss_mask[idx])
+        else:
+            loss = loss_fn(model, inputs[idx], targets[idx], loss_mask[idx])
+        check_finite(loss, desc, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -118,11 +141,55 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
         opt.step()
         rec = {"step": step, "loss": loss.item(), "lr": lr_at(step, cfg),
                "tokens": int(loss_mask[idx].sum())}
-        if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        evaluated = evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps)
+        if evaluated:
             rec.update(evaluate())
             bar.set_postfix(loss=f"{rec['loss']:.3f}", **{k: f"{v:.3f}" for k, v in rec.items()
                                                          if k.startswith("heldout")})
         records.append(rec)
         if log is not None:
             log(rec)
+        if evaluated and stop is not None and stop(rec):
+            break
     return records
+
+
+class BestCheckpoint:
+    """Early stopping on a held-out metric (lower is better) that keeps the best weights on disk.
+
+    `update(record)` calls `save()` whenever record[key] improves on the best so far and returns
+    True (stop) after `patience` consecutive evaluations without improvement (0 = never stop
+    early). The run directory therefore always holds the best checkpoint seen so far, which is
+    also what a NaN/inf stop leaves behind.
+    """
+
+    def __init__(self, key: str, patience: int, save: Callable[[], None]):
+        self.key, self.patience, self.save = key, patience, save
+        self.best, self.best_step, self.bad = math.inf, -1, 0
+
+    def update(self, rec: dict) -> bool:
+        if rec[self.key] < self.best:
+            self.best, self.best_step, self.bad = rec[self.key], rec["step"], 0
+            self.save()
+            return False
+        self.bad += 1
+        return 0 < self.patience <= self.bad
+
+
+@contextmanager
+def jsonl_log(path: Path) -> Iterator[Callable[[dict], None]]:
+    """A fresh metrics.jsonl; each record is flushed as written, so a crash keeps the history."""
+    with Path(path).open("w") as f:
+        def log(rec: dict) -> None:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+        yield log
+
+
+def heldout_split(n: int, share: float) -> tuple[slice, slice]:
+    """(train, held-out) slices of n shuffled items; the held-out part has round(share*n) >= 1
+    items and the training part at least one."""
+    held = min(n - 1, max(1, round(share * n)))
+    if held < 1:
+        raise ValueError(f"cannot hold out a share of {n} item(s)")
+    return slice(0, n - held), slice(n - held, n)

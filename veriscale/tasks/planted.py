@@ -34,7 +34,7 @@ class PlantedConfig:
     prompt_len: int = knob(4, "k: prompt length in content tokens", min=1, max=32)
     answer_len: int = knob(4, "m: target length in content tokens", min=1, max=32)
     map_seed: int = knob(0, "seed of the hidden map g (permutation p and offsets c)", min=0)
-    horizon: int = knob(128, "H: the largest budget (trace length in tokens) the task is built for", min=2)
+    horizon: int = knob(32, "H: the largest budget (trace length in tokens) the task is built for", min=2)
     q: float = knob(0.4, "probability that a teacher candidate is correct (ours)", min=0.0, max=1.0)
     corrupt_positions: int = knob(1, "positions changed in an incorrect teacher candidate (ours)", min=1)
     heterogeneity: Literal["low", "high", "custom"] = knob(

@@ -1,0 +1,89 @@
+"""The results store: one JSON record per evaluation run, written atomically, with a digest.
+
+A record is `records/<run id>.json` in the study directory. It carries the run's full config,
+its status and, when ok, one metrics row per budget. The digest (SHA-256 of the canonical JSON
+of everything else) lets a rerun detect a corrupted or hand-edited file and redo that run.
+`veriscale results STUDY` prints the table; `--parquet FILE` exports one row per budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from veriscale.policy.checkpoint import write_json_atomic
+
+SCHEMA = 1
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_record(study_dir: Path, job, result: dict[str, Any]) -> Path:
+    """Atomically write the record of evaluation `job` (temporary file, fsync, rename)."""
+    body = {"schema": SCHEMA, "id": job.id, "config": job.config, **result}
+    path = Path(study_dir) / "records" / f"{job.id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**body, "digest": _digest(body)})
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at `path`, or None when it is missing, unreadable, or fails its digest."""
+    try:
+        rec = json.loads(Path(path).read_text())
+        body = {k: v for k, v in rec.items() if k != "digest"}
+        if rec.get("schema") != SCHEMA or rec.get("digest") != _digest(body) or rec.get("id") != Path(path).stem:
+            return None
+        return rec
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_records(study_dir: str | Path, *, ok_only: bool = True) -> list[dict[str, Any]]:
+    """Valid records of a study, sorted by id; corrupted files are skipped (a rerun redoes them)."""
+    out = []
+    for path in sorted((Path(study_dir) / "records").glob("*.json")):
+        rec = read_record(path)
+        if rec is not None and (rec["status"] == "ok" or not ok_only):
+            out.append(rec)
+    return out
+
+
+def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per (record, budget): grid coordinates plus the budget's metrics."""
+    out = []
+    for rec in records:
+        c = rec["config"]
+        for m in rec["metrics"]:
+            out.append({"run_id": rec["id"], "method": c["method"], "heterogeneity": c["heterogeneity"],
+                        "horizon": c["horizon"], "n": c["n"], "seed": c["seed"], "mode": c["mode"], **m})
+    return out
+
+
+def summarize(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean over seeds per (heterogeneity, n, method, budget), with the number of seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in flat:
+        groups.setdefault((r["heterogeneity"], r["n"], r["method"], r["budget"]), []).append(r)
+    out = []
+    for (het, n, method, H), rs in sorted(groups.items()):
+        mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+        out.append({"heterogeneity": het, "n": n, "method": method, "H": H, "seeds": len(rs),
+                    "J_norm": mean("J_norm"), "success": mean("success"), "tokens": mean("tokens"),
+                    "verifier_calls": mean("verifier_calls") if "verifier_calls" in rs[0] else 0.0})
+    return out
+
+
+def export_parquet(study_dir: str | Path, out: str | Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = rows(load_records(study_dir))
+    if not flat:
+        raise ValueError(f"{study_dir}: no finished records to export")
+    pq.write_table(pa.Table.from_pylist(flat), str(out))
+    return Path(out)
