@@ -74,6 +74,10 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)
+    if tp is dict:  # a free-form table, validated by the config it is later merged into
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a table, got {type(value).__name__} {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {type(value).__name__} {value!r}")

@@ -135,7 +135,8 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
             t_sample = time.perf_counter() - t0
             reward, true = trace_rewards(task, x, ro, verifier)
             R = reward.view(-1, cfg.G)  # (B, G)
-            inputs, targets, mask = lm_batch(prompt_ids, ro)
+            w = int(ro.counts.max())  # columns past the longest trace are padding in every row
+            inputs, targets, mask = lm_batch(prompt_ids, Rollouts(ro.tokens[:, :w], ro.mask[:, :w], ro.counts))
             policy.train()
             with torch.no_grad():
                 ref_logits = ref(inputs)

@@ -31,13 +31,22 @@ from veriscale.policy.gpt import GPT
 from veriscale.policy.sampler import load_gpt_policy
 
 
-def _sft_optim() -> OptimConfig:
-    return OptimConfig(steps=60, batch_size=32, lr=5e-4, warmup=5, weight_decay=0.0, eval_every=10)
+@dataclass
+class SFTOptimConfig(OptimConfig):
+    """SFT's own defaults (ours), sized for ~30 s at the default model size on 2 CPU cores.
+    A subclass, so overriding one optim key keeps the other SFT defaults."""
+
+    steps: int = knob(60, "optimizer steps (an upper bound: early stopping may end sooner)", min=1)
+    batch_size: int = knob(32, "sequences per step", min=1)
+    lr: float = knob(2e-4, "peak learning rate (below pretraining's: fine-tuning from pi_b)", min=0.0)
+    warmup: int = knob(5, "linear warm-up steps", min=0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
+    eval_every: int = knob(5, "steps between held-out evaluations (early-stopping checks)", min=1)
 
 
 @dataclass
 class SFTConfig:
-    n: int = knob(512, "n: expert traces (one per training prompt), the VF data budget; the held-out "
+    n: int = knob(128, "n: expert traces (one per training prompt), the VF data budget; the held-out "
                        "share is taken from them", min=2)
     expert: Literal["heterogeneous", "homogeneous"] = knob(
         "heterogeneous", "expert traces: teacher conditioned on success, or the homogeneous control (l = 0)")
@@ -46,7 +55,7 @@ class SFTConfig:
     patience: int = knob(3, "held-out evaluations without improvement before stopping (0 = never; ours)", min=0)
     data_seed: int = knob(0, "seed of the training prompts and expert traces", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
-    optim: OptimConfig = field(default_factory=_sft_optim)  # small defaults (ours): ~30 s at the default size
+    optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
 
 
 def expert_dataset(task, prompts: torch.Tensor, homogeneous: bool, seed: int):

@@ -15,9 +15,10 @@ trained with the log-loss surrogate, its best checkpoint is chosen by held-out 0
 its scores are thresholded, r_hat in {0, 1} = 1{sigmoid(.) >= 1/2}.
 
 A share `heldout` of the n prompts (all r rollouts of each) is held out; every evaluation logs
-held-out loss, AUC over all prefixes, AUC of the final prefix against trace success, and 0/1
-error beside the error of the best constant. Scores at h beyond a trace's end repeat the score
-of its last token: the prefix of length h is then the whole trace.
+held-out loss, AUC over all prefixes, AUC among prefixes of equal length (longer prefixes are
+more often correct, so the pooled AUC rewards knowing the length alone), AUC of the final
+prefix against trace success, and 0/1 error beside the error of the best constant. Scores at h
+beyond a trace's end repeat the score of its last token: that prefix is the whole trace.
 
 Run: `veriscale train verifier --base runs/base-high --out runs/verifier [--config configs/verifier.toml]`.
 """
@@ -43,8 +44,17 @@ from veriscale.tasks.planted import PlantedConfig, PlantedTask
 Loss = Literal["log", "squared", "zero_one"]
 
 
-def _verifier_optim() -> OptimConfig:
-    return OptimConfig(steps=60, batch_size=32, lr=1e-3, warmup=5, weight_decay=0.0, eval_every=10)
+@dataclass
+class VerifierOptimConfig(OptimConfig):
+    """The verifier's own defaults (ours), sized for ~40 s at the default model size on 2 CPU
+    cores. A subclass, so overriding one optim key keeps the other verifier defaults."""
+
+    steps: int = knob(60, "optimizer steps (an upper bound: early stopping may end sooner)", min=1)
+    batch_size: int = knob(32, "rollouts per step (all their prefixes are labelled)", min=1)
+    lr: float = knob(3e-3, "peak learning rate", min=0.0)
+    warmup: int = knob(5, "linear warm-up steps", min=0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
+    eval_every: int = knob(10, "steps between held-out evaluations (early-stopping checks)", min=1)
 
 
 @dataclass
@@ -59,7 +69,7 @@ class VerifierConfig:
     seed: int = knob(0, "seed of the rollouts", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/RL by default)", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
-    optim: OptimConfig = field(default_factory=_verifier_optim)  # small defaults (ours): ~40 s at default size
+    optim: VerifierOptimConfig = field(default_factory=VerifierOptimConfig)
 
 
 class Verifier(nn.Module):
@@ -94,24 +104,28 @@ class Verifier(nn.Module):
 
     @torch.no_grad()
     def score(self, prompts: torch.Tensor, rollouts_or_tokens: Rollouts | torch.Tensor,
-              batch_size: int = 1024) -> torch.Tensor:
+              batch_size: int = 64) -> torch.Tensor:
         """(B, k) prompts, (B, L) traces -> (B, L) r_hat of each prefix h = 1..L.
 
         One forward over BOS x SEP trace per chunk of `batch_size` rows. Causal attention means
         padding after a trace never changes its earlier positions, so position P-1+h holds the
         score of the prefix of length h; positions past the trace's end repeat its last score.
+        Rows are chunked in order of length and each chunk is cut to its longest trace, so
+        little compute goes to padding.
         """
         tokens, counts = self._unpack(rollouts_or_tokens, self.task.pad)
         B, L = tokens.shape
         P = self.prompt_len
-        # h index per output column: min(h, count), h = 1..L, as a column of logits[:, P-1:].
+        # Column of logits[:, P-1:] (prefix lengths 0..w) holding prefix h = 1..L: min(h, count).
         cols = torch.minimum(torch.arange(1, L + 1)[None], counts[:, None])  # (B, L)
         out = torch.empty(B, L)
+        order = counts.argsort()
         for i in range(0, B, batch_size):
-            sl = slice(i, i + batch_size)
-            seq = torch.cat([self.task.encode(prompts[sl]), tokens[sl]], 1)  # (b, P+L)
-            logits = self(seq)[:, P - 1:]  # (b, L+1): prefix lengths 0..L
-            out[sl] = self._probs(logits.gather(1, cols[sl]))
+            rows = order[i:i + batch_size]
+            w = int(counts[rows].max())
+            seq = torch.cat([self.task.encode(prompts[rows]), tokens[rows, :w]], 1)  # (b, P+w)
+            logits = self(seq)[:, P - 1:]  # (b, w+1): prefix lengths 0..w
+            out[rows] = self._probs(logits.gather(1, cols[rows]))
         return out
 
     @torch.no_grad()
@@ -159,6 +173,18 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def auc_at_length(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
+    """AUC among prefixes of the same length h, averaged over h weighted by prefixes: what the
+    verifier knows beyond "longer prefixes are more often correct". (B, L) inputs."""
+    total, weight = 0.0, 0
+    for h in range(labels.shape[1]):
+        y = labels[mask[:, h], h]
+        if 0 < y.sum() < len(y):
+            total += auc(scores[mask[:, h], h], y) * len(y)
+            weight += len(y)
+    return total / weight if weight else float("nan")
+
+
 def sample_labelled(model: GPT, task: PlantedTask, prompts: torch.Tensor, r: int, temperature: float,
                     seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Algorithm 1 steps 1-2: (seq (B*r, P+H), labels (B*r, H), mask (B*r, H), T (B*r,))."""
@@ -172,16 +198,19 @@ def sample_labelled(model: GPT, task: PlantedTask, prompts: torch.Tensor, r: int
 @torch.no_grad()
 def heldout_metrics(verifier: Verifier, seq: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
                     loss: Loss) -> dict:
-    """Held-out loss, AUC (all prefixes; final prefix vs trace success) and 0/1 error."""
+    """Held-out loss, AUC (all prefixes; among prefixes of equal length; final prefix against
+    trace success), and 0/1 error beside the best constant's."""
     verifier.eval()
     logits = verifier(seq)[:, verifier.prompt_len:]  # (B, L) prefix lengths 1..L
     verifier.train()
-    p, y = torch.sigmoid(logits)[mask], labels[mask]
+    probs = torch.sigmoid(logits)
+    p, y = probs[mask], labels[mask]
     last = mask.sum(1) - 1  # (B,) column of each trace's final prefix
-    final_p, final_y = torch.sigmoid(logits).gather(1, last[:, None]), labels.gather(1, last[:, None])
+    final_p, final_y = probs.gather(1, last[:, None]), labels.gather(1, last[:, None])
     base_rate = y.mean().item()
     return {"heldout_loss": verifier_loss(logits, labels, mask, loss).item(),
-            "heldout_auc": auc(p, y), "heldout_auc_final": auc(final_p, final_y),
+            "heldout_auc": auc(p, y), "heldout_auc_at_length": auc_at_length(probs, labels, mask),
+            "heldout_auc_final": auc(final_p, final_y),
             "heldout_error": ((p >= 0.5).float() != y).float().mean().item(),
             "heldout_error_constant": min(base_rate, 1 - base_rate)}
 

@@ -85,13 +85,21 @@ class IncrementalText:
         self.offsets.append(len(self.text))
         return piece
 
+    def finish(self) -> None:
+        """At the row's end, emit what an unfinished character left pending (as U+FFFD), so
+        `text` equals a full decode of the row."""
+        if self._read < len(self.ids):
+            before = self._decode(self.ids[self._prefix:self._read])
+            self.text += self._decode(self.ids[self._prefix:])[len(before):]
+            self.offsets[-1] = len(self.text)
+
 
 class HFSampler:
     """Batched KV-cache sampling from a transformers causal LM; see the module docstring."""
 
     def __init__(self, model, tokenizer, cfg: HFConfig | None = None):
         self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg or HFConfig()
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
         self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None), dtype=torch.long)
         if not len(self.eos_ids):
@@ -186,6 +194,8 @@ class HFSampler:
                              use_cache=True)
             pos = pos + 1
             logits = out.logits[:, -1].float()
+        for row in rows:
+            row.finish()
         return rows
 
 

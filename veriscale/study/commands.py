@@ -29,10 +29,12 @@ def _study_file(path: str | None, quick: bool) -> Path:
 @click.option("--out", default=None, help="Study directory (default runs/<study name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a study field.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel runs.")
+@click.option("--threads", default=0, type=click.IntRange(min=0),
+              help="torch threads per run (default: cores divided among the workers).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="ray.init address (default: start a local instance).")
 @click.option("--no-report", is_flag=True, help="Only run the sweep.")
-def reproduce(study_file, quick, out, overrides, workers, backend, ray_address, no_report) -> None:
+def reproduce(study_file, quick, out, overrides, workers, threads, backend, ray_address, no_report) -> None:
     """Run the VF-vs-VB study (resumable sweep) and write its report.
 
     Without STUDY_FILE: studies/didactic.toml, or studies/didactic-quick.toml with --quick.
@@ -54,7 +56,8 @@ def reproduce(study_file, quick, out, overrides, workers, backend, ray_address, 
     from veriscale.study.sweep import run_study
 
     study_dir = Path(out or Path("runs") / study.name)
-    counts = run_study(study, study_dir, workers=workers, backend=backend, ray_address=ray_address)
+    counts = run_study(study, study_dir, workers=workers, backend=backend, ray_address=ray_address,
+                       threads=threads or None)
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)

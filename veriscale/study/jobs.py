@@ -110,19 +110,20 @@ def sft_config(cfg: dict, n: int, seed: int, expert: str):
 
 def verifier_config(cfg: dict, n: int, seed: int):
     from veriscale.learn.verifier import VerifierConfig
-    return from_dict(VerifierConfig, deep_merge(cfg, {"n": n, "seed": seed}))
+    return from_dict(VerifierConfig, deep_merge(cfg, {"n": n, "seed": seed, "data_seed": seed}))
 
 
 def rl_config(cfg: dict, n: int, seed: int, reward: str):
     from veriscale.learn.rl import RLConfig
-    return from_dict(RLConfig, deep_merge(cfg, {"n": n, "seed": seed, "reward": reward}))
+    return from_dict(RLConfig, deep_merge(cfg, {"n": n, "seed": seed, "data_seed": seed, "reward": reward}))
 
 
 def check_stage_configs(study: StudyConfig) -> None:
     """Validate the study's learner overrides before any work starts (raises ConfigError)."""
-    for label, build in [("sft", lambda: sft_config(study.sft, 1, 0, "heterogeneous")),
-                         ("verifier", lambda: verifier_config(study.verifier, 1, 0)),
-                         ("rl", lambda: rl_config(study.rl, 1, 0, "outcome"))]:
+    n, seed = min(study.n), study.seeds[0]
+    for label, build in [("sft", lambda: sft_config(study.sft, n, seed, "heterogeneous")),
+                         ("verifier", lambda: verifier_config(study.verifier, n, seed)),
+                         ("rl", lambda: rl_config(study.rl, n, seed, "outcome"))]:
         try:
             build()
         except ConfigError as e:

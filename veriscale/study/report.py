@@ -54,6 +54,16 @@ def _per_seed(flat: list[dict], key: str) -> dict[tuple, dict[int, float]]:
     return out
 
 
+def _log_y(ax) -> None:
+    """Log y axis when the plotted data has a positive value; otherwise stay linear and say so
+    (a measured gap may well be negative everywhere)."""
+    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
+    if any(np.isfinite(y) and y > 0 for y in ys):
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no positive values to draw on a log axis", transform=ax.transAxes, ha="center")
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -142,8 +152,9 @@ class Report:
         ref_y = [y for line in axes[0].get_lines() for y in line.get_ydata() if np.isfinite(y)]
         if ref_y:
             axes[0].plot(H, np.sqrt(H / H[0]) * max(min(ref_y), 1e-3), "k--", label="sqrt(H) reference")
-        axes[0].set(xscale="log", yscale="log", xlabel="budget H", ylabel="J_H(VB) - J_H(VF)  (tokens)",
+        axes[0].set(xscale="log", xlabel="budget H", ylabel="J_H(VB) - J_H(VF)  (tokens)",
                     title="gap in return units (log-log)")
+        _log_y(axes[0])
         axes[1].set(xscale="log", xlabel="budget H", ylabel="success@H(VB) - success@H(VF)", title="success gap")
         axes[1].axhline(0, color="grey", lw=0.8)
         for ax in axes:
@@ -198,8 +209,9 @@ class Report:
                     line, = ax.plot(xs, ys, marker="o", label=f"{method}, {het}")
                     miss = [m["at"] for m in pts if m["multiplier"] is None]
                     ax.scatter(miss, [1.0] * len(miss), marker="x", color=line.get_color())
-            ax.set(xscale="log", yscale="log", xlabel="budget H" if axis == "tokens" else "data n",
+            ax.set(xscale="log", xlabel="budget H" if axis == "tokens" else "data n",
                    ylabel=f"x more {axis} VF needs", title=f"{axis} multiplier (x at 1 = not reached)")
+            _log_y(ax)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         self.captions.append((_save(fig, self.dir / "fig_e_multiplier.png"),
@@ -219,8 +231,8 @@ class Report:
                 if np.isfinite(sub[-1]) and sub[-1] > 0:
                     ax.plot(n, scaled(shape, len(n) - 1, sub[-1]), "--", color=line.get_color(),
                             label=f"{label}, scaled to the point at n = {self.ns[-1]}")
-        ax.set(xscale="log", yscale="log", xlabel="training prompts n",
-               ylabel=f"suboptimality (J*_H - J_H)/H at H = {Hm}")
+        ax.set(xscale="log", xlabel="training prompts n", ylabel=f"suboptimality (J*_H - J_H)/H at H = {Hm}")
+        _log_y(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         self.captions.append((_save(fig, self.dir / "fig_f_theory.png"),

@@ -58,9 +58,9 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for rec in records:
         c = rec["config"]
-        for m in rec["metrics"]:
-            out.append({"run_id": rec["id"], "method": c["method"], "heterogeneity": c["heterogeneity"],
-                        "horizon": c["horizon"], "n": c["n"], "seed": c["seed"], "mode": c["mode"], **m})
+        for m in rec["metrics"]:  # the grid's coordinates win over any same-named metric field
+            out.append({**m, "run_id": rec["id"], "method": c["method"], "heterogeneity": c["heterogeneity"],
+                        "horizon": c["horizon"], "n": c["n"], "seed": c["seed"], "mode": c["mode"]})
     return out
 
 

@@ -44,8 +44,7 @@ def levels(jobs: list[Job]) -> list[list[Job]]:
     return out
 
 
-def _local_results(jobs: list[Job], study_dir: Path, workers: int) -> Iterable[dict]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int) -> Iterable[dict]:
     if workers == 1:
         for job in jobs:
             yield run_job(job, study_dir, threads)
@@ -59,15 +58,15 @@ def _local_results(jobs: list[Job], study_dir: Path, workers: int) -> Iterable[d
             yield fut.result()
 
 
-def _ray_results(jobs: list[Job], study_dir: Path, workers: int, address: str | None) -> Iterable[dict]:
+def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterable[dict]:
     try:
         import ray
     except ImportError:
         raise RuntimeError("--backend ray needs Ray: pip install 'veriscale[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(run_job)
-    pending = [remote.remote(job, str(study_dir), 1) for job in jobs]
+    remote = ray.remote(num_cpus=threads)(run_job)
+    pending = [remote.remote(job, str(study_dir), threads) for job in jobs]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
@@ -75,8 +74,13 @@ def _ray_results(jobs: list[Job], study_dir: Path, workers: int, address: str | 
 
 def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
               backend: Literal["local", "ray"] = "local", ray_address: str | None = None,
-              progress: bool = True) -> dict:
-    """Run every unfinished job of the study; returns counts of ok / failed / skipped jobs."""
+              threads: int | None = None, progress: bool = True) -> dict:
+    """Run every unfinished job of the study; returns counts of ok / failed / skipped jobs.
+
+    `threads` is torch's CPU threads per job (default: the cores divided among the workers);
+    results are bit-identical across backends for the same thread count.
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
@@ -86,8 +90,8 @@ def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="job", disable=not progress, dynamic_ncols=True)
     errors = []
     for level in levels(todo):
-        results = _ray_results(level, study_dir, workers, ray_address) if backend == "ray" \
-            else _local_results(level, study_dir, workers)
+        results = _ray_results(level, study_dir, threads, ray_address) if backend == "ray" \
+            else _local_results(level, study_dir, workers, threads)
         for res in results:
             counts[res["status"]] += 1
             if res["status"] == "error":

@@ -1,0 +1,78 @@
+"""Sampling throughput of `HFSampler` against transformers' plain `generate`, on SmolLM2-135M-Instruct.
+
+Both sample the same rows (N basic_arithmetic prompts x M samples each, chat template, temperature
+1, no top-k/top-p) up to the same number of new tokens, in one batch of all rows. Two rates:
+- padded tokens/s: rows x longest row / seconds, what a padded batch holds (the SPEC's "counting
+  padding" figure);
+- useful tokens/s: tokens up to and including each row's EOS / seconds (what a learner uses).
+`generate` keeps finished rows in the batch until the longest one ends and prefills every copy
+of a prompt; HFSampler drops finished rows and prefills each distinct prompt once.
+
+Run (needs the SmolLM2 extra): `nice -n 10 python benchmarks/hf_sampler.py --prompts 8 --samples 8
+--new-tokens 96 --threads 1`; prints a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from veriscale.policy.hf import HFConfig, load_hf_policy
+from veriscale.policy.smollm2 import ensure_converted
+from veriscale.tasks.gym import GymConfig, GymTask
+
+
+def plain_generate(sampler, rows: list, new_tokens: int, seed: int) -> tuple[float, int, int]:
+    """(seconds, padded tokens, useful tokens) of one left-padded `model.generate` call."""
+    model = sampler.model
+    ids = [sampler.encode(r) for r in rows]
+    P = max(map(len, ids))
+    inp = torch.tensor([[sampler.pad_id] * (P - len(i)) + i for i in ids])
+    attn = torch.tensor([[0] * (P - len(i)) + [1] * len(i) for i in ids])
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    out = model.generate(inp, attention_mask=attn, max_new_tokens=new_tokens, do_sample=True, temperature=1.0,
+                         top_k=0, top_p=1.0, pad_token_id=sampler.pad_id, eos_token_id=sampler.eos_ids.tolist())
+    seconds = time.perf_counter() - start
+    gen = out[:, P:]  # (B, L) new tokens, pad after EOS
+    is_eos = torch.isin(gen, sampler.eos_ids)
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((len(rows),), gen.shape[1]))
+    return seconds, gen.numel(), int(first.sum())
+
+
+def ours(sampler, rows: list, new_tokens: int, seed: int) -> tuple[float, int, int]:
+    start = time.perf_counter()
+    r = sampler.sample(rows, new_tokens, temperature=1.0, seed=seed)
+    seconds = time.perf_counter() - start
+    return seconds, len(rows) * int(r.counts.max()), int(r.counts.sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    B = args.prompts * args.samples
+    sampler = load_hf_policy(ensure_converted(), HFConfig(batch_size=B, progress=False))
+    problems = GymTask(GymConfig()).prompts("test", args.prompts, args.seed)
+    rows = [p for p in problems for _ in range(args.samples)]
+    print(f"SmolLM2-135M-Instruct float32, {args.prompts} basic_arithmetic prompts x {args.samples} samples = {B} rows, "
+          f"{args.new_tokens} new tokens, temperature 1, {args.threads} thread(s), "
+          f"load average before {os.getloadavg()[0]:.1f}\n")
+    print("| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens |")
+    print("|---|---|---|---|---|")
+    for name, fn in (("transformers generate", plain_generate), ("HFSampler", ours)):
+        s, padded, useful = fn(sampler, rows, args.new_tokens, args.seed)
+        print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} |")
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

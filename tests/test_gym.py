@@ -1,0 +1,62 @@
+"""reasoning-gym tasks: prompts, the template split of gsm_symbolic, strict 0/1 grading."""
+
+import pytest
+import torch
+
+from veriscale.config import ConfigError
+from veriscale.tasks.base import NEVER, Rollouts
+from veriscale.tasks.gym import INSTRUCTIONS, GymConfig, GymTask, hash_split
+
+
+def _rollouts(texts):
+    L = max(len(t) for t in texts)
+    counts = torch.tensor([len(t) for t in texts])
+    return Rollouts(tokens=torch.zeros(len(texts), L, dtype=torch.long), mask=torch.arange(L)[None] < counts[:, None],
+                    counts=counts, texts=texts, offsets=[list(range(1, len(t) + 1)) for t in texts])
+
+
+def test_basic_arithmetic_prompts_are_easy_reproducible_and_split():
+    task = GymTask(GymConfig())
+    a, b = task.prompts("test", 20, seed=3), task.prompts("test", 20, seed=3)
+    assert a == b
+    for p in a:
+        assert p.text.startswith("Calculate ") and p.text.endswith(INSTRUCTIONS["basic_arithmetic"])
+        assert p.text.count("+") + p.text.count(" - ") == 1 and "(" not in p.text
+    train = {p.text for p in task.prompts("train", 40, seed=3)}
+    assert not train & {p.text for p in a}  # hash split: a question is in one split only
+
+
+def test_gsm_symbolic_is_split_by_template():
+    task = GymTask(GymConfig(name="gsm_symbolic", test_share=0.2))
+    assert len(task.test_templates) == 17  # of 85
+    test = task.prompts("test", 30, seed=0)
+    train = task.prompts("train", 60, seed=0)
+    assert {p.group for p in test} <= {f"template {t}" for t in task.test_templates}
+    assert not {p.group for p in test} & {p.group for p in train}
+    assert all(p.gold.lstrip("-").isdigit() for p in test)
+
+
+def test_strict_grading_and_first_success():
+    task = GymTask(GymConfig(name="chain_sum"))
+    p = task.prompts("test", 1, seed=0)[0]
+    gold = int(p.gold)
+    texts = [f"{gold} is close. Final answer: {gold}.",  # right
+             f"{gold} = {gold}. Final answer: {gold + 1}.",  # well-formed but wrong: 0, not 0.01
+             f"Final answer: {gold}"]  # cut at the budget right after the answer
+    T = task.check([p] * 3, _rollouts(texts))
+    assert T[0] == len(texts[0]) - 1 and T[1] == NEVER and T[2] == NEVER
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="gym: reasoning-gym rejects"):
+        GymTask(GymConfig(operators="+%"))
+    with pytest.raises(ValueError, match="split"):
+        GymTask(GymConfig()).prompts("validation", 2, 0)
+
+
+def test_hash_split_shares():
+    texts = [f"q{i}" for i in range(2000)]
+    share = sum(hash_split(t, 0.2, 0) == "test" for t in texts) / len(texts)
+    assert 0.17 < share < 0.23
+    assert all(hash_split(t, 1.0, 0) == "test" for t in texts[:50])
+    assert all(hash_split(t, 0.0, 0) == "train" for t in texts[:50])

@@ -1,0 +1,146 @@
+"""RL: the loss on a hand-computed batch, the zero-variance share against p^G + (1-p)^G, a toy
+with a known optimum whose expected reward rises, determinism, the NaN stop, and the CLI."""
+
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import load_config, to_dict
+from veriscale.evaluate import evaluate_method
+from veriscale.learn import rl
+from veriscale.learn.loop import NonFiniteLoss
+from veriscale.learn.rl import RLConfig, group_advantages, rl_loss, train_rl, zero_variance_share
+from veriscale.learn.verifier import Verifier
+from veriscale.policy import checkpoint
+from veriscale.policy.gpt import GPT, GPTConfig
+from veriscale.policy.sampler import load_gpt_policy, resolve_model_config
+from veriscale.tasks.planted import PlantedConfig, PlantedTask
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_rl_loss_hand_computed():
+    # One state per sequence, vocabulary {0, 1}. pi_theta = (1/2, 1/2) in row 0, (e/(1+e), 1/(1+e))
+    # in row 1; pi_b = (1/2, 1/2) everywhere. Row 0 sampled token 0 with advantage +1, row 1
+    # sampled token 1 with advantage -1; row 1 has a second, masked-out position.
+    logits = torch.tensor([[[0.0, 0.0], [5.0, 5.0]], [[1.0, 0.0], [3.0, 0.0]]])
+    ref = torch.zeros(2, 2, 2)
+    targets = torch.tensor([[0, 0], [1, 0]])
+    mask = torch.tensor([[True, False], [True, False]])
+    adv = torch.tensor([1.0, -1.0])
+    beta = 0.5
+    p = math.e / (1 + math.e)
+    logp_row1 = math.log(1 - p)  # log pi_theta(1) in row 1
+    kl_row1 = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+    want = ((-1.0 * math.log(0.5)) + (1.0 * logp_row1) + beta * (0.0 + kl_row1)) / 2  # 2 unmasked tokens
+    loss, stats = rl_loss(logits, ref, targets, mask, adv, beta)
+    assert abs(loss.item() - want) < 1e-6
+    assert abs(stats["kl"] - kl_row1 / 2) < 1e-6
+    entropy_row1 = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert abs(stats["entropy"] - (math.log(2) + entropy_row1) / 2) < 1e-6
+    # Temperature changes only the policy-gradient term's distribution.
+    loss_t, _ = rl_loss(logits, ref, targets, mask, adv, beta, temperature=2.0)
+    q = math.exp(0.5) / (1 + math.exp(0.5))
+    assert abs(loss_t.item() - ((-math.log(0.5)) + math.log(1 - q) + beta * kl_row1) / 2) < 1e-6
+
+
+def test_group_advantages_subtract_the_group_mean():
+    R = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.2, 0.2, 0.2, 0.2]])
+    assert torch.allclose(group_advantages(R), torch.tensor([0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("p,G", [(0.3, 4), (0.8, 8), (0.5, 2)])
+def test_zero_variance_share_matches_formula(p, G):
+    g = torch.Generator().manual_seed(0)
+    rewards = (torch.rand(40_000, G, generator=g) < p).float()
+    assert abs(zero_variance_share(rewards) - (p**G + (1 - p) ** G)) < 0.01
+
+
+def _toy_base(path, seed=0):
+    """A random tiny GPT on a toy task: V = 4, k = m = 1, H = 4. The optimum answers y* first (reward 1)."""
+    task_cfg = PlantedConfig(vocab=4, prompt_len=1, answer_len=1, horizon=4, test_prompts=1, filler_tokens=1)
+    task = PlantedTask(task_cfg)
+    mcfg = resolve_model_config(GPTConfig(n_layer=1, n_head=2, d_model=32), task)
+    torch.manual_seed(seed)
+    return checkpoint.save(path, GPT(mcfg), {"policy": "gpt", "stage": "pretrain", "model": to_dict(mcfg),
+                                             "task": to_dict(task_cfg)})
+
+
+def _expected_reward(run_dir, prompts) -> float:
+    """E[R_H / H] on the training prompts, from 2000 samples each."""
+    return evaluate_method("base", policy_dir=run_dir, prompts=prompts, budgets=[4], samples=2000, seed=11)[0]["J_norm"]
+
+
+def test_rl_raises_expected_reward_on_toy(tmp_path):
+    base = _toy_base(tmp_path / "base")
+    cfg = RLConfig(n=3, prompts_per_step=3, G=16, steps=15, lr=1e-2, beta=0.0)
+    out = train_rl(base, cfg, tmp_path / "rl")
+    prompts = load_gpt_policy(base)[1].prompts("train", cfg.n, cfg.data_seed)
+    before, after = _expected_reward(base, prompts), _expected_reward(out, prompts)
+    assert after > before + 0.2, (before, after)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 15 and {"reward", "kl", "entropy", "zero_variance_share", "time_sample"} <= set(records[0])
+    assert load_gpt_policy(out)[2]["stage"] == "rl"
+
+
+def _digest(run_dir) -> str:
+    return hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_rl_is_deterministic_and_verifier_reward_runs(tmp_path):
+    base = _toy_base(tmp_path / "base")
+    cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=2)
+    assert _digest(train_rl(base, cfg, tmp_path / "a")) == _digest(train_rl(base, cfg, tmp_path / "b"))
+    model, task, _ = load_gpt_policy(base)
+    verifier = checkpoint.save(tmp_path / "v", Verifier(model, task), {"stage": "verifier", "hard": False,
+                                                                      "model": to_dict(model.cfg),
+                                                                      "task": to_dict(task.cfg)})
+    cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=1, reward="verifier")
+    out = train_rl(base, cfg, tmp_path / "c", verifier_dir=verifier)
+    rec = json.loads((out / "metrics.jsonl").read_text())
+    assert rec["reward"] == pytest.approx(0.5)  # the untrained verifier scores every prefix 1/2
+    with pytest.raises(ValueError, match="needs a verifier"):
+        train_rl(base, cfg, tmp_path / "d")
+
+
+def test_nan_loss_stops_with_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    base = _toy_base(tmp_path / "base")
+    real = rl.rl_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 4 else loss), stats
+
+    monkeypatch.setattr(rl, "rl_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="step 3"):
+        train_rl(base, RLConfig(n=4, prompts_per_step=2, G=4, steps=6, save_every=2), tmp_path / "rl")
+    _, _, cfg = load_gpt_policy(tmp_path / "rl")
+    assert cfg["step"] == 2  # the checkpoint after step 2, the last good one
+    assert len((tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_train_rl_needs_a_verifier_for_verifier_reward(tmp_path):
+    base = _toy_base(tmp_path / "base")
+    out = tmp_path / "rl"
+    res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "reward=verifier"])
+    assert res.exit_code == 2 and "--verifier" in res.output and not out.exists()
+    res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "G=1"])
+    assert res.exit_code == 2 and "G" in res.output and not out.exists()
+    res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "n=4",
+                                    "--set", "steps=1", "--set", "G=2"])
+    assert res.exit_code == 0 and "reward=" in res.output
+    _ = load_config(RLConfig, None, [])  # the defaults validate

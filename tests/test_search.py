@@ -1,0 +1,140 @@
+"""Search under a token budget: pass@k by hand and against the oracle on every subset, answer
+extraction and votes by hand, no method charging more than H, and evaluate/CLI end to end."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import to_dict
+from veriscale.evaluate import METHODS, evaluate_method
+from veriscale.learn.verifier import Verifier
+from veriscale.policy import checkpoint
+from veriscale.policy.sampler import GPTSampler
+from veriscale.search import Pool, budget_record, draw_pool, extract_answers, pass_at_k, search_budgets, select
+from veriscale.tasks.base import NEVER
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pass_at_k_hand_cases():
+    got = pass_at_k(5, torch.tensor([0, 1, 2, 4, 5]), 2)
+    want = [1 - math.comb(5 - c, 2) / math.comb(5, 2) for c in (0, 1, 2, 4, 5)]
+    assert torch.allclose(got, torch.tensor(want, dtype=torch.float64))
+    assert pass_at_k(5, torch.tensor([2]), 5).item() == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(3, torch.tensor([1]), 4)
+
+
+def _synthetic_pool(task, B=40, N=6, L=8, seed=0) -> Pool:
+    g = torch.Generator().manual_seed(seed)
+    T = torch.where(torch.rand(B, N, generator=g) < 0.3, torch.randint(1, L + 1, (B, N), generator=g), NEVER)
+    counts = torch.randint(1, L + 1, (B, N), generator=g)
+    tokens = torch.randint(task.vocab_size - 4, (B, N, L), generator=g)
+    return Pool(task, task.prompts("test", B, 0), tokens, counts, T, torch.rand(B, N, L, generator=g))
+
+
+def test_oracle_best_of_n_equals_unbiased_pass_at_k(task):
+    pool = _synthetic_pool(task)
+    n, k, L = pool.n, 3, pool.tokens.shape[2]
+    subsets = [torch.tensor(s) for s in itertools.combinations(range(n), k)]
+    # Averaged over all C(n, k) subsets, the oracle's success is pass@k exactly (its definition),
+    # at the full budget k*L and at every truncated one.
+    for H in (k, 2 * k, 5 * k, k * L):
+        oracle = sum(search_budgets(pool.subset(s), [H], "oracle")[0]["success"] for s in subsets) / len(subsets)
+        estimate = pass_at_k(n, (pool.T <= H // k).sum(1), k).mean().item()
+        assert abs(oracle - estimate) < 1e-9, H
+
+
+def test_extract_answers_takes_last_m_content_tokens(task):
+    f, e, p = task.filler_base, task.eos, task.pad
+    tokens = torch.tensor([[1, f, 2, 3, f, 4, e, p],
+                           [f, f, 5, f, 6, p, p, p],
+                           [1, 2, 3, 4, 5, 6, 7, 0]])
+    answers, valid = extract_answers(task, tokens, torch.tensor([7, 5, 6]))  # row 2 truncated to 6 tokens
+    assert valid.tolist() == [True, False, True]
+    assert answers[0].tolist() == [2, 3, 4] and answers[2].tolist() == [4, 5, 6]
+
+
+def test_selection_rules_by_hand():
+    answers = torch.tensor([[[1, 1], [2, 2], [2, 2], [3, 3]]])
+    valid = torch.tensor([[True, True, True, True]])
+    correct = torch.tensor([[False, False, False, True]])
+    scores = torch.tensor([[0.9, 0.2, 0.3, 0.1]])
+    assert select("maj", correct, None, answers, valid).item() == 1  # answer (2, 2) has two votes
+    assert select("bon", correct, scores, answers, valid).item() == 0
+    assert select("wmaj", correct, scores, answers, valid).item() == 0  # 0.9 beats 0.2 + 0.3
+    assert select("oracle", correct, scores, answers, valid).item() == 3
+    assert select("maj", correct, None, answers, torch.tensor([[False, False, True, True]])).item() == 2
+
+
+def test_no_method_spends_more_than_its_budget(task, tiny_gpt):
+    verifier = Verifier(tiny_gpt, task).eval()
+    torch.nn.init.normal_(verifier.value.weight, std=0.5)
+    prompts = task.prompts("test", 16, 0)
+    budgets = list(range(4, 25))
+    for N in (1, 2, 4):
+        pool = draw_pool(GPTSampler(tiny_gpt, task), task, prompts, N, 24, seed=1, verifier=verifier)
+        for rule in ("bon", "maj", "wmaj", "oracle") + (("early_stop",) if N == 1 else ()):
+            for row in search_budgets(pool, budgets, rule, threshold=0.7):
+                assert row["tokens"] <= row["budget"]
+                calls = row["verifier_calls"]
+                if rule in ("bon", "wmaj"):
+                    assert calls == N
+                elif rule == "early_stop":
+                    assert calls == row["tokens"]
+                else:
+                    assert calls == 0
+    with pytest.raises(AssertionError, match="accounting"):
+        budget_record(torch.tensor([3]), torch.tensor([9]), torch.tensor([0]), 8)
+
+
+def test_search_return_charges_all_samples(task):
+    pool = _synthetic_pool(task, B=1, N=2, L=4)
+    pool.T[:] = torch.tensor([[2, NEVER]])
+    pool.counts[:] = torch.tensor([[3, 4]])
+    row = search_budgets(pool, [8], "oracle")[0]
+    assert row["success"] == 1.0 and row["tokens"] == 7.0 and row["J"] == 8 - 7 + 1  # T_eff = 3 + 4
+
+
+@pytest.fixture
+def runs(tmp_path, task, tiny_gpt):
+    """A policy run (the random tiny GPT) and a verifier run on it."""
+    meta = {"model": to_dict(tiny_gpt.cfg), "task": to_dict(task.cfg)}
+    policy = checkpoint.save(tmp_path / "policy", tiny_gpt, {"policy": "gpt", "stage": "pretrain", **meta})
+    verifier = checkpoint.save(tmp_path / "verifier", Verifier(tiny_gpt, task),
+                               {"stage": "verifier", "hard": False, **meta})
+    return policy, verifier
+
+
+def test_every_method_on_the_same_prompts_and_budgets(runs):
+    policy, verifier = runs
+    for method in METHODS:
+        rows = evaluate_method(method, policy_dir=policy, verifier_dir=verifier, prompts=8, budgets=[8, 16, 24],
+                               samples=2, n_search=4, seed=3)
+        assert [r["budget"] for r in rows] == [8, 16, 24] and all(r["n"] == 16 for r in rows)
+        assert all(r["tokens"] <= r["budget"] and r["method"] == method for r in rows)
+    with pytest.raises(ValueError, match="needs a verifier"):
+        evaluate_method("bon", policy_dir=policy, budgets=[8])
+
+
+def test_cli_evaluate_prints_one_table(runs):
+    policy, verifier = runs
+    res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--verifier", str(verifier),
+                                    "--method", "base,bon", "--method", f"sft={policy}", "--budgets", "8,16",
+                                    "--prompts", "8"])
+    assert res.exit_code == 0, res.output
+    assert "verifier calls" in res.output and "sft:policy" in res.output
+    assert sum(line.strip().startswith(("base", "bon", "sft")) for line in res.output.splitlines()) == 6
+    res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--method", "wmaj"])
+    assert res.exit_code == 2 and "--verifier" in res.output

@@ -1,0 +1,84 @@
+"""SFT (VF): lowers held-out expert NLL, writes a loadable run dir, is deterministic; early
+stopping keeps the best checkpoint; CLI config errors exit 2 before anything is written."""
+
+import hashlib
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import load_config
+from veriscale.learn.loop import BestCheckpoint, eval_nll
+from veriscale.learn.pretrain import PretrainConfig, pretrain
+from veriscale.learn.sft import SFTConfig, expert_dataset, train_sft
+from veriscale.policy.sampler import load_gpt_policy
+
+# A pi_b with a mix of right and wrong answers in ~5 s (d_model 32 does not learn the map g).
+TINY_BASE = ["traces=4096", "heldout_traces=64", "task.vocab=8", "task.prompt_len=3", "task.answer_len=3",
+             "task.horizon=16", "task.test_prompts=64", "model.n_layer=2", "model.d_model=64", "model.n_head=4",
+             "optim.steps=300", "optim.batch_size=32", "optim.lr=5e-3", "optim.warmup=10", "optim.eval_every=300"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, one_thread):
+    return pretrain(load_config(PretrainConfig, None, TINY_BASE + [f"out={tmp_path_factory.mktemp('base')}"]))
+
+
+def _nll_on_test_experts(run_dir) -> float:
+    model, task, _ = load_gpt_policy(run_dir)
+    prompts = task.prompts("test", 64, 7)
+    return eval_nll(model, *expert_dataset(task, prompts, homogeneous=False, seed=7))
+
+
+def test_sft_lowers_heldout_expert_nll(base, tmp_path):
+    cfg = load_config(SFTConfig, None, ["n=512", "patience=0"])
+    out = train_sft(base, cfg, tmp_path / "sft")
+    model, task, run_cfg = load_gpt_policy(out)
+    assert run_cfg["stage"] == "sft" and run_cfg["base"] == str(base)
+    before, after = _nll_on_test_experts(base), _nll_on_test_experts(out)
+    assert after < before - 0.01, (before, after)
+
+
+def test_sft_from_scratch_is_deterministic(base, tmp_path):
+    cfg = load_config(SFTConfig, None, ["n=64", "init=scratch", "expert=homogeneous", "optim.steps=4",
+                                        "optim.eval_every=2"])
+    digests = [hashlib.sha256((train_sft(base, cfg, tmp_path / name) / "model.safetensors").read_bytes()).digest()
+               for name in ("a", "b")]
+    assert digests[0] == digests[1]
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and '"step": -1' in lines[0]  # the initial evaluation, then 4 steps
+
+
+def test_best_checkpoint_saves_improvements_and_stops_after_patience():
+    saved = []
+    best = BestCheckpoint("heldout_nll", patience=2, save=lambda: saved.append(best.best_step))
+    stops = [best.update({"step": s, "heldout_nll": v}) for s, v in enumerate([3.0, 2.0, 2.5, 1.5, 1.6, 1.7])]
+    assert saved == [0, 1, 3] and best.best == 1.5
+    assert stops == [False, False, False, False, False, True]
+
+
+def test_cli_train_sft_config_error_exits_2_and_writes_nothing(base, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "sft", "--base", str(base), "--out", str(out),
+                                    "--set", "expert=mixed"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "expert" in res.output and not out.exists()
+    res = CliRunner().invoke(main, ["train", "sft", "--base", str(tmp_path / "none"), "--out", str(out)])
+    assert res.exit_code == 2 and "--base" in res.output and not out.exists()
+
+
+def test_cli_train_sft_writes_run(base, tmp_path):
+    res = CliRunner().invoke(main, ["train", "sft", "--base", str(base), "--out", str(tmp_path / "r"),
+                                    "--set", "n=32", "--set", "optim.steps=2"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and load_gpt_policy(tmp_path / "r")[2]["stage"] == "sft"

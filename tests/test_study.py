@@ -1,0 +1,159 @@
+"""The study layer end to end on a tiny grid: kill -9 and resume, corrupted records, the report,
+and the Ray backend against the local one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import load_config
+from veriscale.study.jobs import expand
+from veriscale.study.spec import StudyConfig
+from veriscale.study.store import load_records
+from veriscale.study.sweep import run_study
+
+TINY = """
+name = "tiny"
+budgets = [4, 8]
+n = [8, 16]
+heterogeneity = ["high"]
+methods = ["base", "sft", "bon", "rl_outcome"]
+seeds = [0]
+eval_prompts = 16
+search_n = 2
+[task]
+vocab = 8
+prompt_len = 3
+answer_len = 3
+test_prompts = 32
+[base]
+traces = 128
+heldout_traces = 16
+[base.model]
+n_layer = 1
+n_head = 2
+d_model = 32
+[base.optim]
+steps = 4
+batch_size = 16
+eval_every = 2
+[sft]
+optim = { steps = 2, batch_size = 4, eval_every = 1 }
+[verifier]
+r = 2
+optim = { steps = 2, batch_size = 4, eval_every = 1 }
+[rl]
+steps = 2
+prompts_per_step = 2
+G = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_toml(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("study") / "tiny.toml"
+    p.write_text(TINY)
+    return p
+
+
+def _metrics(study_dir: Path) -> dict[str, list]:
+    return {r["id"]: r["metrics"] for r in load_records(study_dir)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_toml, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full") / "study"
+    counts = run_study(load_config(StudyConfig, tiny_toml), out, threads=1, progress=False)
+    assert counts["error"] == 0, counts["errors"]
+    return out
+
+
+def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
+    study = load_config(StudyConfig, tiny_toml)
+    evals = [j for j in expand(study) if j.kind == "eval"]
+    assert len(evals) == len(study.n) * len(study.methods) * len(study.seeds) * len(study.heterogeneity)
+    assert sorted(_metrics(uninterrupted)) == sorted(j.id for j in evals)
+    for rows in _metrics(uninterrupted).values():
+        assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= r["budget"] for r in rows)
+
+
+def test_rerun_skips_finished_runs(tiny_toml, uninterrupted):
+    before = {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "records").glob("*.json")}
+    counts = run_study(load_config(StudyConfig, tiny_toml), uninterrupted, progress=False)
+    assert counts["ok"] == 0 and counts["skipped"] == counts["jobs"]
+    assert before == {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "records").glob("*.json")}
+
+
+def test_kill_9_then_resume_loses_and_duplicates_nothing(tiny_toml, uninterrupted, tmp_path):
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "veriscale.cli", "reproduce", str(tiny_toml), "--out", str(out), "--no-report",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    total = len(_metrics(uninterrupted))
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "records").is_dir() and any((out / "records").glob("*.json")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_metrics(out)) < total  # killed mid-sweep
+    res = CliRunner().invoke(main, ["reproduce", str(tiny_toml), "--out", str(out), "--no-report", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert _metrics(out) == _metrics(uninterrupted)
+    assert len(list((out / "records").glob("*.json"))) == total  # no duplicates, no leftovers
+    assert not list((out / "records").glob(".*"))
+
+
+def test_corrupted_record_is_redone(tiny_toml, uninterrupted, tmp_path):
+    import shutil
+    out = tmp_path / "copy"
+    shutil.copytree(uninterrupted, out)
+    victim = sorted((out / "records").glob("*.json"))[0]
+    victim.write_text(victim.read_text()[:-20])
+    counts = run_study(load_config(StudyConfig, tiny_toml), out, threads=1, progress=False)
+    assert counts["ok"] == 1
+    assert _metrics(out) == _metrics(uninterrupted)
+
+
+def test_results_and_report_render_from_stored_records(uninterrupted, tmp_path):
+    res = CliRunner().invoke(main, ["results", str(uninterrupted), "--parquet", str(tmp_path / "r.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "rl_outcome" in res.output and (tmp_path / "r.parquet").stat().st_size > 0
+    import pyarrow.parquet as pq
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2 * len(_metrics(uninterrupted))
+    res = CliRunner().invoke(main, ["report", str(uninterrupted)])
+    assert res.exit_code == 0, res.output
+    html = (uninterrupted / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "alpha" in html
+    for name in ["fig_a_vs_H.png", "fig_b_vs_n.png", "fig_c_gap_vs_H.png", "fig_e_multiplier.png"]:
+        assert (uninterrupted / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_study_config_errors_exit_2_before_work(tiny_toml, tmp_path):
+    out = tmp_path / "never"
+    for bad, field in [("methods=['base','magic']", "methods"), ("rl.G=1", "rl.G"), ("budgets=[0]", "budgets")]:
+        res = CliRunner().invoke(main, ["reproduce", str(tiny_toml), "--out", str(out), "--set", bad])
+        assert res.exit_code == 2 and field in res.output, res.output
+    assert not out.exists()
+
+
+def test_ray_backend_gives_the_same_records(tiny_toml, uninterrupted, tmp_path):
+    import ray  # the test extra installs it, so this runs in CI
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        counts = run_study(load_config(StudyConfig, tiny_toml), tmp_path / "ray", backend="ray", threads=1,
+                           progress=False)
+    finally:
+        ray.shutdown()
+    assert counts["error"] == 0, counts["errors"]
+    assert _metrics(tmp_path / "ray") == _metrics(uninterrupted)

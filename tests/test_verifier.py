@@ -1,0 +1,104 @@
+"""The verifier (Algorithms 1 and 2): batched scoring equals the per-example reference, labels
+and AUC by hand, and on a small pretrained pi_b it separates correct from incorrect held-out
+prefixes (AUC clearly above 0.5, also among prefixes of equal length)."""
+
+import json
+
+import pytest
+import torch
+
+from veriscale.config import load_config
+from veriscale.learn.pretrain import PretrainConfig, pretrain
+from veriscale.learn.verifier import Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
+from veriscale.policy.engine import generate
+from veriscale.policy.sampler import load_gpt_policy
+from veriscale.tasks.base import NEVER
+from veriscale.tasks.planted import PlantedConfig, PlantedTask
+
+# The same tiny pi_b as tests/test_sft.py: a mix of right and wrong answers in ~5 s.
+TINY_BASE = ["traces=4096", "heldout_traces=64", "task.vocab=8", "task.prompt_len=3", "task.answer_len=3",
+             "task.horizon=16", "task.test_prompts=64", "model.n_layer=2", "model.d_model=64", "model.n_head=4",
+             "optim.steps=300", "optim.batch_size=32", "optim.lr=5e-3", "optim.warmup=10", "optim.eval_every=300"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, one_thread):
+    return pretrain(load_config(PretrainConfig, None, TINY_BASE + [f"out={tmp_path_factory.mktemp('base')}"]))
+
+
+def test_fast_scoring_equals_per_example_reference(task, tiny_gpt):
+    verifier = Verifier(tiny_gpt, task).eval()
+    torch.nn.init.normal_(verifier.value.weight, std=0.5)
+    prompts = task.prompts("test", 24, 0)
+    # EOS = a token the random model emits often, so traces end at different lengths.
+    ro = generate(tiny_gpt, task.encode(prompts), 20, eos_id=int(task.filler_base), pad_id=task.pad,
+                  generator=torch.Generator().manual_seed(0))
+    assert 0 < (ro.counts < 20).sum() < len(prompts)
+    fast, slow = verifier.score(prompts, ro, batch_size=7), verifier.score_reference(prompts, ro)
+    assert fast.shape == (24, 20) and torch.allclose(fast, slow, atol=1e-5)
+    assert torch.allclose(verifier.score(prompts, ro.tokens), fast, atol=1e-6)  # bare tokens: non-pad length
+    # Past a trace's end, every column repeats the score of its last prefix.
+    i = int((ro.counts < 20).nonzero()[0])
+    c = int(ro.counts[i])
+    assert (fast[i, c:] == fast[i, c - 1]).all()
+
+
+def test_prefix_labels_are_the_bilevel_reward():
+    labels = prefix_labels(torch.tensor([3, 1, NEVER]), 5)
+    assert labels.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+
+
+def test_auc_hand_cases():
+    y = torch.tensor([0, 0, 1, 1])
+    assert auc(torch.tensor([0.1, 0.2, 0.8, 0.9]), y) == 1.0
+    assert auc(torch.tensor([0.9, 0.8, 0.2, 0.1]), y) == 0.0
+    assert auc(torch.full((4,), 0.5), y) == 0.5  # a constant is exactly chance
+    assert auc(torch.tensor([0.1, 0.5, 0.5, 0.9]), y) == 0.875  # one tied pair counts half
+
+
+def test_verifier_separates_heldout_prefixes(base, tmp_path):
+    cfg = load_config(VerifierConfig, None, ["n=128", "r=4", "patience=0", "optim.steps=60"])
+    out = train_verifier(base, cfg, tmp_path / "v")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    init, last = records[0], [r for r in records if "heldout_auc" in r][-1]
+    assert init["heldout_auc"] == 0.5  # the zero-initialised head is a constant
+    assert last["heldout_auc"] > 0.65, last
+    assert last["heldout_auc_at_length"] > 0.58, last  # more than "longer prefixes are more often correct"
+    assert last["heldout_loss"] < init["heldout_loss"]
+    verifier = load_verifier(out)
+    _, task, _ = load_gpt_policy(base)
+    prompts = task.prompts("test", 8, 0)
+    s = verifier.score(prompts, task.teacher(prompts, torch.Generator().manual_seed(0)))
+    assert s.shape == (8, task.cfg.horizon) and ((s > 0) & (s < 1)).all()
+
+
+def test_zero_one_verifier_is_a_thresholded_classifier(base, tmp_path):
+    cfg = load_config(VerifierConfig, None, ["n=16", "r=2", "loss=zero_one", "optim.steps=3", "optim.eval_every=3"])
+    out = train_verifier(base, cfg, tmp_path / "v01")
+    verifier = load_verifier(out)
+    _, task, _ = load_gpt_policy(base)
+    prompts = task.prompts("test", 8, 0)
+    s = verifier.score(prompts, task.teacher(prompts, torch.Generator().manual_seed(0)))
+    assert verifier.hard and set(s.unique().tolist()) <= {0.0, 1.0}
+    assert "heldout_error" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_load_verifier_refuses_other_runs_and_tasks(base, tmp_path):
+    with pytest.raises(ValueError, match="expected 'verifier'"):
+        load_verifier(base)
+    cfg = load_config(VerifierConfig, None, ["n=8", "r=1", "optim.steps=1"])
+    out = train_verifier(base, cfg, tmp_path / "v")
+    other = PlantedTask(PlantedConfig(vocab=8, prompt_len=3, answer_len=3, horizon=16, test_prompts=64, map_seed=5))
+    with pytest.raises(ValueError, match="different task"):
+        load_verifier(out, other)
+    with pytest.raises(ValueError, match="expected 'gpt'"):
+        load_gpt_policy(out)
