@@ -1,6 +1,6 @@
 """Sampling throughput of `HFSampler` against transformers' plain `generate`, on SmolLM2-135M-Instruct.
 
-Both sample the same rows (N basic_arithmetic prompts x M samples each, chat template, temperature
+Both sample the same rows (N reasoning-gym prompts x M samples each, chat template, temperature
 1, no top-k/top-p) up to the same number of new tokens, in one batch of all rows. Two rates:
 - padded tokens/s: rows x longest row / seconds, what a padded batch holds (the SPEC's "counting
   padding" figure);
@@ -9,7 +9,7 @@ Both sample the same rows (N basic_arithmetic prompts x M samples each, chat tem
 of a prompt; HFSampler drops finished rows and prefills each distinct prompt once.
 
 Run (needs the SmolLM2 extra): `nice -n 10 python benchmarks/hf_sampler.py --prompts 8 --samples 8
---new-tokens 96 --threads 1`; prints a Markdown table for BENCHMARKS.md.
+--new-tokens 96 --threads 1 [--task gsm_symbolic]`; prints a Markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def ours(sampler, rows: list, new_tokens: int, seed: int) -> tuple[float, int, i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", default="basic_arithmetic", choices=["basic_arithmetic", "gsm_symbolic"])
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=96)
@@ -61,9 +62,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     B = args.prompts * args.samples
     sampler = load_hf_policy(ensure_converted(), HFConfig(batch_size=B, progress=False))
-    problems = GymTask(GymConfig()).prompts("test", args.prompts, args.seed)
+    problems = GymTask(GymConfig(name=args.task)).prompts("test", args.prompts, args.seed)
     rows = [p for p in problems for _ in range(args.samples)]
-    print(f"SmolLM2-135M-Instruct float32, {args.prompts} basic_arithmetic prompts x {args.samples} samples = {B} rows, "
+    print(f"SmolLM2-135M-Instruct float32, {args.prompts} {args.task} prompts x {args.samples} samples = {B} rows, "
           f"{args.new_tokens} new tokens, temperature 1, {args.threads} thread(s), "
           f"load average before {os.getloadavg()[0]:.1f}\n")
     print("| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens |")

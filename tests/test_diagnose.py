@@ -86,6 +86,8 @@ def test_config_validation():
         DiagnoseConfig(samples=4, group_size=8)
     with pytest.raises(ConfigError, match="text task"):
         resolve(DiagnoseConfig(policy="hf:/nowhere", task="planted"))
+    with pytest.raises(ConfigError, match="gym.name"):
+        resolve(DiagnoseConfig(policy="smollm2", task="gym:nope"))
 
 
 # ---- the planted task: teacher closed form and tiny pretrained GPTs ---------------------------

@@ -170,3 +170,26 @@ def test_smollm2_cache_dir_and_reuse(monkeypatch, tmp_path):
 
     monkeypatch.setattr(smollm2, "convert", no_conversion)
     assert smollm2.ensure_converted(done) == done
+
+
+def test_cli_diagnose_hf_policy_on_a_data_file(model, tokenizer, tmp_path):
+    """`--policy hf:PATH --task file:PATH` end to end on the tiny model (it never answers right)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from veriscale.cli import main
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"})
+                              for i in range(3)))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["diagnose", "--policy", f"hf:{tmp_path / 'm'}", "--task", f"file:{data}",
+                                    "--budget", "8", "--samples", "2", "--prompts", "2", "--out", str(out),
+                                    "--set", "group_size=2", "--set", "bootstrap=20", "--set", "hf.progress=false"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "diagnosis.json").read_text())
+    assert s["task"] == f"file:{data}" and len(s["per_prompt"]["example"]) == 2
+    assert "verdict: NO: the policy almost never succeeds" in res.output

@@ -228,13 +228,15 @@ def _learner_config(cls, config_path: str | None, overrides: tuple[str, ...], ba
 
 
 def _summary(out: Path) -> None:
-    """The run directory and its last logged record."""
+    """The run directory and the logged record of the kept checkpoint (the best held-out
+    evaluation when the learner keeps one, else the last step)."""
     import json
 
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
-    click.echo(f"wrote {out}; last record: " + ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads((out / "config.json").read_text()).get("best_step")
+    rec = next((r for r in records if r["step"] == best), records[-1]) if records else {}
+    click.echo(f"wrote {out}; kept step {rec.get('step')}: " + ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "step"))
 
 
 @train.command("sft")

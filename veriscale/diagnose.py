@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import torch
 
-from veriscale.config import ConfigError, knob
+from veriscale.config import ConfigError, from_dict, knob, to_dict
 from veriscale.policy.hf import HFConfig
 from veriscale.rewards import returns
 from veriscale.tasks.base import Sampler, Task
@@ -163,24 +163,29 @@ def verdict(s: dict[str, Any], cfg: DiagnoseConfig) -> str:
 
 
 # ---- running: resolve the policy and task, sample, write the report ----------------------------
+def text_task(cfg: DiagnoseConfig) -> Task:
+    """The text task named by cfg.task (gym:NAME or file:PATH), validated."""
+    if cfg.task.startswith("gym:"):
+        from veriscale.tasks.gym import GymTask
+
+        return GymTask(from_dict(GymConfig, {**to_dict(cfg.gym), "name": cfg.task[4:]}, "gym."))
+    if cfg.task.startswith("file:"):
+        from veriscale.tasks.files import FileTask
+
+        return FileTask(replace(cfg.files, path=cfg.task[5:]))
+    if cfg.task == "planted":
+        raise ConfigError("task: a transformers policy needs a text task (gym:NAME or file:PATH), not planted")
+    raise ConfigError(f"task: expected planted, gym:NAME or file:PATH, got {cfg.task!r}")
+
+
 def resolve(cfg: DiagnoseConfig) -> tuple[Sampler, Task]:
-    """(sampler, task) named by cfg.policy and cfg.task; a mismatch raises ConfigError."""
+    """(sampler, task) named by cfg.policy and cfg.task; the task is checked before a model loads."""
     if cfg.policy == "smollm2" or cfg.policy.startswith("hf:"):
         from veriscale.policy.hf import load_hf_policy
         from veriscale.policy.smollm2 import ensure_converted
 
-        if cfg.task == "planted":
-            raise ConfigError("task: a transformers policy needs a text task (gym:NAME or file:PATH), not planted")
-        sampler = load_hf_policy(ensure_converted() if cfg.policy == "smollm2" else cfg.policy[3:], cfg.hf)
-        if cfg.task.startswith("gym:"):
-            from veriscale.tasks.gym import GymTask
-
-            return sampler, GymTask(replace(cfg.gym, name=cfg.task[4:]))
-        if cfg.task.startswith("file:"):
-            from veriscale.tasks.files import FileTask
-
-            return sampler, FileTask(replace(cfg.files, path=cfg.task[5:]))
-        raise ConfigError(f"task: expected planted, gym:NAME or file:PATH, got {cfg.task!r}")
+        task = text_task(cfg)
+        return load_hf_policy(ensure_converted() if cfg.policy == "smollm2" else cfg.policy[3:], cfg.hf), task
     from veriscale.policy.sampler import GPTSampler, load_gpt_policy
 
     if cfg.task != "planted":
@@ -193,7 +198,9 @@ def resolve(cfg: DiagnoseConfig) -> tuple[Sampler, Task]:
 
 def repeat(prompts: Any, m: int) -> Any:
     """Each prompt m times in a row: a (N, k) tensor or a list."""
-    return prompts.repeat_interleave(m, 0) if isinstance(prompts, torch.Tensor) else [p for p in prompts for _ in range(m)]
+    if isinstance(prompts, torch.Tensor):
+        return prompts.repeat_interleave(m, 0)
+    return [p for p in prompts for _ in range(m)]
 
 
 def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any]:
@@ -270,7 +277,8 @@ def plot_report(path: str | Path) -> list[Path]:
     save(fig, "anticoncentration.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.hist(pp["pass"], bins=min(20, s["samples"] + 1), range=(0, 1), color="tab:purple")
+    M = s["samples"]  # pass rates are k/M: one bin centred on each value when there are few
+    ax.hist(pp["pass"], bins=[(k - 0.5) / M for k in range(M + 2)] if M <= 20 else 20, color="tab:purple")
     ax.set(xlabel="per-prompt pass rate", ylabel="prompts")
     save(fig, "pass_rate_hist.png")
     return files

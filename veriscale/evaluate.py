@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from veriscale.learn.verifier import load_verifier
+from veriscale.policy.sampler import GPTSampler, load_gpt_policy
 from veriscale.rewards import BudgetMetrics, evaluate_budgets
+from veriscale.search import NEEDS_VERIFIER, budget_record, draw_pool, search_budgets
 from veriscale.tasks.base import Sampler, Task
 
 SEQUENTIAL = ("base", "sft", "rl")
@@ -48,10 +51,6 @@ def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | 
     """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` run
     with the policy of `policy_dir` on held-out prompts (a count drawn with `seed`, or a (B, k)
     tensor), `samples` independent problems per prompt, sampled once at max(budgets)."""
-    from veriscale.learn.verifier import load_verifier
-    from veriscale.policy.sampler import GPTSampler, load_gpt_policy
-    from veriscale.search import NEEDS_VERIFIER, budget_record, draw_pool, search_budgets
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     model, task, _ = load_gpt_policy(policy_dir)

@@ -62,8 +62,8 @@ class Pool:
 
     def subset(self, idx: torch.Tensor) -> "Pool":
         """The pool restricted to samples `idx` (1-D) of every problem."""
-        pick = lambda x: None if x is None else x[:, idx]  # noqa: E731
-        return Pool(self.task, self.prompts, pick(self.tokens), pick(self.counts), pick(self.T), pick(self.scores))
+        scores = None if self.scores is None else self.scores[:, idx]
+        return Pool(self.task, self.prompts, self.tokens[:, idx], self.counts[:, idx], self.T[:, idx], scores)
 
 
 def draw_pool(sampler: Sampler, task: PlantedTask, prompts: torch.Tensor, n: int, max_budget: int, *,

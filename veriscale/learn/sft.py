@@ -29,12 +29,13 @@ from veriscale.learn.loop import BestCheckpoint, OptimConfig, eval_nll, heldout_
 from veriscale.policy import checkpoint
 from veriscale.policy.gpt import GPT
 from veriscale.policy.sampler import load_gpt_policy
+from veriscale.tasks.planted import PlantedTask
 
 
 @dataclass
 class SFTOptimConfig(OptimConfig):
-    """SFT's own defaults (ours), sized for ~30 s at the default model size on 2 CPU cores.
-    A subclass, so overriding one optim key keeps the other SFT defaults."""
+    """SFT's own defaults (ours): about 15 s at the default model size and horizon 32 on 2
+    shared CPU cores. A subclass, so overriding one optim key keeps the other SFT defaults."""
 
     steps: int = knob(60, "optimizer steps (an upper bound: early stopping may end sooner)", min=1)
     batch_size: int = knob(32, "sequences per step", min=1)
@@ -58,7 +59,7 @@ class SFTConfig:
     optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
 
 
-def expert_dataset(task, prompts: torch.Tensor, homogeneous: bool, seed: int):
+def expert_dataset(task: PlantedTask, prompts: torch.Tensor, homogeneous: bool, seed: int):
     """(inputs, targets, loss_mask) of one expert trace per prompt at the task horizon."""
     g = torch.Generator().manual_seed(seed)
     return lm_batch(task.encode(prompts), task.expert(prompts, g, homogeneous=homogeneous))

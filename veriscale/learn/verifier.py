@@ -46,8 +46,8 @@ Loss = Literal["log", "squared", "zero_one"]
 
 @dataclass
 class VerifierOptimConfig(OptimConfig):
-    """The verifier's own defaults (ours), sized for ~40 s at the default model size on 2 CPU
-    cores. A subclass, so overriding one optim key keeps the other verifier defaults."""
+    """The verifier's own defaults (ours): about 20 s with sampling at the default model size and
+    horizon 32 on 2 shared CPU cores. A subclass, so overriding one optim key keeps the others."""
 
     steps: int = knob(60, "optimizer steps (an upper bound: early stopping may end sooner)", min=1)
     batch_size: int = knob(32, "rollouts per step (all their prefixes are labelled)", min=1)

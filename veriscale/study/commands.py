@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def _study_file(path: str | None, quick: bool) -> Path:
 @click.option("--quick", is_flag=True, help="Run the shipped quick study (studies/didactic-quick.toml).")
 @click.option("--out", default=None, help="Study directory (default runs/<study name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a study field.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel runs.")
+@click.option("--workers", default=0, type=click.IntRange(min=0),
+              help="Parallel runs in a local process pool [default: one per CPU core].")
 @click.option("--threads", default=0, type=click.IntRange(min=0),
               help="torch threads per run (default: cores divided among the workers).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
@@ -56,6 +58,7 @@ def reproduce(study_file, quick, out, overrides, workers, threads, backend, ray_
     from veriscale.study.sweep import run_study
 
     study_dir = Path(out or Path("runs") / study.name)
+    workers = workers or os.cpu_count() or 1
     counts = run_study(study, study_dir, workers=workers, backend=backend, ray_address=ray_address,
                        threads=threads or None)
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
