@@ -8,5 +8,5 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
-pip install -q -e '.[test]' torch==2.13.0
+pip install -q -e '.[test,llm]' torch==2.13.0
 python -m pytest -q "$@"

@@ -20,15 +20,6 @@ from veriscale.tasks.planted import PlantedConfig, PlantedTask
 H = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster when the CPU cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_per_prompt_closed_forms():
     T = torch.tensor([[1, 1, NEVER, NEVER],  # R = 10 10 0 0
                       [NEVER] * 4,  # all fail: sigma 0

@@ -85,7 +85,7 @@ def test_adversarial_answers_score_zero_within_the_timeout(tmp_path):
     marker = tmp_path / "pwned"
     items = [(j, p.replace("{marker}", str(marker)), g) for j, p, g in ADVERSARIAL]
     items.append(("math_verify", "\\frac{1}{2}", "0.5"))  # and the pool still grades correctly after kills
-    timeout = 1.5
+    timeout = 3.0  # generous: a legitimate item must not time out on a loaded machine
     start = time.monotonic()
     with GradingPool(workers=2, timeout=timeout) as pool:
         ok = pool.grade(items)

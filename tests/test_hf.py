@@ -18,15 +18,6 @@ PROMPTS = ["Calculate 3 + 4.", "What is 12 minus 7?", "Add 5 and 9, then subtrac
            "So we get 42."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster when the CPU cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     """Byte-level BPE with single-digit pre-tokenisation, trained in well under a second."""

@@ -22,15 +22,6 @@ from veriscale.policy.sampler import load_gpt_policy, resolve_model_config
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_rl_loss_hand_computed():
     # One state per sequence, vocabulary {0, 1}. pi_theta = (1/2, 1/2) in row 0, (e/(1+e), 1/(1+e))
     # in row 1; pi_b = (1/2, 1/2) everywhere. Row 0 sampled token 0 with advantage +1, row 1

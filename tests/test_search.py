@@ -18,15 +18,6 @@ from veriscale.search import Pool, budget_record, draw_pool, extract_answers, pa
 from veriscale.tasks.base import NEVER
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_pass_at_k_hand_cases():
     got = pass_at_k(5, torch.tensor([0, 1, 2, 4, 5]), 2)
     want = [1 - math.comb(5 - c, 2) / math.comb(5, 2) for c in (0, 1, 2, 4, 5)]

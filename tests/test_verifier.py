@@ -8,32 +8,11 @@ import pytest
 import torch
 
 from veriscale.config import load_config
-from veriscale.learn.pretrain import PretrainConfig, pretrain
 from veriscale.learn.verifier import Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
 from veriscale.policy.engine import generate
 from veriscale.policy.sampler import load_gpt_policy
 from veriscale.tasks.base import NEVER
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
-
-# The same tiny pi_b as tests/test_sft.py: a mix of right and wrong answers in ~5 s.
-TINY_BASE = ["traces=4096", "heldout_traces=64", "task.vocab=8", "task.prompt_len=3", "task.answer_len=3",
-             "task.horizon=16", "task.test_prompts=64", "model.n_layer=2", "model.d_model=64", "model.n_head=4",
-             "optim.steps=300", "optim.batch_size=32", "optim.lr=5e-3", "optim.warmup=10", "optim.eval_every=300"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, one_thread):
-    return pretrain(load_config(PretrainConfig, None, TINY_BASE + [f"out={tmp_path_factory.mktemp('base')}"]))
-
 
 def test_fast_scoring_equals_per_example_reference(task, tiny_gpt):
     verifier = Verifier(tiny_gpt, task).eval()

@@ -29,7 +29,8 @@ def scaled(shape: np.ndarray, at_index: int, measured: float) -> np.ndarray:
 
 def fit_power_law(x: list[float], y: list[float], *, boot: int = 2000, seed: int = 0) -> dict:
     """Slope alpha of log y = alpha log x + b over the points with y > 0, with a 95% bootstrap CI
-    (resampling points). Returns alpha, lo, hi, points used, points excluded (y <= 0)."""
+    (resampling points; needs at least 3 points, else the CI is NaN). Returns alpha, lo, hi,
+    points used, points excluded (y <= 0)."""
     pts = [(a, b) for a, b in zip(x, y) if b > 0 and a > 0]
     out = {"alpha": math.nan, "lo": math.nan, "hi": math.nan, "points": len(pts), "excluded": len(x) - len(pts)}
     lx = np.log([p[0] for p in pts])
@@ -37,6 +38,8 @@ def fit_power_law(x: list[float], y: list[float], *, boot: int = 2000, seed: int
     if len(pts) < 2 or np.ptp(lx) == 0:
         return out
     out["alpha"] = float(np.polyfit(lx, ly, 1)[0])
+    if len(pts) < 3:
+        return out
     rng = np.random.default_rng(seed)
     slopes = []
     for _ in range(boot):

@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from veriscale import progress
 from veriscale.config import knob
 from veriscale.tasks.base import Rollouts
 
@@ -124,7 +124,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     records = []
     batches = minibatches(len(inputs), cfg.batch_size, g)
     model.train()
-    bar = tqdm(range(cfg.steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = progress.bar(range(cfg.steps), desc=desc)
     for step in bar:
         idx = next(batches)
         for group in opt.param_groups:

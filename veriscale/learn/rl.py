@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from veriscale import progress
 from veriscale.config import knob, to_dict
 from veriscale.learn.loop import check_finite, jsonl_log, lm_batch, make_optimizer, minibatches
 from veriscale.learn.verifier import Verifier, load_verifier
@@ -124,7 +124,7 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
                "run": to_dict(cfg), "base": str(base_dir), "verifier": None if verifier_dir is None else str(verifier_dir)}
     checkpoint.save(out, policy, {**run_cfg, "step": 0})
     with jsonl_log(out / "metrics.jsonl") as log:
-        bar = tqdm(range(cfg.steps), desc=f"rl-{cfg.reward}", unit="step", dynamic_ncols=True, mininterval=1.0)
+        bar = progress.bar(range(cfg.steps), desc=f"rl-{cfg.reward}")
         for step in bar:
             t0 = time.perf_counter()
             x = prompts[next(batches)].repeat_interleave(cfg.G, 0)  # (B*G, k), G copies of each prompt

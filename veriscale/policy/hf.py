@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from veriscale import progress
 from veriscale.config import knob
 from veriscale.policy.engine import sample_next
 from veriscale.tasks.base import Rollouts
@@ -128,8 +128,7 @@ class HFSampler:
         tokens = torch.full((B, max_new_tokens), self.pad_id, dtype=torch.long)
         texts: list[str] = []
         offsets: list[list[int]] = []
-        bar = tqdm(range(0, B, bs), desc="sample", unit="batch", disable=not self.cfg.progress or B <= bs,
-                   dynamic_ncols=True)
+        bar = progress.bar(range(0, B, bs), desc="sample", unit="batch", disable=not self.cfg.progress or B <= bs)
         for start in bar:
             rows = self._generate(ids[start:start + bs], max_new_tokens, temperature, g)
             for i, row in enumerate(rows):

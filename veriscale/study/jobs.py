@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from veriscale import progress
 from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
 from veriscale.study.spec import StudyConfig
 
@@ -185,14 +186,16 @@ def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
         if missing:
             raise RuntimeError(f"dependency failed or missing: {', '.join(missing)}")
         if job.kind == "eval":
-            rows = _evaluate(job, study_dir)
+            with progress.silenced():  # the sweep shows one bar across runs
+                rows = _evaluate(job, study_dir)
             write_record(study_dir, job, {"status": "ok", "metrics": rows, "wall_s": time.time() - start})
         else:
             final = artifact_dir(study_dir, job.id)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{job.id}."))
             try:
-                _train(job, study_dir, tmp)
+                with progress.silenced():
+                    _train(job, study_dir, tmp)
                 (tmp / "job.json").write_text(json.dumps(dataclasses.asdict(job), indent=2, sort_keys=True))
                 tmp.rename(final)
             finally:
@@ -207,3 +210,4 @@ def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
             (study_dir / "errors").mkdir(parents=True, exist_ok=True)
             (study_dir / "errors" / f"{job.id}.txt").write_text(traceback.format_exc())
         return {"id": job.id, "status": "error", "error": err, "wall_s": time.time() - start}
+

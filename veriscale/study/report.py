@@ -64,6 +64,19 @@ def _log_y(ax) -> None:
         ax.text(0.5, 0.5, "no positive values to draw on a log axis", transform=ax.transAxes, ha="center")
 
 
+def _alpha_text(fit: dict) -> str:
+    if not np.isfinite(fit["alpha"]):
+        return "no positive gap to fit"
+    ci = f", 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}]" if np.isfinite(fit["lo"]) else " (too few points for a CI)"
+    return f"alpha = {fit['alpha']:.2f}{ci}"
+
+
+def _budget_ticks(ax, xs) -> None:
+    """Plain tick labels at the measured x values of a log axis."""
+    ax.set_xticks(list(xs), [str(x) for x in xs])
+    ax.minorticks_off()
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -105,6 +118,7 @@ class Report:
                     if len(x):
                         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method)
                 ax.set_xscale("log", base=2)
+                _budget_ticks(ax, xs)
                 ax.set_xlabel("budget H (tokens)" if along == "H" else "training prompts n")
                 ax.set_ylabel(label)
                 fixed = f"n = {self.ns[-1]}" if along == "H" else f"H = {self.budgets[-1]}"
@@ -140,12 +154,12 @@ class Report:
                 xs, ys = self._gap_points(het, method, "J_norm")
                 fit = fit_power_law(xs, ys)
                 means = [np.mean([y for x, y in zip(xs, ys) if x == h]) if h in xs else np.nan for h in H]
-                label = f"{method} - {self.vf}, {het}: alpha = {fit['alpha']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]"
+                label = f"{method} - {self.vf}, {het}: {_alpha_text(fit)}"
                 axes[0].plot(H, np.where(np.array(means) > 0, means, np.nan), marker="o", label=label)
-                self.notes.append(f"Gap {method} - {self.vf} (heterogeneity {het}, n = {self.ns[-1]}): fitted "
-                                  f"alpha = {fit['alpha']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}] from "
-                                  f"{fit['points']} positive per-seed points ({fit['excluded']} non-positive "
-                                  f"excluded); the theory predicts 1/2 when data scales with compute.")
+                self.notes.append(f"Gap {method} - {self.vf} (heterogeneity {het}, n = {self.ns[-1]}): "
+                                  f"{_alpha_text(fit)} from {fit['points']} positive per-seed points "
+                                  f"({fit['excluded']} non-positive excluded). The theory's exponent is 1/2 "
+                                  "when data grows with compute; here n is fixed.")
                 sx, sy = self._gap_points(het, method, "success")
                 sm = [np.mean([y for x, y in zip(sx, sy) if x == h]) if h in sx else np.nan for h in H]
                 axes[1].plot(H, sm, marker="o", label=f"{method} - {self.vf}, {het}")
@@ -158,6 +172,7 @@ class Report:
         axes[1].set(xscale="log", xlabel="budget H", ylabel="success@H(VB) - success@H(VF)", title="success gap")
         axes[1].axhline(0, color="grey", lw=0.8)
         for ax in axes:
+            _budget_ticks(ax, self.budgets)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         self.captions.append((_save(fig, self.dir / "fig_c_gap_vs_H.png"),

@@ -72,6 +72,17 @@ def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | 
         yield ray.get(done[0])
 
 
+def clean_partial(study_dir: Path) -> None:
+    """Remove what a killed run leaves behind: temporary record files and half-trained
+    artifact directories (both are dot-prefixed until renamed into place)."""
+    import shutil
+
+    for tmp in (study_dir / "records").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for tmp in (study_dir / "artifacts").glob(".*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
               backend: Literal["local", "ray"] = "local", ray_address: str | None = None,
               threads: int | None = None, progress: bool = True) -> dict:
@@ -83,6 +94,7 @@ def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
+    clean_partial(study_dir)
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
     jobs = expand(study)
     todo = [j for j in jobs if not is_done(j, study_dir)]
