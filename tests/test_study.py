@@ -133,7 +133,9 @@ def test_results_and_report_render_from_stored_records(uninterrupted, tmp_path):
     res = CliRunner().invoke(main, ["report", str(uninterrupted)])
     assert res.exit_code == 0, res.output
     html = (uninterrupted / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5 and "alpha" in html
+    assert html.count("data:image/png;base64,") >= 5
+    for method in ("bon", "rl_outcome"):  # the findings name every VB method's gap over SFT
+        assert f"Gap {method} - sft (heterogeneity high, n = 16)" in html
     for name in ["fig_a_vs_H.png", "fig_b_vs_n.png", "fig_c_gap_vs_H.png", "fig_e_multiplier.png"]:
         assert (uninterrupted / name).read_bytes()[:4] == b"\x89PNG"
 
