@@ -32,11 +32,15 @@ def _default_budgets(horizon: int) -> list[int]:
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """Plain-text table; columns are (key, header); floats get 3 decimals."""
-    cells = [[h for _, h in columns]] + [
-        [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k, _ in columns] for r in rows]
+    """Plain-text table; columns are (key, header); floats get 3 decimals; numbers align right."""
+    def cell(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    numeric = [all(isinstance(r[k], (int, float)) for r in rows) for k, _ in columns]
+    cells = [[h for _, h in columns]] + [[cell(r[k]) for k, _ in columns] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)).rstrip()
+             for row in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -274,6 +278,30 @@ def train_rl_command(config_path: str | None, overrides: tuple[str, ...], base_d
     if verifier_dir is not None:
         _run_dir(verifier_dir, "--verifier", stage="verifier")
     _summary(train_rl(base, cfg, out, verifier_dir=verifier_dir))
+
+
+CONFIGS = {
+    "pretrain": "veriscale.learn.pretrain:PretrainConfig",
+    "sft": "veriscale.learn.sft:SFTConfig",
+    "verifier": "veriscale.learn.verifier:VerifierConfig",
+    "rl": "veriscale.learn.rl:RLConfig",
+    "study": "veriscale.study.spec:StudyConfig",
+    "diagnose": "veriscale.diagnose:DiagnoseConfig",
+}
+
+
+@main.command("config")
+@click.argument("kind", type=click.Choice(sorted(CONFIGS)))
+def show_config(kind: str) -> None:
+    """List every field of a config: dotted key, type, default and what it means."""
+    import importlib
+
+    from veriscale.config import describe
+
+    module, name = CONFIGS[kind].split(":")
+    rows = [{"key": k, "type": t, "default": repr(d), "help": h}
+            for k, t, d, h in describe(getattr(importlib.import_module(module), name))]
+    click.echo(format_table(rows, [("key", "key"), ("type", "type"), ("default", "default"), ("help", "meaning")]))
 
 
 def _register_study_commands() -> None:

@@ -52,9 +52,9 @@ class StudyConfig:
     # task.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
     task: PlantedConfig = field(default_factory=PlantedConfig)
     base: BaseStage = field(default_factory=BaseStage)
-    sft: dict = knob({}, "overrides of SFTConfig fields (see `veriscale train sft --help`)")
-    verifier: dict = knob({}, "overrides of VerifierConfig fields")
-    rl: dict = knob({}, "overrides of RLConfig fields")
+    sft: dict = knob({}, "overrides of SFTConfig fields (listed by `veriscale config sft`)")
+    verifier: dict = knob({}, "overrides of VerifierConfig fields (`veriscale config verifier`)")
+    rl: dict = knob({}, "overrides of RLConfig fields (`veriscale config rl`)")
 
     def __post_init__(self) -> None:
         for m in self.methods:
