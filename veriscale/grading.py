@@ -36,6 +36,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from veriscale.config import knob
 from veriscale.tasks.base import NEVER, Rollouts
 
 CUE = re.compile(r"final\s+answer(?:\s+is)?\s*[:：]?|####", re.IGNORECASE)
@@ -215,3 +216,17 @@ def first_success(problems: Sequence[TextProblem], rollouts: Rollouts, *, timeou
         if good and j < len(rollouts.offsets[i]):
             T[i] = j + 1
     return T
+
+
+@dataclass
+class GradingConfig:
+    """The grading knobs every text task shares (GymConfig and FilesConfig extend it)."""
+
+    fallback_last_number: bool = knob(True, "without a 'Final answer:' cue, grade the last number of the text")
+    grade_timeout: float = knob(5.0, "wall-clock seconds allowed to grade one answer (then it scores 0)", min=0.01)
+    grade_workers: int = knob(2, "grading worker processes", min=1)
+
+    def first_success(self, prompts: Sequence[TextProblem], rollouts: Rollouts) -> torch.Tensor:
+        """(B,) T of each rollout, graded in the sandboxed pool with these knobs."""
+        return first_success(prompts, rollouts, timeout=self.grade_timeout, workers=self.grade_workers,
+                             fallback_last_number=self.fallback_last_number)

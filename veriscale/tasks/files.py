@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from veriscale.config import knob
-from veriscale.grading import BOX, TextProblem, box_content, first_success
+from veriscale.grading import BOX, GradingConfig, TextProblem, box_content
 from veriscale.tasks.base import Rollouts
 from veriscale.tasks.gym import hash_split
 
@@ -40,16 +40,13 @@ class DataFileError(ValueError):
 
 
 @dataclass
-class FilesConfig:
+class FilesConfig(GradingConfig):
     path: str = knob("", "JSONL or Parquet file of GSM8K- or MATH-format rows")
     instruction: str = knob("auto", "answer-format instruction appended to each question ('auto' = ask for "
                                     "'Final answer: N' on GSM8K rows and a \\boxed{} answer on MATH rows)")
     test_share: float = knob(1.0, "share of rows (stable hash of the prompt) in 'test'; 1.0 = all",
                              min=0.0, max=1.0)
     split_seed: int = knob(0, "seed of the train/test split", min=0)
-    fallback_last_number: bool = knob(True, "GSM8K rows without a 'Final answer:' cue: grade the last number")
-    grade_timeout: float = knob(5.0, "wall-clock seconds allowed to grade one answer (then it scores 0)", min=0.01)
-    grade_workers: int = knob(2, "grading worker processes", min=1)
 
 
 def parse_row(row: object, where: str, instruction: str) -> TextProblem:
@@ -124,5 +121,4 @@ class FileTask:
 
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
         """Task protocol: (B,) T of each rollout, graded with math-verify (see grading.py)."""
-        return first_success(prompts, rollouts, timeout=self.cfg.grade_timeout, workers=self.cfg.grade_workers,
-                             fallback_last_number=self.cfg.fallback_last_number)
+        return self.cfg.first_success(prompts, rollouts)

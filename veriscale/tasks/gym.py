@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from veriscale.config import ConfigError, knob
-from veriscale.grading import TextProblem, first_success
+from veriscale.grading import GradingConfig, TextProblem
 from veriscale.tasks.base import Rollouts
 
 NAMES = ("basic_arithmetic", "chain_sum", "gsm_symbolic")
@@ -46,7 +46,7 @@ LICENCES = {
 
 
 @dataclass
-class GymConfig:
+class GymConfig(GradingConfig):
     name: Literal["basic_arithmetic", "chain_sum", "gsm_symbolic"] = knob("basic_arithmetic", "reasoning-gym dataset")
     min_terms: int = knob(2, "arithmetic: fewest terms", min=2)
     max_terms: int = knob(2, "arithmetic: most terms", min=2)
@@ -60,9 +60,6 @@ class GymConfig:
     test_share: float = knob(0.2, "share held out for 'test' (gsm_symbolic: of templates; else: of questions)",
                              min=0.0, max=1.0)
     split_seed: int = knob(0, "seed of the train/test split", min=0)
-    fallback_last_number: bool = knob(True, "without a 'Final answer:' cue, grade the last number of the text")
-    grade_timeout: float = knob(5.0, "wall-clock seconds allowed to grade one answer (then it scores 0)", min=0.01)
-    grade_workers: int = knob(2, "grading worker processes", min=1)
 
 
 def hash_split(text: str, test_share: float, seed: int) -> str:
@@ -131,5 +128,4 @@ class GymTask:
 
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
         """Task protocol: (B,) T of each rollout, strict 0/1 grading (see grading.py)."""
-        return first_success(prompts, rollouts, timeout=self.cfg.grade_timeout, workers=self.cfg.grade_workers,
-                             fallback_last_number=self.cfg.fallback_last_number)
+        return self.cfg.first_success(prompts, rollouts)
