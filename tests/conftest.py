@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny tasks and models built from configs (no downloads)."""
+"""Shared fixtures: tiny tasks and models built from configs (no downloads), and a tiny
+transformers Llama with a locally trained BPE tokenizer for the text samplers."""
 
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from veriscale.tasks.gym import GymConfig, GymTask
 
 from veriscale.config import load_config
 from veriscale.learn.pretrain import PretrainConfig, pretrain
@@ -46,3 +51,69 @@ TINY_BASE = ["traces=4096", "heldout_traces=64", "task.vocab=8", "task.prompt_le
 def base(tmp_path_factory, one_thread):
     """Run directory of the tiny pretrained pi_b, shared by the learner tests."""
     return pretrain(load_config(PretrainConfig, None, TINY_BASE + [f"out={tmp_path_factory.mktemp('base')}"]))
+
+
+HF_WORDS = "the answer is final add subtract plus minus equals so we get total sum of and then".split()
+HF_PROMPTS = ["Calculate 3 + 4.", "What is 12 minus 7?", "Add 5 and 9, then subtract 2.", "Total of 1 and 1?",
+              "So we get 42."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """Byte-level BPE with single-digit pre-tokenisation, trained in well under a second."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(HF_WORDS[(i * 7 + j) % len(HF_WORDS)] for j in range(12)) + f" {i} + {i * 3} = {i * 4}."
+              for i in range(300)]
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<eos>", "<bos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A tiny random Llama (2 layers, width 32) over `tokenizer`'s vocabulary."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      initializer_range=0.3, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    m = LlamaForCausalLM(cfg).eval()
+    # A second EOS id that about half the greedy rows on HF_PROMPTS emit, so rows stop at
+    # different steps and the finished-row compaction runs.
+    ids = [tokenizer(p).input_ids for p in HF_PROMPTS]
+    outs = [m.generate(torch.tensor([i]), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+            [0, len(i):] for i in ids]
+    share = {v: sum(v in o.tolist() for o in outs) for v in range(3, len(tokenizer))}
+    m.generation_config.eos_token_id = [tokenizer.eos_token_id, min(share, key=lambda v: abs(share[v] - 2.5))]
+    return m
+
+
+@pytest.fixture(scope="session")
+def gym_task():
+    return GymTask(GymConfig(grade_workers=1))
+
+
+@pytest.fixture(scope="session")
+def lm_dir(tmp_path_factory, gym_task):
+    """A saved tiny Llama (2 layers, width 32) and a BPE tokenizer trained on the task's text."""
+    problems = gym_task.prompts("train", 200, 0) + gym_task.prompts("test", 50, 0)
+    corpus = [p.text for p in problems] + [p.solution for p in problems] + [" Wait Final answer:"] * 5
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=hf_tok.pad_token_id, eos_token_id=hf_tok.eos_token_id, bos_token_id=None)
+    out = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    hf_tok.save_pretrained(out)
+    return out

@@ -1,4 +1,4 @@
-"""The transformers sampler on a tiny from-config Llama with a locally trained BPE tokenizer
+"""The transformers sampler on the tiny from-config Llama with a locally trained BPE tokenizer
 (no download): greedy equals transformers' generate row by row, counts/masks/texts/offsets
 align, stop strings, seeds, shared prefill of repeated prompts, chat templates, loading a local
 directory; and the SmolLM2 cache and missing-package paths."""
@@ -7,48 +7,11 @@ import importlib.metadata
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from conftest import HF_PROMPTS as PROMPTS
+from transformers import PreTrainedTokenizerFast
 
 from veriscale.policy import smollm2
 from veriscale.policy.hf import HFConfig, HFSampler, load_hf_policy
-
-WORDS = "the answer is final add subtract plus minus equals so we get total sum of and then".split()
-PROMPTS = ["Calculate 3 + 4.", "What is 12 minus 7?", "Add 5 and 9, then subtract 2.", "Total of 1 and 1?",
-           "So we get 42."]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    """Byte-level BPE with single-digit pre-tokenisation, trained in well under a second."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    corpus = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + f" {i} + {i * 3} = {i * 4}."
-              for i in range(300)]
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<eos>", "<bos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      initializer_range=0.3, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    m = LlamaForCausalLM(cfg).eval()
-    # A second EOS id that about half the greedy rows emit, so rows stop at different steps and
-    # the finished-row compaction runs.
-    ids = [tokenizer(p).input_ids for p in PROMPTS]
-    outs = [m.generate(torch.tensor([i]), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
-            [0, len(i):] for i in ids]
-    share = {v: sum(v in o.tolist() for o in outs) for v in range(3, len(tokenizer))}
-    m.generation_config.eos_token_id = [tokenizer.eos_token_id, min(share, key=lambda v: abs(share[v] - 2.5))]
-    return m
 
 
 def _sampler(model, tokenizer, **kw) -> HFSampler:

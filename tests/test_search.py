@@ -14,8 +14,8 @@ from veriscale.evaluate import METHODS, evaluate_method
 from veriscale.learn.verifier import Verifier
 from veriscale.policy import checkpoint
 from veriscale.policy.sampler import GPTSampler
-from veriscale.search import Pool, budget_record, draw_pool, extract_answers, pass_at_k, search_budgets, select
-from veriscale.tasks.base import NEVER
+from veriscale.search import Pool, budget_record, draw_pool, pass_at_k, repeat_each, search_budgets, select
+from veriscale.tasks.base import NEVER, Rollouts
 
 
 def test_pass_at_k_hand_cases():
@@ -28,31 +28,49 @@ def test_pass_at_k_hand_cases():
 
 
 def _synthetic_pool(task, B=40, N=6, L=8, seed=0) -> Pool:
+    """B problems x N random planted-task samples of width L; ~30% hold the target, ending at a
+    random T <= the sample's length (random tokens may hold it too: T always comes from check)."""
     g = torch.Generator().manual_seed(seed)
-    T = torch.where(torch.rand(B, N, generator=g) < 0.3, torch.randint(1, L + 1, (B, N), generator=g), NEVER)
-    counts = torch.randint(1, L + 1, (B, N), generator=g)
-    tokens = torch.randint(task.vocab_size - 4, (B, N, L), generator=g)
-    return Pool(task, task.prompts("test", B, 0), tokens, counts, T, torch.rand(B, N, L, generator=g))
+    m, prompts = task.cfg.answer_len, task.prompts("test", B, 0)
+    counts = torch.randint(1, L + 1, (B * N,), generator=g)
+    tokens = torch.randint(task.vocab_size - 4, (B * N, L), generator=g)  # content and filler ids
+    end = m + (torch.rand(B * N, generator=g) * (counts - m + 1).clamp(min=0)).long()  # in m..count
+    plant = (torch.rand(B * N, generator=g) < 0.3) & (counts >= m)
+    pos = torch.arange(L) - (end - m)[:, None]  # (B*N, L) position inside the planted target
+    target = task.target(repeat_each(prompts, N)).gather(1, pos.clamp(0, m - 1))  # (B*N, L)
+    tokens = torch.where(plant[:, None] & (pos >= 0) & (pos < m), target, tokens)
+    mask = torch.arange(L) < counts[:, None]
+    ro = Rollouts(torch.where(mask, tokens, task.pad), mask, counts)
+    return Pool(task, prompts, ro, N, torch.rand(B, N, L, generator=g))
+
+
+def _first_success(pool: Pool) -> torch.Tensor:
+    """(B, N) T of every full sample of the pool."""
+    return pool.task.check(repeat_each(pool.prompts, pool.n), pool.rollouts).view(-1, pool.n)
 
 
 def test_oracle_best_of_n_equals_unbiased_pass_at_k(task):
     pool = _synthetic_pool(task)
-    n, k, L = pool.n, 3, pool.tokens.shape[2]
+    n, k, L = pool.n, 3, pool.width
+    T = _first_success(pool)
+    assert 0 < (T <= L).float().mean() < 1  # a mix of correct and wrong samples
     subsets = [torch.tensor(s) for s in itertools.combinations(range(n), k)]
     # Averaged over all C(n, k) subsets, the oracle's success is pass@k exactly (its definition),
     # at the full budget k*L and at every truncated one.
     for H in (k, 2 * k, 5 * k, k * L):
         oracle = sum(search_budgets(pool.subset(s), [H], "oracle")[0]["success"] for s in subsets) / len(subsets)
-        estimate = pass_at_k(n, (pool.T <= H // k).sum(1), k).mean().item()
+        estimate = pass_at_k(n, (T <= H // k).sum(1), k).mean().item()
         assert abs(oracle - estimate) < 1e-9, H
 
 
-def test_extract_answers_takes_last_m_content_tokens(task):
+def test_answer_keys_take_last_m_content_tokens(task):
     f, e, p = task.filler_base, task.eos, task.pad
     tokens = torch.tensor([[1, f, 2, 3, f, 4, e, p],
                            [f, f, 5, f, 6, p, p, p],
                            [1, 2, 3, 4, 5, 6, 7, 0]])
-    answers, valid = extract_answers(task, tokens, torch.tensor([7, 5, 6]))  # row 2 truncated to 6 tokens
+    counts = torch.tensor([7, 5, 6])  # row 2 truncated to 6 tokens
+    ro = Rollouts(tokens, torch.arange(8) < counts[:, None], counts)
+    answers, valid = task.answer_keys(task.prompts("test", 3, 0), ro)
     assert valid.tolist() == [True, False, True]
     assert answers[0].tolist() == [2, 3, 4] and answers[2].tolist() == [4, 5, 6]
 
@@ -91,9 +109,13 @@ def test_no_method_spends_more_than_its_budget(task, tiny_gpt):
 
 
 def test_search_return_charges_all_samples(task):
-    pool = _synthetic_pool(task, B=1, N=2, L=4)
-    pool.T[:] = torch.tensor([[2, NEVER]])
-    pool.counts[:] = torch.tensor([[3, 4]])
+    prompts = task.prompts("test", 1, 0)
+    f, p = task.filler_base, task.pad
+    tokens = torch.tensor([[*task.target(prompts)[0].tolist(), p],  # correct, T = 3 (m = 3)
+                           [f, f, f, f]])
+    counts = torch.tensor([3, 4])
+    pool = Pool(task, prompts, Rollouts(tokens, torch.arange(4) < counts[:, None], counts), 2)
+    assert _first_success(pool).tolist() == [[3, NEVER]]
     row = search_budgets(pool, [8], "oracle")[0]
     assert row["success"] == 1.0 and row["tokens"] == 7.0 and row["J"] == 8 - 7 + 1  # T_eff = 3 + 4
 

@@ -286,6 +286,10 @@ CONFIGS = {
     "verifier": "veriscale.learn.verifier:VerifierConfig",
     "rl": "veriscale.learn.rl:RLConfig",
     "study": "veriscale.study.spec:StudyConfig",
+    "llm-study": "veriscale.study.llm_spec:LLMStudyConfig",
+    "llm-sft": "veriscale.learn.text_sft:TextSFTConfig",
+    "llm-verifier": "veriscale.learn.text_verifier:TextVerifierConfig",
+    "llm-rl": "veriscale.learn.text_rl:TextRLConfig",
     "diagnose": "veriscale.diagnose:DiagnoseConfig",
 }
 

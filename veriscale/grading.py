@@ -16,6 +16,10 @@ final answer is written (`form`) and how it is compared (`judge`). Grading a tra
 3. T = the 1-based index of the generated token whose end offset first reaches the span's end:
    the token that completes the final answer. Earlier mentions of the gold number never count.
 
+`answer_keys` turns the same final-answer span into an integer key for majority voting: a hash
+of the exact rational value for a number ("7" and "7.0" vote together, as do "1,000" and "1000"),
+else of the stripped span text; a trace without a span abstains.
+
 Model text is never executed. Judges run in a pool of worker processes with a wall-clock limit
 per item: a worker that overruns (a huge power such as 9^{9^{9^9}}, deeply nested LaTeX) is
 killed and replaced, and the item scores 0. Workers are forked where the platform allows, after
@@ -24,6 +28,7 @@ importing math-verify in the parent, so a replacement starts in milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import re
 import time
@@ -54,6 +59,7 @@ class TextProblem:
     form: Literal["number", "boxed"] = "number"  # how the final answer is written
     judge: Literal["exact", "math_verify"] = "exact"  # how it is compared with gold
     group: str = ""  # provenance (a template id, a file and line), for reports
+    solution: str = ""  # a gold worked solution ending in the final answer ("" = none): the VF expert trace
 
 
 def _number_after(text: str, start: int) -> tuple[int, int] | None:
@@ -197,11 +203,37 @@ class GradingPool:
         self.close()
 
 
+def _need_texts(rollouts: Rollouts) -> None:
+    if rollouts.texts is None or rollouts.offsets is None:
+        raise ValueError("text grading needs rollouts with texts and offsets (use a text sampler)")
+
+
+def answer_key(span: str) -> int:
+    """A stable 63-bit key of an answer span: of its exact value if it is a number, else of its
+    stripped text (the prefixes keep the number 1/2 apart from the text "1/2")."""
+    value = _as_fraction(span)
+    canon = f"number:{value}" if value is not None else f"text:{span.strip()}"
+    return int.from_bytes(hashlib.sha256(canon.encode()).digest()[:8], "big") >> 1
+
+
+def answer_keys(problems: Sequence[TextProblem], rollouts: Rollouts, *,
+                fallback_last_number: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """answers (B, 1) int64 keys of each rollout's final answer span and valid (B,) bool (False
+    when `answer_span` finds none; its answer is then 0). Row i answers problems[i]."""
+    _need_texts(rollouts)
+    answers = torch.zeros(len(rollouts), 1, dtype=torch.long)
+    valid = torch.zeros(len(rollouts), dtype=torch.bool)
+    for i, (p, text) in enumerate(zip(problems, rollouts.texts)):
+        span = answer_span(text, p.form, fallback_last_number)
+        if span is not None:
+            answers[i, 0], valid[i] = answer_key(text[span[0]:span[1]]), True
+    return answers, valid
+
+
 def first_success(problems: Sequence[TextProblem], rollouts: Rollouts, *, timeout: float = 5.0, workers: int = 2,
                   fallback_last_number: bool = True) -> torch.Tensor:
     """(B,) int64 T of each rollout against its problem (row i answers problems[i]), or NEVER."""
-    if rollouts.texts is None or rollouts.offsets is None:
-        raise ValueError("text grading needs rollouts with texts and offsets (use a text sampler)")
+    _need_texts(rollouts)
     T = torch.full((len(rollouts),), NEVER, dtype=torch.long)
     rows, items = [], []
     for i, (p, text) in enumerate(zip(problems, rollouts.texts)):
@@ -230,3 +262,7 @@ class GradingConfig:
         """(B,) T of each rollout, graded in the sandboxed pool with these knobs."""
         return first_success(prompts, rollouts, timeout=self.grade_timeout, workers=self.grade_workers,
                              fallback_last_number=self.fallback_last_number)
+
+    def answer_keys(self, prompts: Sequence[TextProblem], rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1) answer keys and (B,) valid of each rollout, with these knobs (see `answer_keys`)."""
+        return answer_keys(prompts, rollouts, fallback_last_number=self.fallback_last_number)

@@ -14,8 +14,9 @@ _silenced = 0
 
 def bar(iterable: Iterable[T], desc: str, unit: str = "step", **kwargs) -> "tqdm[T]":
     """A tqdm bar over `iterable`, disabled inside `silenced()`."""
+    disable = kwargs.pop("disable", False)  # popped first: `or` below must not skip it
     return tqdm(iterable, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0,
-                disable=_silenced > 0 or kwargs.pop("disable", False), **kwargs)
+                disable=_silenced > 0 or disable, **kwargs)
 
 
 @contextmanager

@@ -2,12 +2,17 @@
 
 Best-of-N at budget H draws N samples of floor(H/N) tokens each and selects one:
   bon     the sample whose final prefix the verifier scores highest (VB);
-  maj     majority vote over extracted answers (planted task: the last m content tokens of a
-          sample; samples with fewer than m content tokens abstain);
+  maj     majority vote over the answers the samples commit to (`Task.answer_keys`); a sample
+          that commits to no answer abstains;
   wmaj    verifier-weighted majority: each answer gets the sum of its samples' final scores;
   oracle  any correct sample if there is one (pass@N, the upper bound).
-Ties go to the lowest sample index. A selected sample is correct when the task's checker finds
-the target in it (T <= floor(H/N)): the same checker as every other method.
+Answers: planted task, the last m content tokens of a sample (fewer than m: no answer); text
+tasks, the final answer span `grading.answer_span` finds in the sample's text, compared by exact
+value for numbers ("7" and "7.0" vote together) and by stripped text otherwise.
+Ties go to the lowest sample index. A selected sample is correct when the task's checker, run on
+the sample as truncated to floor(H/N) tokens, finds the answer within it: the same checker as
+every other method. (A cut text trace can lose or change its final answer; for the planted task
+this is T <= floor(H/N) of the full sample.)
 
 early_stop writes one sequential trace and stops at the first prefix h whose verifier score
 reaches `threshold` (else at the trace's end or H) and answers with that prefix.
@@ -33,53 +38,61 @@ from typing import Literal
 import torch
 
 from veriscale.rewards import budget_metrics
-from veriscale.tasks.base import NEVER, Sampler
-from veriscale.tasks.planted import PlantedTask
+from veriscale.tasks.base import NEVER, Rollouts, Sampler, Task
 
 Selection = Literal["bon", "maj", "wmaj", "oracle", "early_stop"]
 NEEDS_VERIFIER = ("bon", "wmaj", "early_stop")
+
+
+def repeat_each(prompts: torch.Tensor | list, n: int) -> torch.Tensor | list:
+    """Each of the B prompts n times in a row (B*n of them: row b*n+j is copy j of prompt b);
+    prompts are a (B, k) tensor or a list."""
+    if isinstance(prompts, torch.Tensor):
+        return prompts.repeat_interleave(n, 0)
+    return [p for p in prompts for _ in range(n)]
 
 
 @dataclass
 class Pool:
     """N samples per problem, drawn once at the largest budget.
 
-    prompts (B, k); tokens (B, N, L) with L = floor(H_max/N), padded after each sample's end;
-    counts (B, N) generated tokens; T (B, N) first-success index of each full sample; scores
-    (B, N, L) verifier score of every prefix (None without a verifier).
+    prompts: the B problems ((B, k) tensor or list); rollouts: B*N rows of width
+    L = floor(H_max/N), row b*N+j is sample j of problem b; scores (B, N, L) verifier score of
+    every prefix (None without a verifier).
     """
 
-    task: PlantedTask
-    prompts: torch.Tensor
-    tokens: torch.Tensor
-    counts: torch.Tensor
-    T: torch.Tensor
+    task: Task
+    prompts: torch.Tensor | list
+    rollouts: Rollouts
+    n: int
     scores: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        if len(self.rollouts) != len(self.prompts) * self.n:
+            raise ValueError(f"{len(self.rollouts)} rollouts for {len(self.prompts)} problems x {self.n} samples")
+
     @property
-    def n(self) -> int:
-        return self.tokens.shape[1]
+    def width(self) -> int:
+        return self.rollouts.tokens.shape[1]
 
     def subset(self, idx: torch.Tensor) -> "Pool":
         """The pool restricted to samples `idx` (1-D) of every problem."""
+        rows = (torch.arange(len(self.prompts))[:, None] * self.n + idx[None]).flatten()  # (B * len(idx),)
         scores = None if self.scores is None else self.scores[:, idx]
-        return Pool(self.task, self.prompts, self.tokens[:, idx], self.counts[:, idx], self.T[:, idx], scores)
+        return Pool(self.task, self.prompts, self.rollouts.take(rows), len(idx), scores)
 
 
-def draw_pool(sampler: Sampler, task: PlantedTask, prompts: torch.Tensor, n: int, max_budget: int, *,
+def draw_pool(sampler: Sampler, task: Task, prompts: torch.Tensor | list, n: int, max_budget: int, *,
               temperature: float = 1.0, seed: int = 0, verifier=None) -> Pool:
-    """Sample n traces of floor(max_budget/n) tokens for each of the (B, k) prompts; score every
-    prefix with `verifier` (a `learn.verifier.Verifier`) when given."""
+    """Sample n traces of floor(max_budget/n) tokens for each of the B prompts; score every
+    prefix with `verifier` (a `learn.verifier.Verifier`: (B*n, L) scores) when given."""
     L = max_budget // n
     if L < 1:
         raise ValueError(f"budget {max_budget} is smaller than the {n} samples it must be split into")
-    rep = prompts.repeat_interleave(n, 0)
+    rep = repeat_each(prompts, n)
     ro = sampler.sample(rep, L, temperature=temperature, seed=seed)
-    T = task.check(rep, ro)
-    scores = verifier.score(rep, ro) if verifier is not None else None
-    B = prompts.shape[0]
-    return Pool(task, prompts, ro.tokens.view(B, n, L), ro.counts.view(B, n), T.view(B, n),
-                None if scores is None else scores.view(B, n, L))
+    scores = None if verifier is None else verifier.score(rep, ro).view(len(prompts), n, -1)
+    return Pool(task, prompts, ro, n, scores)
 
 
 def pass_at_k(n: torch.Tensor | int, c: torch.Tensor, k: int) -> torch.Tensor:
@@ -93,18 +106,6 @@ def pass_at_k(n: torch.Tensor | int, c: torch.Tensor, k: int) -> torch.Tensor:
     i = torch.arange(1, int(n.max()) + 1, dtype=torch.float64)  # (n_max,)
     factors = torch.where((i[None] > (n - c)[:, None]) & (i[None] <= n[:, None]), 1 - k / i[None], 1.0)
     return torch.where(n - c < k, torch.ones_like(c), 1 - factors.prod(1))
-
-
-def extract_answers(task: PlantedTask, tokens: torch.Tensor, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last m content tokens of each sample: tokens (..., L), used (...) -> answers (..., m),
-    valid (...) (False when the sample holds fewer than m content tokens)."""
-    m, L = task.cfg.answer_len, tokens.shape[-1]
-    content = (tokens < task.cfg.vocab) & (torch.arange(L) < used[..., None])  # content ids are 0..V-1
-    from_end = content.flip(-1).cumsum(-1).flip(-1)  # 1 at the last content token, 2 before it, ...
-    keep = content & (from_end <= m)
-    slot = torch.where(keep, m - from_end, m)  # answer position; m is a discard column
-    answers = torch.zeros(*tokens.shape[:-1], m + 1, dtype=tokens.dtype).scatter(-1, slot, tokens)
-    return answers[..., :m], content.sum(-1) >= m
 
 
 def select(rule: Selection, correct: torch.Tensor, scores: torch.Tensor | None, answers: torch.Tensor,
@@ -129,24 +130,27 @@ def budget_record(T: torch.Tensor, tokens: torch.Tensor, calls: torch.Tensor, H:
 
 
 def _best_of_n(pool: Pool, H: int, rule: Selection) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    L = H // pool.n
-    used = pool.counts.clamp(max=L)  # (B, N) tokens each truncated sample generated
-    correct = pool.T <= L
+    B, N, L = len(pool.prompts), pool.n, H // pool.n
+    rep = repeat_each(pool.prompts, N)
+    ro = pool.rollouts.truncate(L)  # B*N rows, as if sampled with L tokens each
+    correct = (pool.task.check(rep, ro) <= L).view(B, N)
+    answers, valid = pool.task.answer_keys(rep, ro)  # (B*N, m), (B*N,)
+    used = ro.counts.view(B, N)  # tokens each truncated sample generated
     final = None if pool.scores is None else pool.scores.gather(2, (used - 1)[..., None]).squeeze(-1)
-    answers, valid = extract_answers(pool.task, pool.tokens[..., :L], used)
-    j = select(rule, correct, final, answers, valid)
+    j = select(rule, correct, final, answers.view(B, N, -1), valid.view(B, N))
     ok = correct.gather(1, j[:, None]).squeeze(1)
     spent = used.sum(1)  # (B,) T_eff
-    calls = torch.full_like(spent, pool.n if rule in NEEDS_VERIFIER else 0)
+    calls = torch.full_like(spent, N if rule in NEEDS_VERIFIER else 0)
     return torch.where(ok, spent, NEVER), spent, calls
 
 
-def _early_stop(pool: Pool, H: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    used = pool.counts[:, 0].clamp(max=H)  # (B,)
+def _early_stop(pool: Pool, T: torch.Tensor, H: int,
+                threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """T (B,): first-success index of each problem's full (untruncated) trace."""
+    used = pool.rollouts.counts.clamp(max=H)  # (B,): one trace per problem
     h = torch.arange(1, H + 1)
     passed = (pool.scores[:, 0, :H] >= threshold) & (h[None] <= used[:, None])  # (B, H)
     stop = torch.where(passed.any(1), passed.int().argmax(1) + 1, used)  # (B,) h_stop
-    T = pool.T[:, 0]
     return torch.where(T <= stop, T, NEVER), stop, stop
 
 
@@ -157,12 +161,13 @@ def search_budgets(pool: Pool, budgets: list[int], selection: Selection, *, thre
         raise ValueError(f"selection {selection!r} needs verifier scores in the pool")
     if selection == "early_stop" and pool.n != 1:
         raise ValueError(f"early_stop works on one sequential trace per problem, the pool has {pool.n}")
+    T_full = pool.task.check(pool.prompts, pool.rollouts) if selection == "early_stop" else None
     out = []
     for H in sorted(budgets):
-        if not 1 <= H // pool.n <= pool.tokens.shape[2]:
+        if not 1 <= H // pool.n <= pool.width:
             raise ValueError(f"budget {H} needs {H // pool.n} tokens per sample; the pool has "
-                             f"{pool.n} x {pool.tokens.shape[2]}")
-        T, tokens, calls = _early_stop(pool, H, threshold) if selection == "early_stop" \
+                             f"{pool.n} x {pool.width}")
+        T, tokens, calls = _early_stop(pool, T_full, H, threshold) if selection == "early_stop" \
             else _best_of_n(pool, H, selection)
         out.append(budget_record(T, tokens, calls, H))
     return out

@@ -88,9 +88,13 @@ def zero_variance_share(rewards: torch.Tensor) -> float:
     return (rewards == rewards[:, :1]).all(1).double().mean().item()
 
 
-def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """(B, G) rewards -> (B*G,) advantages R - group mean."""
-    return (rewards - rewards.mean(1, keepdim=True)).flatten()
+def group_advantages(rewards: torch.Tensor, scale: bool = False) -> torch.Tensor:
+    """(B, G) rewards -> (B*G,) advantages R - group mean; with `scale`, divided by the group's
+    standard deviation + 1e-4 (GRPO's normalisation; a zero-variance group stays at 0)."""
+    adv = rewards - rewards.mean(1, keepdim=True)
+    if scale:
+        adv = adv / (rewards.std(1, unbiased=False, keepdim=True) + 1e-4)
+    return adv.flatten()
 
 
 def trace_rewards(task: PlantedTask, prompts: torch.Tensor, ro: Rollouts, verifier: Verifier | None) -> tuple[

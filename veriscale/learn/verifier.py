@@ -203,6 +203,12 @@ def heldout_metrics(verifier: Verifier, seq: torch.Tensor, labels: torch.Tensor,
     verifier.eval()
     logits = verifier(seq)[:, verifier.prompt_len:]  # (B, L) prefix lengths 1..L
     verifier.train()
+    return prefix_metrics(logits, labels, mask, loss)
+
+
+def prefix_metrics(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, loss: Loss) -> dict:
+    """The metrics of `heldout_metrics` from (B, L) per-prefix logits (column h-1 = prefix h),
+    labels and mask (True for h <= the trace's length); shared with the text verifier."""
     probs = torch.sigmoid(logits)
     p, y = probs[mask], labels[mask]
     last = mask.sum(1) - 1  # (B,) column of each trace's final prefix

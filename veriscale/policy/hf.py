@@ -18,12 +18,19 @@ How it samples (all rows of one micro-batch of `batch_size` rows together):
 - texts keep special tokens (an EOS shows as its string, e.g. `<|im_end|>`), so a checker can
   tell an answer that was finished from one cut off at the budget.
 
+Layers, so other decoding logic (budget forcing, `policy/forcing.py`) and the vLLM backend
+(`policy/vllm.py`) reuse them: `encode_prompt` (chat template or plain text) -> `generate_ids`
+(prompt ids -> generated ids; micro-batches and the progress bar live here) -> `text_rollouts`
+(ids -> Rollouts with texts and offsets). `TextSampler.sample` chains the three.
+
 Same prompts, seed and batch size give the same rollouts. Load a local model directory with
-`load_hf_policy(PATH)` (local files only: nothing is fetched from the model hub).
+`load_hf_policy(PATH)`, or `load_text_sampler(PATH, backend="hf"|"vllm")` (local files only:
+nothing is fetched from the model hub).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -94,12 +101,43 @@ class IncrementalText:
             self.offsets[-1] = len(self.text)
 
 
-class HFSampler:
-    """Batched KV-cache sampling from a transformers causal LM; see the module docstring."""
+def encode_prompt(tokenizer, prompt: Any, use_chat: bool, system: str) -> list[int]:
+    """Prompt token ids: the chat template (with generation prompt, and `system` as a system
+    message when not '') or the plain text."""
+    text = prompt_text(prompt)
+    if not use_chat:
+        return tokenizer(text).input_ids
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(rendered, add_special_tokens=False).input_ids
 
-    def __init__(self, model, tokenizer, cfg: HFConfig | None = None):
-        self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg or HFConfig()
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+
+def text_rollouts(tokenizer, rows: list[list[int]], width: int, pad_id: int) -> Rollouts:
+    """Rollouts of generated token id rows (each at most `width` long): tokens (B, width) padded
+    with pad_id, mask, counts, and each row's text and per-token end offsets."""
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    texts: list[str] = []
+    offsets: list[list[int]] = []
+    for i, ids in enumerate(rows):
+        text = IncrementalText(tokenizer)
+        for t in ids:
+            text.push(t)
+        text.finish()
+        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        texts.append(text.text)
+        offsets.append(text.offsets)
+    counts = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (B,)
+    mask = torch.arange(width)[None] < counts[:, None]  # (B, width)
+    return Rollouts(tokens=tokens, mask=mask, counts=counts, texts=texts, offsets=offsets)
+
+
+class TextSampler(ABC):
+    """What the transformers and vLLM samplers share: EOS and pad ids, prompt encoding and
+    `sample` on top of a backend's `generate_ids`."""
+
+    def __init__(self, tokenizer, cfg: HFConfig | None, gen_eos: int | list[int] | None):
+        """gen_eos: the model's generation-config EOS id(s), used besides the tokenizer's."""
+        self.tok, self.cfg = tokenizer, cfg or HFConfig()
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
         self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None), dtype=torch.long)
         if not len(self.eos_ids):
@@ -111,33 +149,38 @@ class HFSampler:
 
     def encode(self, prompt: Any) -> list[int]:
         """Prompt token ids: the chat template (with generation prompt) or the plain text."""
-        text = prompt_text(prompt)
-        if not self.use_chat:
-            return self.tok(text).input_ids
-        messages = ([{"role": "system", "content": self.cfg.system}] if self.cfg.system else []) + \
-            [{"role": "user", "content": text}]
-        rendered = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tok(rendered, add_special_tokens=False).input_ids
+        return encode_prompt(self.tok, prompt, self.use_chat, self.cfg.system)
+
+    @abstractmethod
+    def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,
+                     generator: torch.Generator) -> list[list[int]]:
+        """Per prompt id row, the generated ids: a row ends after an EOS id (kept), after the
+        token that completes a stop string, or at max_new tokens. Draws from `generator`."""
 
     def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0,
                seed: int = 0) -> Rollouts:
         """One rollout per prompt, at most max_new_tokens each; tokens are (B, max_new_tokens)."""
         g = torch.Generator().manual_seed(seed)
-        ids = [self.encode(p) for p in prompts]
-        B, bs = len(ids), self.cfg.batch_size
-        tokens = torch.full((B, max_new_tokens), self.pad_id, dtype=torch.long)
-        texts: list[str] = []
-        offsets: list[list[int]] = []
-        bar = progress.bar(range(0, B, bs), desc="sample", unit="batch", disable=not self.cfg.progress or B <= bs)
-        for start in bar:
-            rows = self._generate(ids[start:start + bs], max_new_tokens, temperature, g)
-            for i, row in enumerate(rows):
-                tokens[start + i, :len(row.ids)] = torch.tensor(row.ids, dtype=torch.long)
-                texts.append(row.text)
-                offsets.append(row.offsets)
-        counts = torch.tensor([len(o) for o in offsets], dtype=torch.long)
-        mask = torch.arange(max_new_tokens)[None] < counts[:, None]
-        return Rollouts(tokens=tokens, mask=mask, counts=counts, texts=texts, offsets=offsets)
+        rows = self.generate_ids([self.encode(p) for p in prompts], max_new_tokens, temperature=temperature,
+                                 generator=g)
+        return text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)
+
+
+class HFSampler(TextSampler):
+    """Batched KV-cache sampling from a transformers causal LM; see the module docstring."""
+
+    def __init__(self, model, tokenizer, cfg: HFConfig | None = None):
+        super().__init__(tokenizer, cfg, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+        self.model = model.eval()
+
+    def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,
+                     generator: torch.Generator) -> list[list[int]]:
+        """Per prompt id row, the generated ids, in micro-batches of cfg.batch_size rows that
+        draw from `generator` in order (so the result depends on the batch size)."""
+        bs = self.cfg.batch_size
+        bar = progress.bar(range(0, len(ids), bs), desc="sample", unit="batch",
+                           disable=not self.cfg.progress or len(ids) <= bs)
+        return [row for start in bar for row in self._generate(ids[start:start + bs], max_new, temperature, generator)]
 
     @torch.inference_mode()
     def _prefill(self, ids: list[list[int]]):
@@ -165,9 +208,11 @@ class HFSampler:
 
     @torch.inference_mode()
     def _generate(self, ids: list[list[int]], max_new: int, temperature: float,
-                  g: torch.Generator) -> list[IncrementalText]:
-        """Sample one micro-batch; returns each row's decoded tokens, text and offsets."""
-        rows = [IncrementalText(self.tok) for _ in ids]
+                  g: torch.Generator) -> list[list[int]]:
+        """Sample one micro-batch; returns each row's generated ids."""
+        rows: list[list[int]] = [[] for _ in ids]
+        # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
+        texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
         cache, attn, pos, logits = self._prefill(ids)
         live = torch.arange(len(ids))  # (b,) which output row each batch row writes
         done = torch.zeros(len(ids), dtype=torch.bool)  # (b,) ended, not yet dropped
@@ -176,11 +221,13 @@ class HFSampler:
             nxt = sample_next(logits, temperature, self.cfg.top_k, g)  # (b,)
             ended = torch.isin(nxt, self.eos_ids)
             for j in (~done).nonzero().squeeze(1).tolist():
-                row = rows[int(live[j])]
-                start = max(0, len(row.text) - longest_stop + 1)
-                row.push(int(nxt[j]))
-                if longest_stop and any(s in row.text[start:] for s in self.cfg.stop):
-                    ended[j] = True
+                i = int(live[j])
+                rows[i].append(int(nxt[j]))
+                if texts:
+                    start = max(0, len(texts[i].text) - longest_stop + 1)
+                    texts[i].push(int(nxt[j]))
+                    if any(s in texts[i].text[start:] for s in self.cfg.stop):
+                        ended[j] = True
             done = done | ended
             if t + 1 == max_new or done.all():
                 break
@@ -193,8 +240,6 @@ class HFSampler:
                              use_cache=True)
             pos = pos + 1
             logits = out.logits[:, -1].float()
-        for row in rows:
-            row.finish()
         return rows
 
 
@@ -209,3 +254,15 @@ def load_hf_policy(path: str | Path, cfg: HFConfig | None = None) -> HFSampler:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, cfg.dtype))
     return HFSampler(model, tokenizer, cfg)
+
+
+def load_text_sampler(path: str | Path, cfg: HFConfig | None = None, backend: str = "hf") -> TextSampler:
+    """A sampler for a local model directory: backend "hf" (transformers, CPU or GPU) or "vllm"
+    (needs `veriscale[vllm]` and a CUDA GPU; checked before anything loads)."""
+    if backend == "hf":
+        return load_hf_policy(path, cfg)
+    if backend == "vllm":
+        from veriscale.policy.vllm import VLLMSampler
+
+        return VLLMSampler(path, cfg or HFConfig())
+    raise ValueError(f"backend: expected 'hf' or 'vllm', got {backend!r}")

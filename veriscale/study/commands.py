@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from veriscale.config import ConfigError, load_config
+from veriscale.config import ConfigError
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
@@ -33,23 +33,30 @@ def _study_file(path: str | None, quick: bool) -> Path:
               help="Parallel runs in a local process pool [default: one per CPU core].")
 @click.option("--threads", default=0, type=click.IntRange(min=0),
               help="torch threads per run (default: cores divided among the workers).")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray", "vllm"]), default="local", show_default=True,
+              help="local process pool, Ray, or vllm: LLM-track jobs one at a time in this process, sampling "
+                   "with vLLM on the GPU (needs veriscale[vllm] and CUDA).")
 @click.option("--ray-address", default=None, help="ray.init address (default: start a local instance).")
 @click.option("--no-report", is_flag=True, help="Only run the sweep.")
 def reproduce(study_file, quick, out, overrides, workers, threads, backend, ray_address, no_report) -> None:
     """Run the VF-vs-VB study (resumable sweep) and write its report.
 
     Without STUDY_FILE: studies/didactic.toml, or studies/didactic-quick.toml with --quick.
+    The LLM track: `veriscale reproduce studies/llm.toml` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
     from veriscale.study.jobs import check_stage_configs
-    from veriscale.study.spec import StudyConfig
+    from veriscale.study.spec import load_study_config
 
+    if backend == "vllm":  # sampling backend of the LLM track; the jobs run here, one at a time
+        overrides, backend, workers = (*overrides, "backend=vllm"), "local", 1
     try:
-        study = load_config(StudyConfig, _study_file(study_file, quick), list(overrides))
+        study = load_study_config(_study_file(study_file, quick), list(overrides))
         check_stage_configs(study)
     except ConfigError as e:
         _fail(f"config: {e}")
+    except (RuntimeError, FileNotFoundError) as e:  # a missing model, vLLM or GPU: said before any work
+        _fail(str(e))
     if backend == "ray":
         try:
             import ray  # noqa: F401

@@ -36,7 +36,7 @@ class Job:
     """One unit of work. `deps` are ids of artifact jobs whose directories it reads."""
 
     id: str
-    kind: str  # base | sft | verifier | rl | eval
+    kind: str  # base | sft | verifier | rl | eval, and llm_* for the LLM track (study/llm_spec.py)
     config: dict[str, Any]
     deps: tuple[str, ...] = ()
 
@@ -45,8 +45,12 @@ def _task_cfg(study: StudyConfig, het: str, horizon: int) -> dict:
     return {**to_dict(study.task), "heterogeneity": het, "horizon": horizon}
 
 
-def expand(study: StudyConfig) -> list[Job]:
+def expand(study) -> list[Job]:
     """All jobs of the grid, artifacts first (in dependency order), then evaluations."""
+    if study.track == "llm":
+        from veriscale.study.llm_spec import expand_llm
+
+        return expand_llm(study)
     artifacts: dict[str, Job] = {}
     evals: list[Job] = []
 
@@ -119,8 +123,12 @@ def rl_config(cfg: dict, n: int, seed: int, reward: str):
     return from_dict(RLConfig, deep_merge(cfg, {"n": n, "seed": seed, "data_seed": seed, "reward": reward}))
 
 
-def check_stage_configs(study: StudyConfig) -> None:
+def check_stage_configs(study) -> None:
     """Validate the study's learner overrides before any work starts (raises ConfigError)."""
+    if study.track == "llm":
+        from veriscale.study.llm_jobs import check_llm_study
+
+        return check_llm_study(study)
     n, seed = min(study.n), study.seeds[0]
     for label, build in [("sft", lambda: sft_config(study.sft, n, seed, "heterogeneous")),
                          ("verifier", lambda: verifier_config(study.verifier, n, seed)),
@@ -134,6 +142,10 @@ def check_stage_configs(study: StudyConfig) -> None:
 def _train(job: Job, study_dir: Path, out: Path) -> None:
     """Train the artifact of `job` into `out` with the learner the kind names."""
     c = job.config
+    if job.kind.startswith("llm_"):
+        from veriscale.study.llm_jobs import train_llm_artifact
+
+        return train_llm_artifact(job.kind, c, lambda i: artifact_dir(study_dir, i), out)
     base = artifact_dir(study_dir, c["base"]) if "base" in c and isinstance(c["base"], str) else None
     if job.kind == "base":
         from veriscale.learn.pretrain import PretrainConfig, pretrain
@@ -156,6 +168,10 @@ def _evaluate(job: Job, study_dir: Path) -> list[dict]:
     from veriscale.evaluate import evaluate_method
     from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
+    if job.config.get("track") == "llm":
+        from veriscale.study.llm_jobs import evaluate_llm
+
+        return evaluate_llm(job.config, lambda i: artifact_dir(study_dir, i))
     c, e = job.config, job.config["eval"]
     task = PlantedTask(from_dict(PlantedConfig, json.loads(
         (artifact_dir(study_dir, c["policy"]) / "config.json").read_text())["task"]))

@@ -117,9 +117,9 @@ def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
 
 def load_study(study_dir: str | Path) -> StudyConfig:
     """The config a study directory was run with (validated again)."""
-    from veriscale.config import from_dict
+    from veriscale.study.spec import study_from_dict
 
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{study_dir}: no {STUDY_FILE}; not a study directory")
-    return from_dict(StudyConfig, json.loads(path.read_text()))
+    return study_from_dict(json.loads(path.read_text()))

@@ -46,6 +46,28 @@ class Rollouts:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def truncate(self, L: int) -> "Rollouts":
+        """The rollouts cut to their first L >= 1 tokens, as if sampled with max_new_tokens=L.
+
+        tokens/mask become (B, min(L, width)) views (a cut never pads), counts are clamped to L, and a
+        text row longer than L tokens ends at the end offset of its L-th token, so a checker sees
+        exactly the text those tokens spell (an answer that needed later tokens is gone).
+        """
+        if L < 1:
+            raise ValueError(f"cannot truncate rollouts to {L} tokens")
+        texts = offsets = None
+        if self.texts is not None and self.offsets is not None:
+            texts = [t[:o[L - 1]] if len(o) > L else t for t, o in zip(self.texts, self.offsets)]
+            offsets = [o[:L] for o in self.offsets]
+        return Rollouts(self.tokens[:, :L], self.mask[:, :L], self.counts.clamp(max=L), texts, offsets)
+
+    def take(self, rows: torch.Tensor) -> "Rollouts":
+        """The rollouts of `rows` (1-D int64 row indices), in that order."""
+        pick = rows.tolist()
+        return Rollouts(self.tokens[rows], self.mask[rows], self.counts[rows],
+                        None if self.texts is None else [self.texts[i] for i in pick],
+                        None if self.offsets is None else [self.offsets[i] for i in pick])
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -59,6 +81,11 @@ class Task(Protocol):
     def check(self, prompts: Any, rollouts: Rollouts) -> torch.Tensor:
         """(B,) int64 first-success index T (1-based token index that completes a correct
         answer), or NEVER. Row i of `rollouts` answers prompt i."""
+
+    def answer_keys(self, prompts: Any, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final answer each rollout commits to, as comparable integer keys: answers (B, m)
+        int64 (two rollouts give the same answer iff their rows are equal; majority voting
+        compares them) and valid (B,) bool, False when the rollout commits to no answer."""
 
 
 @runtime_checkable

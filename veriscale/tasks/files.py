@@ -58,18 +58,21 @@ def parse_row(row: object, where: str, instruction: str) -> TextProblem:
         if not m:
             raise DataFileError(f"{where}: GSM8K 'answer' must end with '#### N' (a number)")
         gold, form, text = m.group(1).replace(",", "").replace("−", "-"), "number", row["question"]
+        solution = row["answer"].strip()  # GSM8K's worked solution; its "#### N" is an answer cue
     elif isinstance(row.get("problem"), str) and isinstance(row.get("solution"), str):
         boxes = list(BOX.finditer(row["solution"]))
         span = box_content(row["solution"], boxes[-1].end()) if boxes else None
         if span is None or not row["solution"][span[0]:span[1]].strip():
             raise DataFileError(f"{where}: MATH 'solution' has no complete \\boxed{{...}} answer")
         gold, form, text = row["solution"][span[0]:span[1]].strip(), "boxed", row["problem"]
+        solution = row["solution"].strip()
     else:
         keys = sorted(row) if all(isinstance(k, str) for k in row) else list(row)
         raise DataFileError(f"{where}: expected string fields question+answer (GSM8K) or problem+solution "
                             f"(MATH), got keys {keys}")
     cue = INSTRUCTIONS[form] if instruction == "auto" else instruction
-    return TextProblem(text=f"{text.strip()} {cue}", gold=gold, form=form, judge="math_verify", group=where)
+    return TextProblem(text=f"{text.strip()} {cue}", gold=gold, form=form, judge="math_verify", group=where,
+                       solution=solution)
 
 
 def read_problems(path: str | Path, instruction: str = "auto") -> list[TextProblem]:
@@ -122,3 +125,7 @@ class FileTask:
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
         """Task protocol: (B,) T of each rollout, graded with math-verify (see grading.py)."""
         return self.cfg.first_success(prompts, rollouts)
+
+    def answer_keys(self, prompts: list[TextProblem], rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task protocol: (B, 1) keys of each rollout's final answer, and (B,) valid (see grading.py)."""
+        return self.cfg.answer_keys(prompts, rollouts)

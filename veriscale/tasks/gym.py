@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import torch
@@ -66,6 +68,34 @@ def hash_split(text: str, test_share: float, seed: int) -> str:
     """"test" for a stable pseudo-random `test_share` of texts (same answer on every machine), else "train"."""
     digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") < test_share * 2**64 else "train"
+
+
+GSM_GOLD_LINE = re.compile(r"\s*####[^\n]*$")
+STEP = re.compile(r"\s*([+-])\s*(-?\d+)")
+
+
+def worked_solution(entry: dict) -> str:
+    """A gold worked solution ending in the cue and the answer: gsm_symbolic's `answer_cot` (its
+    "#### N" line replaced by the cue);
+    for an arithmetic expression of + and - only, one line per left-to-right step
+    ("3 + 4 = 7. 7 - 2 = 5."); otherwise the expression and its value. The steps are computed
+    from reasoning-gym's own expression (never model text) and must reach its gold answer."""
+    gold = str(entry["answer"])
+    cot = entry["metadata"].get("answer_cot")
+    if cot:
+        return GSM_GOLD_LINE.sub("", cot.strip()) + f"\nFinal answer: {gold}"
+    expr = entry["metadata"]["expression"].strip()
+    first = re.match(r"-?\d+", expr)
+    steps = list(STEP.finditer(expr, first.end())) if first else []
+    if first and steps and steps[-1].end() == len(expr):
+        acc, lines = Fraction(first.group()), []
+        for m in steps:
+            val = acc + Fraction(m.group(2)) if m.group(1) == "+" else acc - Fraction(m.group(2))
+            lines.append(f"{acc} {m.group(1)} {m.group(2)} = {val}.")
+            acc = val
+        if acc == Fraction(gold):
+            return f"{' '.join(lines)} Final answer: {gold}"
+    return f"{expr} = {gold}. Final answer: {gold}"
 
 
 def _dataset_kwargs(cfg: GymConfig) -> dict:
@@ -120,7 +150,8 @@ class GymTask:
                 continue
             out.append(TextProblem(text=f"{entry['question']} {self.instruction}", gold=str(entry["answer"]),
                                    form="number", judge="exact",
-                                   group=f"template {template}" if template is not None else ""))
+                                   group=f"template {template}" if template is not None else "",
+                                   solution=worked_solution(entry)))
             if len(out) == n:
                 return out
         raise ValueError(f"{self.name}: only {len(out)} {split} problems among {size} drawn; "
@@ -129,3 +160,7 @@ class GymTask:
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
         """Task protocol: (B,) T of each rollout, strict 0/1 grading (see grading.py)."""
         return self.cfg.first_success(prompts, rollouts)
+
+    def answer_keys(self, prompts: list[TextProblem], rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task protocol: (B, 1) keys of each rollout's final answer, and (B,) valid (see grading.py)."""
+        return self.cfg.answer_keys(prompts, rollouts)

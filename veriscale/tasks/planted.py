@@ -133,6 +133,17 @@ class PlantedTask:
         """Task protocol: T of each rollout; tokens outside the sampled mask never count."""
         return self.first_success(prompts, torch.where(rollouts.mask, rollouts.tokens, -1))
 
+    def answer_keys(self, prompts: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task protocol: a trace's answer is its last m sampled content tokens -> answers (B, m),
+        valid (B,) (False when the trace holds fewer than m content tokens)."""
+        m, tokens = self.cfg.answer_len, rollouts.tokens  # tokens (B, L)
+        content = (tokens < self.cfg.vocab) & rollouts.mask  # content ids are 0..V-1
+        from_end = content.flip(-1).cumsum(-1).flip(-1)  # 1 at the last content token, 2 before it, ...
+        keep = content & (from_end <= m)
+        slot = torch.where(keep, m - from_end, m)  # answer position; m is a discard column
+        answers = torch.zeros(tokens.shape[0], m + 1, dtype=tokens.dtype).scatter(-1, slot, tokens)
+        return answers[:, :m], content.sum(-1) >= m
+
     # ---- teacher -------------------------------------------------------------------------
     def filler_weights(self, budget: int | None = None) -> torch.Tensor:
         """Probability of each filler length l = 0, 1, ... per attempt at budget H."""

@@ -1,0 +1,80 @@
+"""A tiny LLM-track study (tiny from-config Llama saved locally, reasoning-gym prompts) through
+`reproduce`'s machinery: every method writes one record per budget, no method spends more than
+H, base draws are shared across n, a rerun skips everything, the report renders, and config
+errors stop before any work."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from veriscale.cli import main
+from veriscale.config import ConfigError
+from veriscale.study.jobs import expand
+from veriscale.study.report import write_report
+from veriscale.study.spec import study_from_dict
+from veriscale.study.store import load_records, rows
+from veriscale.study.sweep import run_study
+
+
+def _study(lm_dir, **kw):
+    data = {"track": "llm", "name": "tiny-llm", "model": str(lm_dir), "budgets": [24, 32], "n": [8, 12],
+            "seeds": [0], "eval_prompts": 6, "search_n": 2, "task": {"grade_workers": 1},
+            "forcing": {"answer_tokens": 4}, "samples": {"r": 2},
+            "sft": {"optim": {"steps": 2}}, "verifier": {"train_layers": 1, "optim": {"steps": 2}},
+            "rl": {"steps": 1, "prompts_per_step": 2, "G": 2},
+            # a random tiny model never succeeds, so it has no search traces (tested on hand-made
+            # samples in test_text_learners.py)
+            "methods": ["base", "sft", "bon", "maj", "wmaj", "rl"], "forced_methods": ["sft"], **kw}
+    return study_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def done(lm_dir, tmp_path_factory):
+    study = _study(lm_dir)
+    out = tmp_path_factory.mktemp("llm-study")
+    counts = run_study(study, out, workers=1, threads=1, progress=False)
+    return study, out, counts
+
+
+def test_every_method_records_every_budget_within_budget(done):
+    study, out, counts = done
+    assert counts["error"] == 0, counts["errors"]
+    flat = rows(load_records(out))
+    assert {(r["method"], r["n"], r["budget"]) for r in flat} == \
+        {(m, n, H) for m in study.methods for n in study.n for H in study.budgets}
+    for r in flat:
+        assert 0 <= r["tokens"] <= r["budget"] and 0 <= r["success"] <= 1
+
+
+def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
+    study, _, _ = done
+    jobs = expand(study)
+    evals = [j for j in jobs if j.kind == "eval"]
+    base = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] == "base"}
+    assert len(base) == 1  # the base policy's traces do not depend on n
+    sft = [j for j in evals if j.config["method"] == "sft"][0]
+    assert sorted(sft.config["draws"]) == ["24", "32"] and sft.config["mode"] == "forced"
+    search = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] in ("bon", "maj", "wmaj")}
+    assert len(search) == 1  # one pool of base samples serves every selection rule and n
+
+
+def test_rerun_skips_everything_and_report_renders(done):
+    study, out, _ = done
+    again = run_study(study, out, workers=1, threads=1, progress=False)
+    assert again["ok"] == 0 and again["skipped"] == again["jobs"]
+    html = write_report(out).read_text()
+    assert "local transformers model" in html and "Apache-2.0" in html and (out / "fig_tokens.png").is_file()
+
+
+def test_llm_study_config_errors_name_the_field(lm_dir, tmp_path):
+    with pytest.raises(ConfigError, match="methods"):
+        _study(lm_dir, methods=["base", "nope"])
+    with pytest.raises(ConfigError, match="forced_methods"):
+        _study(lm_dir, forced_methods=["bon"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'track = "llm"\nmodel = "{lm_dir}"\n[rl]\nstepz = 3\n')
+    res = CliRunner().invoke(main, ["reproduce", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "rl." in res.output and not (tmp_path / "x").exists()
+    res = CliRunner().invoke(main, ["reproduce", str(bad), "--backend", "vllm", "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and not (tmp_path / "y").exists()
