@@ -324,19 +324,19 @@ _register_study_commands()
 @click.option("--samples", type=click.IntRange(min=2), default=None, help="M: traces per prompt [16].")
 @click.option("--prompts", type=click.IntRange(min=2), default=None, help="N: prompts [64].")
 @click.option("--out", default=None, help="Output directory [runs/diagnose/<policy>-<task>].")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None,
+              help="Text sampling backend [hf]; vllm needs veriscale[vllm] and a CUDA GPU.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field (margin=linear, hf.batch_size=32, gym.max_digits=2, ...).")
-def diagnose_command(policy, task, budget, samples, prompts, out, config_path, overrides) -> None:
+def diagnose_command(policy, task, budget, samples, prompts, out, backend, config_path, overrides) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""
     import torch
 
     from veriscale.config import apply_overrides, from_dict, read_toml
     from veriscale.diagnose import (DiagnoseConfig, default_out, diagnose, resolve, summary_tables,
                                     write_report)
-    from veriscale.policy.smollm2 import SmolLM2Missing
-
-    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out)
+    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, backend=backend)
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
@@ -348,7 +348,7 @@ def diagnose_command(policy, task, budget, samples, prompts, out, config_path, o
         sampler, task_obj = resolve(cfg)
     except ConfigError as e:
         _fail(f"config: {e}")
-    except (OSError, ValueError, SmolLM2Missing) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # a missing model (SmolLM2Missing), vLLM or GPU
         _fail(str(e))
     s = diagnose(sampler, task_obj, cfg)
     path = write_report(s, Path(cfg.out) if cfg.out else default_out(cfg))

@@ -64,6 +64,7 @@ class DiagnoseConfig:
                            min=0.0, max=1.0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
+    backend: Literal["hf", "vllm"] = knob("hf", "text sampling backend: transformers, or vLLM (GPU; veriscale[vllm])")
     hf: HFConfig = field(default_factory=HFConfig)
     gym: GymConfig = field(default_factory=GymConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
@@ -181,11 +182,12 @@ def text_task(cfg: DiagnoseConfig) -> Task:
 def resolve(cfg: DiagnoseConfig) -> tuple[Sampler, Task]:
     """(sampler, task) named by cfg.policy and cfg.task; the task is checked before a model loads."""
     if cfg.policy == "smollm2" or cfg.policy.startswith("hf:"):
-        from veriscale.policy.hf import load_hf_policy
+        from veriscale.policy.hf import load_text_sampler
         from veriscale.policy.smollm2 import ensure_converted
 
         task = text_task(cfg)
-        return load_hf_policy(ensure_converted() if cfg.policy == "smollm2" else cfg.policy[3:], cfg.hf), task
+        path = ensure_converted() if cfg.policy == "smollm2" else cfg.policy[3:]
+        return load_text_sampler(path, cfg.hf, backend=cfg.backend), task
     from veriscale.policy.sampler import GPTSampler, load_gpt_policy
 
     if cfg.task != "planted":
