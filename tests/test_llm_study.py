@@ -78,3 +78,9 @@ def test_llm_study_config_errors_name_the_field(lm_dir, tmp_path):
     assert res.exit_code == 2 and "rl." in res.output and not (tmp_path / "x").exists()
     res = CliRunner().invoke(main, ["reproduce", str(bad), "--backend", "vllm", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and not (tmp_path / "y").exists()
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
+    res = CliRunner().invoke(main, ["diagnose", "--policy", f"hf:{lm_dir}", "--task", "gym:basic_arithmetic",
+                                    "--backend", "vllm", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "vllm" in res.output.lower() and not (tmp_path / "d").exists()

@@ -47,6 +47,13 @@ def check_llm_study(study) -> None:
     resolve_model(study.model)
 
 
+def _quiet() -> None:
+    """A sweep shows one bar across runs: silence transformers' own loading/saving bars too."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _task(c: dict) -> GymTask:
     return GymTask(from_dict(GymConfig, c["task"]))
 
@@ -60,6 +67,7 @@ def _sampler(c: dict, policy_dir: Path | None):
 
 def train_llm_artifact(kind: str, c: dict, dep_dir, out: Path) -> None:
     """Train/sample the artifact `kind` with config `c` into `out`; `dep_dir(id)` is an artifact's directory."""
+    _quiet()
     task = _task(c)
     meta = {"model": c["model"], "task": c["task"]}
     if kind == "llm_draw":
@@ -122,6 +130,7 @@ def evaluate_llm(c: dict, dep_dir) -> list[dict]:
 
     from veriscale.search import Pool, budget_record, search_budgets
 
+    _quiet()
     task = _task(c)
     prompts = task.prompts("test", c["prompts"], 0)
     tok = AutoTokenizer.from_pretrained(resolve_model(c["model"]), local_files_only=True)

@@ -230,16 +230,21 @@ class Report:
                 vf_H = [self.S.get((het, self.ns[-1], self.vf, h), (np.nan,))[0] for h in self.budgets]
                 for h in self.budgets:
                     target = self.S.get((het, self.ns[-1], method, h), (np.nan,))[0]
-                    x = crossing(self.budgets, vf_H, target) if np.isfinite(target) else None
-                    out.append({"heterogeneity": het, "method": method, "axis": "tokens", "at": h,
-                                "multiplier": None if x is None else x / h})
+                    out.append(self._multiplier(het, method, "tokens", h, self.budgets, vf_H, target))
                 vf_n = [self.S.get((het, n, self.vf, self.budgets[-1]), (np.nan,))[0] for n in self.ns]
                 for n in self.ns:
                     target = self.S.get((het, n, method, self.budgets[-1]), (np.nan,))[0]
-                    x = crossing(self.ns, vf_n, target) if np.isfinite(target) else None
-                    out.append({"heterogeneity": het, "method": method, "axis": "data", "at": n,
-                                "multiplier": None if x is None else x / n})
+                    out.append(self._multiplier(het, method, "data", n, self.ns, vf_n, target))
         return out
+
+    @staticmethod
+    def _multiplier(het, method, axis, at, xs, vf, target) -> dict:
+        """x(VF reaches target) / at; "at most" when VF already exceeds the target at the grid's
+        smallest point (the true crossing may lie below the grid)."""
+        x = crossing(xs, vf, target) if np.isfinite(target) else None
+        kind = "not reached" if x is None else "at most" if x == xs[0] and vf[0] > target else "interpolated"
+        return {"heterogeneity": het, "method": method, "axis": axis, "at": at,
+                "multiplier": None if x is None else x / at, "kind": kind}
 
     def fig_multiplier(self, mult: list[dict]) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -338,7 +343,7 @@ seeds {study.seeds}, {study.eval_prompts} held-out prompts per run.
 Records: {len(rep.records)} of {rep.expected} runs finished.</p>
 <h2>Findings (measured)</h2><ul>{notes or '<li>No VB-vs-VF gap could be computed from these records.</li>'}</ul>
 {figs}
-<h2>Compute and data multipliers</h2>{_table_html(mult, ["heterogeneity", "method", "axis", "at", "multiplier"])}
+<h2>Compute and data multipliers</h2>{_table_html(mult, ["heterogeneity", "method", "axis", "at", "multiplier", "kind"])}
 <h2>All results (mean over seeds)</h2>{_table_html(summary, ["heterogeneity", "n", "method", "H", "J_H/H",
                                                               "success@H", "seeds"])}
 </body></html>"""
