@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from veriscale.config import from_dict
-from veriscale.learn.text_lm import LogitsOf, completion_batch, pack, read_text_run
+from veriscale.learn.text_lm import LogitsOf, TrainableSnapshot, completion_batch, freeze_below, pack, read_text_run
 from veriscale.learn.text_rl import TextRLConfig, accumulate_gradient, train_text_rl
 from veriscale.learn.text_samples import read_samples, write_samples
 from veriscale.learn.text_sft import TextSFTConfig, expert_traces, search_trace, train_text_sft
@@ -144,3 +144,18 @@ def test_sft_on_search_traces_uses_only_prompts_with_a_success(lm_dir, gym_task,
     assert [i for i, _ in traces] == list(range(0, 16, 2))
     for i, text in traces:  # the wrong attempt (sample 0 is right, so no failure precedes it)
         assert text == s.tok.decode(rows[2 * i]["ids"], skip_special_tokens=True).strip()
+
+
+def test_trainable_snapshot_restores_only_trainable_weights(lm_dir):
+    s = _sampler(lm_dir)
+    freeze_below(s.model, 1)  # only the top block, the final norm and the head train
+    snap = TrainableSnapshot(s.model)
+    assert snap.params and all(p.requires_grad for p in snap.params.values())
+    assert not any(k.startswith("model.layers.0.") or "embed" in k for k in snap.params)
+    before = {k: p.detach().clone() for k, p in s.model.named_parameters()}
+    snap.take()
+    with torch.no_grad():
+        for p in snap.params.values():
+            p.add_(1.0)
+    snap.restore()
+    assert all(torch.equal(p, before[k]) for k, p in s.model.named_parameters())

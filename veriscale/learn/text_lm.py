@@ -83,6 +83,25 @@ def freeze_below(lm: nn.Module, train_layers: int) -> None:
         block.requires_grad_(False)
 
 
+class TrainableSnapshot:
+    """The best weights seen so far, kept in memory: `take()` copies every trainable parameter
+    of `module` (the early-stopping save, for `loop.BestCheckpoint`), `restore()` writes the copy
+    back before the run directory is saved once. Frozen parameters never change, so they are
+    not copied."""
+
+    def __init__(self, module: nn.Module):
+        self.params = {k: p for k, p in module.named_parameters() if p.requires_grad}
+        self.state: dict[str, torch.Tensor] = {}
+
+    def take(self) -> None:
+        self.state = {k: p.detach().clone() for k, p in self.params.items()}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, p in self.params.items():
+            p.copy_(self.state[k])
+
+
 def save_text_run(out: str | Path, lm, tokenizer, meta: dict[str, Any]) -> Path:
     """Write a transformers run directory (safetensors) and its veriscale metadata."""
     out = Path(out)

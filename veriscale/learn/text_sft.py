@@ -35,7 +35,8 @@ import torch
 
 from veriscale.config import knob, to_dict
 from veriscale.learn.loop import BestCheckpoint, OptimConfig, eval_nll, heldout_split, jsonl_log, train_lm
-from veriscale.learn.text_lm import LogitsOf, completion_batch, freeze_below, pack, save_text_run
+from veriscale.learn.text_lm import (LogitsOf, TrainableSnapshot, completion_batch, freeze_below, pack,
+                                     save_text_run)
 from veriscale.learn.text_samples import read_samples
 
 
@@ -133,26 +134,20 @@ def train_text_sft(sampler, task, cfg: TextSFTConfig, out: str | Path, *, sample
     if not cfg.lora_r:
         freeze_below(model, cfg.train_layers)
     net = LogitsOf(model)
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    best_state: dict[str, torch.Tensor] = {}
-
-    def snapshot() -> None:
-        best_state.update({k: p.detach().clone() for k, p in params.items()})
+    snapshot = TrainableSnapshot(model)
 
     def evaluate() -> dict:
         return {"heldout_nll": eval_nll(net, *(x[held] for x in data), batch_size=8)}
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    best = BestCheckpoint("heldout_nll", cfg.patience, snapshot)
+    best = BestCheckpoint("heldout_nll", cfg.patience, snapshot.take)
     with jsonl_log(out / "metrics.jsonl") as log:
         init = {"step": -1, "traces": len(traces), "completion_tokens": int(data[2].sum()), **evaluate()}
         log(init)
         best.update(init)
         train_lm(net, *(x[train] for x in data), cfg.optim, evaluate=evaluate, log=log, desc="sft", stop=best.update)
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(best_state[k])
+    snapshot.restore()
     final = model.merge_and_unload() if cfg.lora_r else model
     final.eval()
     sampler.model = final

@@ -32,7 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from veriscale.config import knob, to_dict
 from veriscale.learn.loop import BestCheckpoint, OptimConfig, heldout_split, jsonl_log, train_lm
-from veriscale.learn.text_lm import freeze_below, pack, prefix_positions, read_text_run, save_text_run
+from veriscale.learn.text_lm import (TrainableSnapshot, freeze_below, pack, prefix_positions, read_text_run,
+                                     save_text_run)
 from veriscale.learn.text_samples import read_samples
 from veriscale.learn.verifier import Loss, prefix_labels, prefix_metrics, verifier_loss
 from veriscale.tasks.base import NEVER, Rollouts
@@ -157,13 +158,11 @@ def train_text_verifier(sampler, task, cfg: TextVerifierConfig, out: str | Path,
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train["labels"][train["mask"]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())
-    params = {k: p for k, p in verifier.named_parameters() if p.requires_grad}
-    best_state: dict[str, torch.Tensor] = {}
+    snapshot = TrainableSnapshot(verifier)
     key = "heldout_error" if cfg.loss == "zero_one" else "heldout_loss"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    best = BestCheckpoint(key, cfg.patience, lambda: best_state.update(
-        {k: p.detach().clone() for k, p in params.items()}))
+    best = BestCheckpoint(key, cfg.patience, snapshot.take)
     with jsonl_log(out / "metrics.jsonl") as log:
         init = {"step": -1, "samples": len(train["seq"]), **heldout_text_metrics(verifier, held, cfg.loss)}
         log(init)
@@ -171,9 +170,7 @@ def train_text_verifier(sampler, task, cfg: TextVerifierConfig, out: str | Path,
         train_lm(verifier, train["seq"], train["labels"], train["mask"], cfg.optim,
                  evaluate=lambda: heldout_text_metrics(verifier, held, cfg.loss), log=log, desc="verifier",
                  loss_fn=lambda m, x, y, mask: verifier_loss(m(x), y, mask, cfg.loss), stop=best.update)
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(best_state[k])
+    snapshot.restore()
     save_text_run(out, verifier.lm, sampler.tok, {**(meta or {}), "stage": "verifier", "run": to_dict(cfg),
                                                   "hard": verifier.hard, "best_step": best.best_step})
     save_file({k: v.contiguous() for k, v in verifier.value.state_dict().items()}, str(out / HEAD))
