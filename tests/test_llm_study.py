@@ -25,7 +25,7 @@ def _study(lm_dir, **kw):
             "rl": {"steps": 1, "prompts_per_step": 2, "G": 2},
             # a random tiny model never succeeds, so it has no search traces (tested on hand-made
             # samples in test_text_learners.py)
-            "methods": ["base", "sft", "bon", "maj", "wmaj", "rl"], "forced_methods": ["sft"], **kw}
+            "methods": ["base", "sft", "sft_extend", "bon", "maj", "wmaj", "rl"], "forced_methods": ["sft"], **kw}
     return study_from_dict(data)
 
 
@@ -55,6 +55,13 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
     assert len(base) == 1  # the base policy's traces do not depend on n
     sft = [j for j in evals if j.config["method"] == "sft"][0]
     assert sorted(sft.config["draws"]) == ["24", "32"] and sft.config["mode"] == "forced"
+    ext = [j for j in evals if j.config["method"] == "sft_extend"][0]
+    assert ext.config["policy"] == sft.config["policy"]  # the same SFT policy, decoded differently
+    draws = {j.id: j for j in jobs if j.kind == "llm_draw"}
+    for H, draw_id in ext.config["draws"].items():
+        forcing = draws[draw_id].config["forcing"]
+        assert forcing["min_tokens"] == round(study.extend_share * int(H)) and forcing["cap"]
+        assert draws[sft.config["draws"][H]].config["forcing"]["min_tokens"] == 0  # plain sft only caps
     search = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] in ("bon", "maj", "wmaj")}
     assert len(search) == 1  # one pool of base samples serves every selection rule and n
 

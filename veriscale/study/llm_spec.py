@@ -7,6 +7,9 @@ resumable sweep, one record per evaluation, the same store and report). Methods:
   base         the base policy, one trace per prompt
   sft          VF: SFT on gold worked solutions (`learn/text_sft.py`)
   sft_search   VF: SFT on search traces built from checked base samples
+  sft_extend   VF: the `sft` policy with s1's extension on top of the cap: at budget H, an
+               end-of-thinking before `extend_share * H` tokens is replaced by "Wait" (at most
+               forcing.max_waits times), so the VF trace can spend more of a larger budget
   bon | maj | wmaj   search over N base samples of floor(H/N) tokens: best-of-N by the outcome
                verifier, majority vote, verifier-weighted majority (`search.py`; maj is
                verifier-free but is search, not a trained policy)
@@ -34,7 +37,7 @@ from veriscale.policy.hf import HFConfig
 from veriscale.study.jobs import Job, config_id
 from veriscale.tasks.gym import LICENCES, GymConfig
 
-LLM_METHODS = ("base", "sft", "sft_search", "bon", "maj", "wmaj", "rl")
+LLM_METHODS = ("base", "sft", "sft_search", "sft_extend", "bon", "maj", "wmaj", "rl")
 LLM_VB_METHODS = ("bon", "wmaj", "rl")
 SEQUENTIAL = ("base", "sft", "sft_search", "rl")
 SEARCH = ("bon", "maj", "wmaj")
@@ -60,6 +63,8 @@ class LLMStudyConfig:
     forced_methods: list[str] = knob(["sft", "sft_search"], "sequential methods evaluated with budget "
                                      "forcing, one sampling pass per budget (ours: the VF methods, as in s1)")
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
+    extend_share: float = knob(0.5, "sft_extend: suppress end-of-thinking before this share of H (ours)",
+                               min=0.0, max=1.0)
     task: GymConfig = field(default_factory=GymConfig)
     hf: HFConfig = field(default_factory=HFConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
@@ -120,10 +125,13 @@ def expand_llm(study: LLMStudyConfig) -> list[Job]:
     common = {"model": study.model, "backend": study.backend, "task": to_dict(study.task), "hf": to_dict(study.hf)}
     methods = set(study.methods)
 
-    def draw(policy: str | None, seed: int, width: int, per_prompt: int, forced_at: int | None) -> str:
+    def draw(policy: str | None, seed: int, width: int, per_prompt: int, forced_at: int | None,
+             extend: bool = False) -> str:
+        forcing = to_dict(study.forcing) if forced_at else None
+        if extend:  # the cap, plus "Wait" in place of an end-of-thinking before extend_share * H tokens
+            forcing = {**forcing, "min_tokens": round(study.extend_share * forced_at)}
         cfg = {**common, "policy": policy, "prompts": study.eval_prompts, "per_prompt": per_prompt, "width": width,
-               "forcing": to_dict(study.forcing) if forced_at else None, "temperature": study.temperature,
-               "seed": seed}
+               "forcing": forcing, "temperature": study.temperature, "seed": seed}
         return artifact("llm_draw", cfg, (policy,))
 
     for n in study.n:
@@ -135,8 +143,8 @@ def expand_llm(study: LLMStudyConfig) -> list[Job]:
                 if methods & {"bon", "wmaj"} else None
             for method in study.methods:
                 policy, deps = None, ()
-                if method in ("sft", "sft_search"):
-                    expert = "gold" if method == "sft" else "search"
+                if method in ("sft", "sft_search", "sft_extend"):
+                    expert = "search" if method == "sft_search" else "gold"
                     policy = artifact("llm_sft", {**learner, "expert": expert,
                                                   "samples": samples if expert == "search" else None,
                                                   "cfg": study.sft}, (samples if expert == "search" else None,))
@@ -145,6 +153,8 @@ def expand_llm(study: LLMStudyConfig) -> list[Job]:
                 if method in SEARCH:
                     draws = {Hmax: draw(None, seed, Hmax // study.search_n, study.search_n, None)}
                     deps = (verifier,) if method in ("bon", "wmaj") else ()
+                elif method == "sft_extend":
+                    draws = {H: draw(policy, seed, H, 1, H, extend=True) for H in budgets}
                 elif method in study.forced_methods:
                     draws = {H: draw(policy, seed, H, 1, H) for H in budgets}
                 else:
@@ -153,8 +163,8 @@ def expand_llm(study: LLMStudyConfig) -> list[Job]:
                        "method": method, "budgets": budgets, "prompts": study.eval_prompts, "draws": {str(k): v for k, v in draws.items()},
                        "verifier": verifier if method in ("bon", "wmaj") else None, "policy": policy,
                        "search_n": study.search_n if method in SEARCH else 1, "task": common["task"],
-                       "hf": common["hf"], "model": study.model, "mode": "forced" if method in study.forced_methods
-                       else "test-time"}
+                       "hf": common["hf"], "model": study.model,
+                       "mode": "forced" if method in (*study.forced_methods, "sft_extend") else "test-time"}
                 evals.append(Job(config_id("eval", cfg), "eval", cfg,
                                  tuple(d for d in (*deps, policy, *draws.values()) if d)))
     return list(artifacts.values()) + evals
