@@ -91,3 +91,14 @@ def test_vllm_backend_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
     res = CliRunner().invoke(main, ["diagnose", "--policy", f"hf:{lm_dir}", "--task", "gym:basic_arithmetic",
                                     "--backend", "vllm", "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "vllm" in res.output.lower() and not (tmp_path / "d").exists()
+
+
+def test_learners_train_a_transformers_model_under_the_vllm_backend(lm_dir):
+    from veriscale.policy.hf import HFSampler
+    from veriscale.policy.vllm import BackendUnavailable
+    from veriscale.study.llm_jobs import _sampler
+
+    c = {"model": str(lm_dir), "backend": "vllm", "hf": {}}
+    assert isinstance(_sampler(c, None, trains=True), HFSampler)  # vLLM never needed to train
+    with pytest.raises(BackendUnavailable):  # sampling jobs do ask for vLLM (absent here)
+        _sampler(c, None)

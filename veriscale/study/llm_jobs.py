@@ -58,11 +58,15 @@ def _task(c: dict) -> GymTask:
     return GymTask(from_dict(GymConfig, c["task"]))
 
 
-def _sampler(c: dict, policy_dir: Path | None):
+def _sampler(c: dict, policy_dir: Path | None, *, trains: bool = False):
+    """The sampler of a policy (the base model when policy_dir is None). A learner (`trains`)
+    always gets the transformers one, which holds the trainable model: with the vLLM backend,
+    vLLM samples the evaluation draws and the labelled samples, and RL samples with transformers
+    because its policy changes every step."""
     from veriscale.policy.hf import load_text_sampler
 
     hf = from_dict(HFConfig, {**c["hf"], "progress": False})
-    return load_text_sampler(policy_dir or resolve_model(c["model"]), hf, backend=c["backend"])
+    return load_text_sampler(policy_dir or resolve_model(c["model"]), hf, backend="hf" if trains else c["backend"])
 
 
 def train_llm_artifact(kind: str, c: dict, dep_dir, out: Path) -> None:
@@ -73,7 +77,7 @@ def train_llm_artifact(kind: str, c: dict, dep_dir, out: Path) -> None:
     if kind == "llm_draw":
         _draw(c, task, dep_dir(c["policy"]) if c["policy"] else None, out)
         return
-    sampler = _sampler(c, None)  # every learner starts from the base policy
+    sampler = _sampler(c, None, trains=kind != "llm_samples")  # every learner starts from the base policy
     if kind == "llm_samples":
         from veriscale.learn.text_samples import SamplesConfig, draw_samples, write_samples
 
