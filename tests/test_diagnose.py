@@ -89,7 +89,7 @@ def _task_cfg(het: str) -> PlantedConfig:
     # One prompt token and a one-token answer, q = 1: every teacher trace succeeds, so the spread
     # of returns is the configured spread of filler lengths and nothing else.
     return PlantedConfig(vocab=8, prompt_len=1, answer_len=1, horizon=HORIZON, q=1.0, heterogeneity=het,
-                         low_filler=2, spread_scale=SPREAD, test_prompts=4)
+                         fixed_filler=2, spread_scale=SPREAD, test_prompts=4)
 
 
 class TeacherSampler:
@@ -107,7 +107,7 @@ def _uniform_sd(n_values: int) -> float:
 def test_teacher_sigma_closed_form():
     cfg = DiagnoseConfig(budget=HORIZON, samples=64, prompts=16, bootstrap=100)
     high = diagnose(TeacherSampler(PlantedTask(_task_cfg("high"))), PlantedTask(_task_cfg("high")), cfg)
-    low = diagnose(TeacherSampler(PlantedTask(_task_cfg("low"))), PlantedTask(_task_cfg("low")), cfg)
+    low = diagnose(TeacherSampler(PlantedTask(_task_cfg("none"))), PlantedTask(_task_cfg("none")), cfg)
     assert low["sigma_over_H"]["value"] == 0.0 and low["pass_rate"]["value"] == 1.0
     expected = _uniform_sd(int(SPREAD * HORIZON) + 1) / HORIZON
     assert high["sigma_over_H"]["value"] == pytest.approx(expected, rel=0.1)
@@ -117,7 +117,7 @@ def test_teacher_sigma_closed_form():
 def tiny_runs(tmp_path_factory):
     """Two tiny GPTs pretrained on low- and high-heterogeneity teachers (a few seconds each)."""
     runs = {}
-    for het in ("low", "high"):
+    for het in ("none", "high"):
         cfg = PretrainConfig(out=str(tmp_path_factory.mktemp(het)), traces=1024, heldout_traces=32,
                              task=_task_cfg(het), model=GPTConfig(n_layer=2, n_head=2, d_model=32),
                              optim=OptimConfig(steps=500, batch_size=64, lr=1e-2, warmup=20, eval_every=500))
@@ -130,7 +130,7 @@ def test_pretrained_low_and_high_differ_in_sigma_as_configured(tiny_runs):
     cfg = {het: DiagnoseConfig(policy=str(d), budget=HORIZON, samples=32, prompts=16, split="train", bootstrap=200)
            for het, d in tiny_runs.items()}
     out = {het: diagnose(*resolve(c), c) for het, c in cfg.items()}
-    low, high = out["low"], out["high"]
+    low, high = out["none"], out["high"]
     assert low["pass_rate"]["value"] > 0.9 and high["pass_rate"]["value"] > 0.9
     assert low["sigma_over_H"]["value"] < 0.05  # fixed filler: every trace finishes at T = 3
     teacher = _uniform_sd(int(SPREAD * HORIZON) + 1) / HORIZON  # 0.234
@@ -155,9 +155,9 @@ def test_cli_diagnose_writes_json_pngs_and_table(tiny_runs, tmp_path):
 
 
 def test_cli_diagnose_errors(tiny_runs):
-    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["low"]), "--task", "gym:chain_sum"])
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--task", "gym:chain_sum"])
     assert res.exit_code == 2 and "own planted task" in res.output
-    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["low"]), "--budget", "99"])
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--budget", "99"])
     assert res.exit_code == 2 and "horizon" in res.output
-    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["low"]), "--set", "margin=cubic"])
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--set", "margin=cubic"])
     assert res.exit_code == 2 and "margin" in res.output

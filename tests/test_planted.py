@@ -1,5 +1,7 @@
 """The planted task: hidden map, checker against brute force, teacher and expert invariants."""
 
+import math
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,15 +91,83 @@ def test_expert_always_succeeds_and_homogeneous_expert_answers_at_once(task):
     assert (T_h == task.cfg.answer_len).all()
 
 
-def test_high_heterogeneity_spreads_first_success_more_than_low():
-    def spread(het):
-        task = PlantedTask(PlantedConfig(heterogeneity=het, horizon=128))
-        g = torch.Generator().manual_seed(0)
-        prompts = task.prompts("train", 4000, 0)
-        T = task.check(prompts, task.expert(prompts, g)).double()
-        return T.std().item()
-    low, high = spread("low"), spread("high")
-    assert high > 1.5 * low, (low, high)
+def expert_T_std(het: str, horizon: int = 128, n: int = 4000) -> float:
+    task = PlantedTask(PlantedConfig(heterogeneity=het, horizon=horizon))
+    prompts = task.prompts("train", n, 0)
+    return task.check(prompts, task.expert(prompts, torch.Generator().manual_seed(0))).double().std().item()
+
+
+def test_levels_order_the_expert_spread_and_none_is_homogeneous():
+    none, low, high = (expert_T_std(h) for h in ("none", "low", "high"))
+    assert none == 0.0  # one length: l = 0 and the expert's first candidate is right
+    # uniform l on 0..a has sd sqrt(((a+1)^2 - 1)/12): a = 8 (low) and 32 (high) at H = 128
+    assert abs(low - math.sqrt((9**2 - 1) / 12)) < 0.15 and abs(high - math.sqrt((33**2 - 1) / 12)) < 0.5
+
+
+def test_spread_grows_with_H_as_beta_says():
+    def sd(H, beta):
+        task = PlantedTask(PlantedConfig(heterogeneity="high", horizon=H, spread_scale=1.0, spread_exponent=beta))
+        p = task.prompts("train", 4000, 0)
+        return task.check(p, task.expert(p, torch.Generator().manual_seed(0))).double().std().item()
+    assert 3.5 < sd(128, 1.0) / sd(32, 1.0) < 4.5  # linear in H
+    assert 1.7 < sd(128, 0.5) / sd(32, 0.5) < 2.3  # like sqrt(H)
+
+
+def test_expert_q_below_one_gives_search_traces_with_failed_attempts():
+    task = PlantedTask(PlantedConfig(heterogeneity="none", horizon=64, q=0.4, expert_q=0.4))
+    p = task.prompts("train", 2000, 0)
+    T = task.check(p, task.expert(p, torch.Generator().manual_seed(0)))
+    m = task.cfg.answer_len
+    # T sits at a candidate's end (multiples of m) except for rare targets across two candidates
+    assert (T % m == 0).float().mean() > 0.95 and (T > m).float().mean() > 0.4
+
+
+def test_teacher_stops_at_a_target_spelled_across_adjacent_candidates():
+    """With l = 0 the tail of a corrupted candidate and the head of the next can spell the target;
+    the teacher must stop there (EOS right after T), not run on to its next 'correct' candidate."""
+    task = PlantedTask(PlantedConfig(vocab=2, prompt_len=2, answer_len=2, horizon=32, heterogeneity="none",
+                                     q=0.3, test_prompts=1))
+    g = torch.Generator().manual_seed(0)
+    prompts = task.prompts("train", 3000, 0)
+    r = task.teacher(prompts, g)
+    T = task.check(prompts, r)
+    ended = T <= 32
+    assert ended.any()
+    eos_at = (r.tokens == task.eos).int().argmax(1)
+    assert torch.equal(eos_at[ended], T[ended])  # EOS immediately after the first occurrence
+    assert ((r.tokens == task.eos).sum(1) <= 1).all()
+    # such accidental matches do happen at this size, so the test exercises the fix
+    intended = ((r.tokens[:, :32] < task.cfg.vocab).sum(1) % 2 == 1) & ended
+    assert intended.any()
+
+
+def test_answer_key_is_the_credited_answer_else_the_last_candidate():
+    task = PlantedTask(PlantedConfig(vocab=16, prompt_len=4, answer_len=4))
+    prompts = task.prompts("train", 3, 0)
+    tgt = task.target(prompts)
+    f = task.filler_base
+    wrong = (tgt + 1) % 16
+    tokens = torch.stack([
+        torch.cat([tgt[0], torch.tensor([f]), wrong[0]]),   # right first, then a wrong candidate
+        torch.cat([wrong[1], torch.tensor([f]), tgt[1]]),   # wrong, then right
+        torch.cat([torch.tensor([f] * 6), wrong[2][:3]]),   # no full candidate
+    ])
+    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((3,), tokens.shape[1]))
+    answers, valid = task.answer_keys(prompts, ro)
+    assert torch.equal(answers[0], tgt[0]) and torch.equal(answers[1], tgt[1])
+    assert valid.tolist() == [True, True, False]
+    # a trace the checker does not credit answers its final candidate
+    ro2 = Rollouts(tokens[:1, 5:], torch.ones(1, 4, dtype=torch.bool), torch.tensor([4]))
+    a2, v2 = task.answer_keys(prompts[:1], ro2)
+    assert torch.equal(a2[0], wrong[0]) and v2.item()
+
+
+def test_validation_prompts_avoid_the_training_prompts():
+    task = PlantedTask(PlantedConfig(vocab=4, prompt_len=4, test_prompts=8))
+    train = task.prompts("train", 100, 0)
+    val = task.validation_prompts(train, 50, 1)
+    ids = lambda p: set((p * 4 ** torch.arange(3, -1, -1)).sum(1).tolist())  # noqa: E731
+    assert len(val) == 50 and not ids(val) & ids(train)
 
 
 def test_filler_weights_follow_config():
@@ -105,7 +175,9 @@ def test_filler_weights_follow_config():
     assert len(t.filler_weights(64)) == 17 and torch.allclose(t.filler_weights(64), torch.full((17,), 1 / 17))
     t = PlantedTask(PlantedConfig(heterogeneity="high", spread_scale=1.0, spread_exponent=0.5))
     assert len(t.filler_weights(64)) == 9
+    t = PlantedTask(PlantedConfig(heterogeneity="low", low_scale=0.125))
+    assert len(t.filler_weights(64)) == 9
     t = PlantedTask(PlantedConfig(heterogeneity="custom", custom_weights=[1.0, 0.0, 3.0]))
     assert t.filler_weights().tolist() == [0.25, 0.0, 0.75]
-    t = PlantedTask(PlantedConfig(heterogeneity="low", low_filler=3))
+    t = PlantedTask(PlantedConfig(heterogeneity="none", fixed_filler=3))
     assert t.filler_weights().tolist() == [0.0, 0.0, 0.0, 1.0]

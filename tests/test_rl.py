@@ -76,7 +76,7 @@ def _expected_reward(run_dir, prompts) -> float:
 
 def test_rl_raises_expected_reward_on_toy(tmp_path):
     base = _toy_base(tmp_path / "base")
-    cfg = RLConfig(n=3, prompts_per_step=3, G=16, steps=15, lr=1e-2, beta=0.0)
+    cfg = RLConfig(n=3, prompts_per_step=3, G=16, epochs=15, steps=15, lr=1e-2, beta=0.0)
     out = train_rl(base, cfg, tmp_path / "rl")
     prompts = load_gpt_policy(base)[1].prompts("train", cfg.n, cfg.data_seed)
     before, after = _expected_reward(base, prompts), _expected_reward(out, prompts)

@@ -1,25 +1,59 @@
-"""The report's fits against closed forms, and the results store's integrity checks."""
+"""The report's statistics against closed forms and hand computations, and the results store's
+integrity checks."""
 
 import json
 import math
 
 import numpy as np
+from scipy import stats
 
 from veriscale.study.jobs import Job, config_id
 from veriscale.study.store import load_records, read_record, rows, write_record
 from veriscale.study.sweep import levels
-from veriscale.theory import crossing, fit_power_law, scaled, vb_shape, vf_shape
+from veriscale.theory import crossing, fit_power_law, scaled, t_interval, vb_shape, vf_shape
+
+X = [8, 16, 32, 64, 128]
 
 
-def test_power_law_fit_recovers_exponent():
-    H = [8, 16, 32, 64, 8, 16, 32, 64]
-    y = [3.0 * h**0.5 * (1.05 if i % 2 else 0.95) for i, h in enumerate(H)]
-    fit = fit_power_law(H, y)
-    assert abs(fit["alpha"] - 0.5) < 0.05 and fit["lo"] <= fit["alpha"] <= fit["hi"]
-    exact = fit_power_law([2, 4, 8], [4, 16, 64])
-    assert abs(exact["alpha"] - 2.0) < 1e-9 and abs(exact["lo"] - 2.0) < 1e-9
-    neg = fit_power_law([2, 4, 8], [-1, 2, 4])
-    assert neg["excluded"] == 1 and neg["points"] == 2
+def test_power_law_fit_recovers_a_noiseless_exponent_exactly():
+    fit = fit_power_law(X, {s: [3.0 * x**0.5 for x in X] for s in range(4)})
+    assert abs(fit["alpha"] - 0.5) < 1e-12 and abs(fit["lo"] - 0.5) < 1e-12 and abs(fit["hi"] - 0.5) < 1e-12
+    assert fit["points"] == 5 and fit["nonpositive"] == [] and fit["boot_too_few"] == 0 and fit["ci_note"] is None
+
+
+def test_seed_bootstrap_ci_covers_the_true_exponent_on_noisy_seeds():
+    rng = np.random.default_rng(7)
+    per_seed = {s: list(2.0 * np.array(X) ** -1.0 * np.exp(rng.normal(0, 0.2, len(X)))) for s in range(6)}
+    fit = fit_power_law(X, per_seed, seed=1)
+    assert fit["lo"] < -1.0 < fit["hi"] and fit["lo"] < fit["alpha"] < fit["hi"] and fit["hi"] - fit["lo"] < 0.5
+    # the slope is of log(seed mean), not a fit through the per-seed points
+    means = np.mean([per_seed[s] for s in range(6)], axis=0)
+    assert math.isclose(fit["alpha"], np.polyfit(np.log(X), np.log(means), 1)[0])
+
+
+def test_non_positive_means_are_listed_and_the_positive_means_fitted():
+    per_seed = {0: [-3.0, 1.0, 4.0, 9.0, 16.0], 1: [1.0, -1.0, 4.0, 7.0, 16.0]}
+    fit = fit_power_law(X, per_seed)
+    assert fit["nonpositive"] == [{"x": 8.0, "mean": -1.0}, {"x": 16.0, "mean": 0.0}]
+    assert fit["points"] == 3 and fit["seed_values_nonpositive"] == 2
+    assert math.isclose(fit["alpha"], np.polyfit(np.log(X[2:]), np.log([4.0, 8.0, 16.0]), 1)[0])
+    # a resample of seed 0 alone has 4 positive means, of seed 1 alone 4: every draw fits
+    assert fit["boot_too_few"] == 0 and np.isfinite(fit["lo"])
+    few = fit_power_law(X[:3], {0: [1.0, 2.0, 0.0], 1: [1.0, 2.0, -1.0]})
+    assert few["points"] == 2 and np.isfinite(few["alpha"]) and math.isnan(few["lo"])
+    assert few["ci_note"] == "fewer than 3 positive means: no CI"
+    missing = fit_power_law(X[:3], {0: [1.0, float("nan"), 4.0]})
+    assert missing["missing"] == [16.0] and missing["points"] == 2 and math.isclose(missing["alpha"], 1.0)
+
+
+def test_t_interval_matches_a_hand_computation():
+    v = [0.31, 0.42, 0.27, 0.38]
+    half = stats.t.ppf(0.975, 3) * np.std(v, ddof=1) / 2.0
+    iv = t_interval(v)
+    assert iv["k"] == 4 and math.isclose(iv["mean"], np.mean(v))
+    assert math.isclose(iv["lo"], np.mean(v) - half) and math.isclose(iv["hi"], np.mean(v) + half)
+    one = t_interval([0.5, float("nan")])
+    assert one["k"] == 1 and one["mean"] == 0.5 and math.isnan(one["lo"])
 
 
 def test_crossing_interpolates_in_log_x_and_reports_not_reached():

@@ -8,8 +8,13 @@ budgets, the same accounting (`search.budget_record`: tokens charged, never more
 verifier calls), one sampling pass at the largest budget per method.
   base | sft | rl   one sequential trace of the policy per problem (the method name only labels
                     which policy it is);
-  bon | maj | wmaj | oracle   best-of-`n_search` samples of the policy, total budget H;
+  expert            one trace of the task's expert process (what VF clones), drawn at H_max and
+                    truncated like any policy's;
+  bon | maj | wmaj | oracle   best-of-`n_search` samples of the policy under a best-of-N
+                    `accounting` (search.py: shared H, or H per sample);
   early_stop        one trace of the policy, stopped by the verifier.
+`diagnose_policy` gives the study its record of a base policy's heterogeneity and
+anti-concentration (diagnose.py).
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from pathlib import Path
 import torch
 
 from veriscale.learn.verifier import load_verifier
-from veriscale.policy.sampler import GPTSampler, load_gpt_policy
+from veriscale.policy.sampler import ExpertSampler, GPTSampler, load_gpt_policy
 from veriscale.rewards import BudgetMetrics, evaluate_budgets
-from veriscale.search import NEEDS_VERIFIER, budget_record, draw_pool, search_budgets
+from veriscale.search import NEEDS_VERIFIER, Accounting, budget_record, draw_pool, search_budgets
 from veriscale.tasks.base import Sampler, Task
 
-SEQUENTIAL = ("base", "sft", "rl")
+SEQUENTIAL = ("base", "expert", "sft", "rl")
 SEARCH = ("bon", "maj", "wmaj", "oracle", "early_stop")
 METHODS = SEQUENTIAL + SEARCH
 
@@ -47,7 +52,8 @@ def evaluate_policy(sampler: Sampler, task: Task, prompts: torch.Tensor, budgets
 
 def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | Path | None = None,
                     prompts: int | torch.Tensor = 256, budgets: list[int], samples: int = 1, n_search: int = 4,
-                    temperature: float = 1.0, seed: int = 0, threshold: float = 0.5) -> list[dict]:
+                    temperature: float = 1.0, seed: int = 0, threshold: float = 0.5,
+                    accounting: Accounting = "shared") -> list[dict]:
     """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` run
     with the policy of `policy_dir` on held-out prompts (a count drawn with `seed`, or a (B, k)
     tensor), `samples` independent problems per prompt, sampled once at max(budgets)."""
@@ -58,7 +64,7 @@ def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | 
     if budgets[-1] > task.cfg.horizon:
         raise ValueError(f"budget {budgets[-1]} exceeds the policy's horizon {task.cfg.horizon}")
     test = task.prompts("test", prompts, seed) if isinstance(prompts, int) else prompts
-    sampler = GPTSampler(model, task)
+    sampler = ExpertSampler(task) if method == "expert" else GPTSampler(model, task)
     if method in SEQUENTIAL:
         T, counts = sample_and_check(sampler, task, test, budgets[-1], samples=samples,
                                      temperature=temperature, seed=seed)
@@ -71,6 +77,21 @@ def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | 
             verifier = load_verifier(verifier_dir, task)
         n = 1 if method == "early_stop" else n_search
         pool = draw_pool(sampler, task, test.repeat_interleave(samples, 0), n, budgets[-1],
-                         temperature=temperature, seed=seed, verifier=verifier)
+                         temperature=temperature, seed=seed, verifier=verifier, accounting=accounting)
         rows = search_budgets(pool, budgets, method, threshold=threshold)
     return [{"method": method, **r} for r in rows]
+
+
+def diagnose_policy(policy_dir: str | Path, *, budget: int, prompts: int, samples: int, temperature: float = 1.0,
+                    seed: int = 0) -> dict:
+    """The diagnosis (diagnose.py) of a tiny-GPT policy on its own task's test prompts at `budget`,
+    without its per-prompt lists (a study record keeps the summary)."""
+    from veriscale.config import from_dict
+    from veriscale.diagnose import DiagnoseConfig, diagnose
+
+    cfg = from_dict(DiagnoseConfig, {"policy": str(policy_dir), "budget": budget, "prompts": prompts,
+                                     "samples": samples, "temperature": temperature, "seed": seed,
+                                     "group_size": min(8, samples)})
+    model, task, _ = load_gpt_policy(policy_dir)
+    out = diagnose(GPTSampler(model, task), task, cfg)
+    return {k: v for k, v in out.items() if k not in ("per_prompt", "prompt_text", "policy")}

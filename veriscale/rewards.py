@@ -48,6 +48,9 @@ class BudgetMetrics:
     success_lo: float
     success_hi: float
     tokens: float  # mean tokens charged per prompt
+    T_mean: float  # mean first-success index over the successful traces (NaN without one)
+    T_std: float  # sd of T over the successful traces (NaN below two): the length heterogeneity
+    R_std: float  # sd of R_H over all traces (sigma of SPEC §1, pooled over prompts)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,10 +61,15 @@ def budget_metrics(T: torch.Tensor, tokens: torch.Tensor, H: int) -> BudgetMetri
     R = returns(T, H)
     J, _, _ = mean_ci(R)
     Jn, Jlo, Jhi = mean_ci(R / H)
-    s, slo, shi = mean_ci((T <= H).double())
+    ok = T <= H
+    s, slo, shi = mean_ci(ok.double())
+    Ts = T[ok].double()
     return BudgetMetrics(budget=H, n=int(T.numel()), J=J, J_norm=Jn, J_norm_lo=Jlo, J_norm_hi=Jhi,
                          success=s, success_lo=max(0.0, slo), success_hi=min(1.0, shi),
-                         tokens=float(tokens.double().mean()))
+                         tokens=float(tokens.double().mean()),
+                         T_mean=Ts.mean().item() if len(Ts) else math.nan,
+                         T_std=Ts.std().item() if len(Ts) > 1 else math.nan,
+                         R_std=R.std().item() if len(R) > 1 else math.nan)
 
 
 def evaluate_budgets(T: torch.Tensor, counts: torch.Tensor, budgets: list[int]) -> list[BudgetMetrics]:

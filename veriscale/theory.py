@@ -1,15 +1,21 @@
-"""The theory's shapes, for overlay, and the two fits the report makes against measurements.
+"""The theory's shapes, for overlay, and the statistics the study report states.
 
 Shapes (SPEC §1, predictions 1-3): VF suboptimality ~ sigma * sqrt(1/n); VB suboptimality ~ 1/n;
 the VB - VF gap ~ H^alpha with alpha = 1/2 in the paper's regime. Constants are unknown, so a
 shape is only ever drawn scaled to one measured point, and labelled as such.
+
+Statistics: the unit of replication is the seed (it redraws the training data, the learner's
+initialisation and the evaluation samples), so intervals are Student-t intervals over seeds and
+power-law exponents are bootstrapped by resampling seeds, never the points of one curve.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+from scipy import stats
 
 
 def vf_shape(n: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -27,27 +33,86 @@ def scaled(shape: np.ndarray, at_index: int, measured: float) -> np.ndarray:
     return shape * (measured / shape[at_index])
 
 
-def fit_power_law(x: list[float], y: list[float], *, boot: int = 2000, seed: int = 0) -> dict:
-    """Slope alpha of log y = alpha log x + b over the points with y > 0, with a 95% bootstrap CI
-    (resampling points; needs at least 3 points, else the CI is NaN). Returns alpha, lo, hi,
-    points used, points excluded (y <= 0)."""
-    pts = [(a, b) for a, b in zip(x, y) if b > 0 and a > 0]
-    out = {"alpha": math.nan, "lo": math.nan, "hi": math.nan, "points": len(pts), "excluded": len(x) - len(pts)}
-    lx = np.log([p[0] for p in pts])
-    ly = np.log([p[1] for p in pts])
-    if len(pts) < 2 or np.ptp(lx) == 0:
+def t_interval(values, level: float = 0.95) -> dict:
+    """Mean of the finite `values` (one per seed) and its Student-t interval
+    mean ± t_{(1+level)/2, k-1} · sd/sqrt(k); lo and hi are NaN with fewer than two values."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    k = len(v)
+    if k == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "k": 0}
+    mean = float(v.mean())
+    if k < 2:
+        return {"mean": mean, "lo": math.nan, "hi": math.nan, "k": 1}
+    half = float(stats.t.ppf((1 + level) / 2, k - 1) * v.std(ddof=1) / math.sqrt(k))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "k": k}
+
+
+def _slopes(lx: np.ndarray, ly: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ly on lx per row, over the entries of each row where `use` holds."""
+    w = use.astype(float)
+    cnt = w.sum(-1)
+    mx = (w * lx).sum(-1) / cnt
+    my = (w * np.where(use, ly, 0.0)).sum(-1) / cnt
+    dx = lx - mx[..., None]
+    return (w * dx * (np.where(use, ly, 0.0) - my[..., None])).sum(-1) / (w * dx**2).sum(-1)
+
+
+def fit_power_law(x: list[float], per_seed: dict, *, boot: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> dict:
+    """Exponent alpha of y ~ x^alpha: the slope of log(seed mean of y) on log x.
+
+    `per_seed` maps each seed to its y at every x (NaN where that seed has no value). Per x the
+    mean is over the seeds with a value; the fit uses every positive mean. Non-positive means
+    cannot be logged: they are listed (x and value) in `nonpositive`, never dropped silently;
+    x values no seed measured are listed in `missing`. A negative per-seed value still enters
+    its mean (counted in `seed_values_nonpositive`).
+
+    CI: the percentile interval of the slope over `boot` resamples of the seed set with
+    replacement, each refitted the same way on its own positive means; draws with fewer than
+    three positive means have no slope and are counted in `boot_too_few`. There is no CI
+    (`ci_note` says why) with fewer than three positive means or a single seed; alpha needs two.
+    """
+    xs = np.asarray(x, dtype=float)
+    if np.any(xs <= 0) or len(set(xs.tolist())) != len(xs):
+        raise ValueError(f"fit_power_law: x must be distinct and positive, got {list(x)}")
+    seeds = sorted(per_seed)
+    Y = np.array([[math.nan if v is None else v for v in per_seed[s]] for s in seeds], dtype=float)
+    Y = Y.reshape(len(seeds), len(xs))
+    with warnings.catch_warnings():  # an x no seed measured has a NaN mean: listed as missing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(Y, axis=0) if len(seeds) else np.full(len(xs), math.nan)
+    pos = np.isfinite(means) & (means > 0)
+    lx = np.log(xs)
+    out = {"x": xs.tolist(), "mean": [float(m) for m in means], "seeds": len(seeds),
+           "points": int(pos.sum()), "alpha": math.nan, "lo": math.nan, "hi": math.nan,
+           "nonpositive": [{"x": float(a), "mean": float(m)} for a, m in zip(xs, means) if np.isfinite(m) and m <= 0],
+           "missing": [float(a) for a, m in zip(xs, means) if not np.isfinite(m)],
+           "seed_values_nonpositive": int(np.sum(np.isfinite(Y) & (Y <= 0))),
+           "boot": 0, "boot_too_few": 0, "ci_note": None}
+    if pos.sum() < 2:
+        out["ci_note"] = f"{int(pos.sum())} positive mean(s): no fit"
         return out
-    out["alpha"] = float(np.polyfit(lx, ly, 1)[0])
-    if len(pts) < 3:
+    out["alpha"] = float(_slopes(lx, np.log(np.where(pos, means, 1.0)), pos))
+    if pos.sum() < 3:
+        out["ci_note"] = "fewer than 3 positive means: no CI"
+        return out
+    if len(seeds) < 2:
+        out["ci_note"] = "one seed: no seed-bootstrap CI"
         return out
     rng = np.random.default_rng(seed)
-    slopes = []
-    for _ in range(boot):
-        idx = rng.integers(0, len(pts), len(pts))
-        if np.ptp(lx[idx]) > 0:
-            slopes.append(np.polyfit(lx[idx], ly[idx], 1)[0])
-    if slopes:
-        out["lo"], out["hi"] = float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))
+    draws = Y[rng.integers(0, len(seeds), (boot, len(seeds)))]  # (boot, seeds, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bm = np.nanmean(draws, axis=1)
+    bpos = np.isfinite(bm) & (bm > 0)
+    ok = bpos.sum(-1) >= 3
+    slopes = _slopes(np.broadcast_to(lx, bm.shape)[ok], np.log(np.where(bpos, bm, 1.0))[ok], bpos[ok])
+    out["boot"], out["boot_too_few"] = boot, int((~ok).sum())
+    if len(slopes):
+        tail = 100 * (1 - level) / 2
+        out["lo"], out["hi"] = float(np.percentile(slopes, tail)), float(np.percentile(slopes, 100 - tail))
+    else:
+        out["ci_note"] = "no bootstrap draw had 3 positive means: no CI"
     return out
 
 

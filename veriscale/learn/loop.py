@@ -83,12 +83,19 @@ def lr_at(step: int, cfg: OptimConfig) -> float:
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless epochs of shuffled index batches (the last short batch of an epoch is dropped
-    unless the dataset is smaller than one batch)."""
+    unless the dataset is smaller than one batch). Batches are not grouped by length: measured,
+    length-sorted batches stopped a tiny base from learning the task at all (BENCHMARKS.md)."""
     while True:
         perm = torch.randperm(n, generator=generator)
         stop = max(1, n - batch_size + 1) if n >= batch_size else 1
         for i in range(0, stop, batch_size):
             yield perm[i:i + batch_size]
+
+
+def epoch_steps(max_steps: int, epochs: int, n: int, batch_size: int) -> int:
+    """Optimizer steps for `epochs` passes over n items in batches of batch_size (a batch
+    larger than n holds all n), at most max_steps."""
+    return max(1, min(max_steps, epochs * math.ceil(n / min(batch_size, n))))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -130,7 +137,10 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         if loss_fn is None:
-            loss = masked_ce(model(inputs[idx]), targets[idx], loss_mask[idx])
+            # Columns after the batch's last loss token are padding in every row; a causal model's
+            # earlier logits do not depend on them, so cutting them changes nothing but the cost.
+            w = int(loss_mask[idx].any(0).nonzero().max()) + 1 if loss_mask[idx].any() else 1
+            loss = masked_ce(model(inputs[idx, :w]), targets[idx, :w], loss_mask[idx, :w])
         else:
             loss = loss_fn(model, inputs[idx], targets[idx], loss_mask[idx])
         check_finite(loss, desc, step)
@@ -163,17 +173,20 @@ class BestCheckpoint:
     also what a NaN/inf stop leaves behind.
     """
 
-    def __init__(self, key: str, patience: int, save: Callable[[], None]):
-        self.key, self.patience, self.save = key, patience, save
-        self.best, self.best_step, self.bad = math.inf, -1, 0
+    def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0):
+        self.key, self.patience, self.save, self.min_step = key, patience, save, min_step
+        self.best, self.best_step, self.bad, self.last = math.inf, -1, 0, {}
 
     def update(self, rec: dict) -> bool:
+        """Save on improvement; True (stop) after `patience` evaluations without one, never
+        before step `min_step` (the end of the warm-up)."""
         if rec[self.key] < self.best:
             self.best, self.best_step, self.bad = rec[self.key], rec["step"], 0
+            self.last = rec
             self.save()
             return False
         self.bad += 1
-        return 0 < self.patience <= self.bad
+        return 0 < self.patience <= self.bad and rec["step"] >= self.min_step
 
 
 @contextmanager

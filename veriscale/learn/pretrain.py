@@ -11,14 +11,13 @@ Writes model.safetensors, config.json and metrics.jsonl (train and held-out loss
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from veriscale.config import knob, to_dict
-from veriscale.learn.loop import OptimConfig, eval_nll, lm_batch, train_lm
+from veriscale.learn.loop import OptimConfig, eval_nll, jsonl_log, lm_batch, train_lm
 from veriscale.policy import checkpoint
 from veriscale.policy.gpt import GPT, GPTConfig
 from veriscale.policy.sampler import resolve_model_config
@@ -31,17 +30,37 @@ class PretrainConfig:
     traces: int = knob(16384, "teacher traces in the pretraining set (one per training prompt)", min=1)
     heldout_traces: int = knob(512, "teacher traces on test prompts for held-out loss", min=1)
     data_seed: int = knob(0, "seed of the prompts and teacher traces", min=0)
+    budget_mix: list[float] = knob([1.0], "fractions f of H: the teacher traces are split evenly over them, "
+                                   "each share's filler drawn as at budget f*H (trace length stays H; ours)",
+                                   min=0.0, max=1.0)
+    curriculum: bool = knob(True, "train on the budget_mix shares one after another in increasing f, "
+                                  "optim.steps split evenly, each stage with its own warm-up and decay; "
+                                  "False: one shuffled mix (ours)")
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     task: PlantedConfig = field(default_factory=PlantedConfig)
     model: GPTConfig = field(default_factory=GPTConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
-def teacher_dataset(task: PlantedTask, split: str, n: int, seed: int):
-    """(inputs, targets, loss_mask) of n teacher traces on `split` prompts."""
+def teacher_dataset(task: PlantedTask, split: str, n: int, seed: int, spread_at: int | None = None):
+    """(inputs, targets, loss_mask) of n teacher traces on `split` prompts; `spread_at` draws the
+    filler lengths as at that budget (the trace length stays the task horizon)."""
     g = torch.Generator().manual_seed(seed)
     prompts = task.prompts(split, n, seed)
-    return lm_batch(task.encode(prompts), task.teacher(prompts, g))
+    return lm_batch(task.encode(prompts), task.teacher(prompts, g, spread_at=spread_at))
+
+
+def stages(cfg: PretrainConfig, task: PlantedTask) -> list[tuple[tuple[torch.Tensor, ...], OptimConfig]]:
+    """(data, optim) per training stage: the budget_mix shares in increasing order with a share
+    of the steps each (curriculum), or all shares shuffled together in one stage."""
+    H, mix = task.cfg.horizon, sorted(cfg.budget_mix)
+    share = max(1, cfg.traces // len(mix))
+    parts = [teacher_dataset(task, "train", share, cfg.data_seed + i, max(1, round(f * H)))
+             for i, f in enumerate(mix)]
+    if not cfg.curriculum or len(parts) == 1:
+        return [(tuple(torch.cat(x) for x in zip(*parts)), cfg.optim)]
+    steps = max(1, cfg.optim.steps // len(parts))
+    return [(data, replace(cfg.optim, steps=steps, seed=cfg.optim.seed + i)) for i, data in enumerate(parts)]
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
@@ -52,15 +71,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
     mcfg = resolve_model_config(cfg.model, task)
     torch.manual_seed(cfg.optim.seed)
     model = GPT(mcfg)
-    train = teacher_dataset(task, "train", cfg.traces, cfg.data_seed)
-    held = teacher_dataset(task, "test", cfg.heldout_traces, cfg.data_seed + 1)
+    held = teacher_dataset(task, "test", cfg.heldout_traces, cfg.data_seed + 1)  # the level's own traces
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("")
-    with metrics_path.open("a") as f:
-        train_lm(model, *train, cfg.optim, evaluate=lambda: {"heldout_loss": eval_nll(model, *held)},
-                 log=lambda rec: f.write(json.dumps(rec) + "\n"), desc="pretrain")
+    with jsonl_log(out / "metrics.jsonl") as log:
+        for i, (data, optim) in enumerate(stages(cfg, task)):
+            train_lm(model, *data, optim, evaluate=lambda: {"heldout_loss": eval_nll(model, *held)},
+                     log=lambda rec, i=i: log({**rec, "stage": i}), desc=f"pretrain {i + 1}")
     run_cfg = {"policy": "gpt", "stage": "pretrain", "model": to_dict(mcfg), "task": to_dict(cfg.task),
                "run": to_dict(cfg)}
     checkpoint.save(out, model, run_cfg)

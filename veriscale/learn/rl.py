@@ -1,14 +1,19 @@
 """Verifier-based (VB) policy improvement by RL: REINFORCE with a group-mean baseline, KL to the
 base policy, token-level normalisation.
 
-Each step takes B = `prompts_per_step` of the n training prompts (shuffled epochs) and samples
-G traces tau_ij ~ pi_theta(.|x_i) of up to H = task horizon tokens with the KV-cache engine.
-Reward (normalised bi-level return, in [0, 1]):
-  outcome    R_ij = R_H(tau_ij) / H = (H - T_ij + 1) * 1{T_ij <= H} / H, T from the task's checker
-             (RL with a 0/1 outcome reward, shaped by the bi-level return: earlier is better);
+Each step takes B = `prompts_per_step` of the n training prompts (shuffled epochs: the run makes
+`epochs` passes over its n prompts, at most `steps` steps, so more n is more distinct prompts)
+and samples G traces tau_ij ~ pi_theta(.|x_i) of up to H = task horizon tokens with the KV-cache
+engine. Reward, in [0, 1]:
+  outcome    R_ij = 1{T_ij <= H}, the paper's 0/1 outcome reward (success within the budget), T
+             from the task's checker;
+  return     R_ij = R_H(tau_ij) / H = (H - T_ij + 1) * 1{T_ij <= H} / H, the normalised bi-level
+             return (shaped: earlier success is worth more; ours, not the paper's RL reward);
   verifier   R_ij = sum_{h=1..H} r_hat(x_i, tau_ij,<=h) / H, the return the learned verifier
              predicts (Algorithm 1's policy-improvement step; past a trace's end the score of its
              last prefix repeats).
+Data accounting: every sampled trace is one reward query (checker or verifier); the run's
+config.json states prompts, steps and reward queries.
 Advantage A_ij = R_ij - (1/G) sum_l R_il (group-mean baseline; no std scaling, ours). Loss:
   L(theta) = 1/(sum_ij |tau_ij|) * sum_ij sum_{t <= |tau_ij|} [ -A_ij log pi_theta^temp(tau_ij,t | s_ijt)
                                                              + beta KL(pi_theta(.|s_ijt) || pi_b(.|s_ijt)) ]
@@ -35,7 +40,7 @@ import torch.nn.functional as F
 
 from veriscale import progress
 from veriscale.config import knob, to_dict
-from veriscale.learn.loop import check_finite, jsonl_log, lm_batch, make_optimizer, minibatches
+from veriscale.learn.loop import check_finite, epoch_steps, jsonl_log, lm_batch, make_optimizer, minibatches
 from veriscale.learn.verifier import Verifier, load_verifier
 from veriscale.policy import checkpoint
 from veriscale.policy.engine import generate
@@ -50,18 +55,24 @@ class RLConfig:
     n: int = knob(128, "n: training prompts, the VB data budget (the verifier's prompts by default)", min=1)
     prompts_per_step: int = knob(8, "prompts per step B (ours)", min=1)
     G: int = knob(8, "samples per prompt (group size; ours)", min=2)
-    steps: int = knob(12, "policy-gradient steps (ours: small, for the quick study)", min=1)
-    lr: float = knob(2e-4, "AdamW learning rate, constant (ours)", min=0.0)
+    epochs: int = knob(4, "passes over the n prompts (ours)", min=1)
+    steps: int = knob(60, "most policy-gradient steps (caps epochs x n / B; ours)", min=1)
+    lr: float = knob(3e-4, "AdamW learning rate, constant (ours)", min=0.0)
     beta: float = knob(0.02, "weight of the KL penalty to pi_b (ours)", min=0.0)
-    reward: Literal["outcome", "verifier"] = knob(
-        "outcome", "outcome: checker's normalised bi-level return; verifier: the learned verifier's prediction")
+    reward: Literal["outcome", "return", "verifier"] = knob(
+        "outcome", "outcome: 0/1 success within H (the paper's); return: the shaped bi-level return R_H/H; "
+                   "verifier: the learned verifier's predicted return")
     temperature: float = knob(1.0, "sampling temperature (the policy gradient uses the same)", min=0.01)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
-    save_every: int = knob(5, "steps between checkpoints", min=1)
+    save_every: int = knob(10, "steps between checkpoints", min=1)
     seed: int = knob(0, "seed of sampling and prompt order", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/verifier by default)", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
+
+    @property
+    def total_steps(self) -> int:
+        return epoch_steps(self.steps, self.epochs, self.n, self.prompts_per_step)
 
 
 def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
@@ -97,14 +108,15 @@ def group_advantages(rewards: torch.Tensor, scale: bool = False) -> torch.Tensor
     return adv.flatten()
 
 
-def trace_rewards(task: PlantedTask, prompts: torch.Tensor, ro: Rollouts, verifier: Verifier | None) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """(reward optimised, true normalised return), each (N,), for N rollouts of width H."""
+def trace_rewards(task: PlantedTask, prompts: torch.Tensor, ro: Rollouts, verifier: Verifier | None,
+                  reward: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reward optimised, true normalised return R_H/H), each (N,), for N rollouts of width H."""
     H = ro.tokens.shape[1]
-    true = (returns(task.check(prompts, ro), H) / H).float()
-    if verifier is None:
-        return true, true
-    return verifier.score(prompts, ro).sum(1) / H, true
+    T = task.check(prompts, ro)
+    true = (returns(T, H) / H).float()
+    if reward == "verifier":
+        return verifier.score(prompts, ro).sum(1) / H, true
+    return ((T <= H).float() if reward == "outcome" else true), true
 
 
 def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir: str | Path | None = None) -> Path:
@@ -117,6 +129,7 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
     ref, _, _ = load_gpt_policy(base_dir)
     ref.requires_grad_(False)
     verifier = load_verifier(verifier_dir, task) if cfg.reward == "verifier" else None
+    steps = cfg.total_steps
     H = task.cfg.horizon
     prompts = task.prompts("train", cfg.n, cfg.data_seed)
     g_data = torch.Generator().manual_seed(cfg.seed)
@@ -125,10 +138,12 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
     opt = make_optimizer(policy, cfg.lr, cfg.weight_decay)
     out = Path(out)
     run_cfg = {"policy": "gpt", "stage": "rl", "model": to_dict(policy.cfg), "task": to_dict(task.cfg),
-               "run": to_dict(cfg), "base": str(base_dir), "verifier": None if verifier_dir is None else str(verifier_dir)}
+               "run": to_dict(cfg), "base": str(base_dir), "verifier": None if verifier_dir is None else str(verifier_dir),
+               "steps_planned": steps, "training_prompts": cfg.n,
+               "reward_queries": steps * cfg.prompts_per_step * cfg.G}
     checkpoint.save(out, policy, {**run_cfg, "step": 0})
     with jsonl_log(out / "metrics.jsonl") as log:
-        bar = progress.bar(range(cfg.steps), desc=f"rl-{cfg.reward}")
+        bar = progress.bar(range(steps), desc=f"rl-{cfg.reward}")
         for step in bar:
             t0 = time.perf_counter()
             x = prompts[next(batches)].repeat_interleave(cfg.G, 0)  # (B*G, k), G copies of each prompt
@@ -137,7 +152,7 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
             ro = generate(policy, prompt_ids, H, eos_id=task.eos, pad_id=task.pad,
                           temperature=cfg.temperature, generator=g_sample)
             t_sample = time.perf_counter() - t0
-            reward, true = trace_rewards(task, x, ro, verifier)
+            reward, true = trace_rewards(task, x, ro, verifier, cfg.reward)
             R = reward.view(-1, cfg.G)  # (B, G)
             w = int(ro.counts.max())  # columns past the longest trace are padding in every row
             inputs, targets, mask = lm_batch(prompt_ids, Rollouts(ro.tokens[:, :w], ro.mask[:, :w], ro.counts))
@@ -157,6 +172,6 @@ def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir:
                    "time_sample": t_sample, "time_step": time.perf_counter() - t0}
             log(rec)
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.4f}")
-            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            if (step + 1) % cfg.save_every == 0 or step + 1 == steps:
                 checkpoint.save(out, policy, {**run_cfg, "step": step + 1})
     return out

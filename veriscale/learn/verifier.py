@@ -14,18 +14,22 @@ Algorithm 2 (`loss = "zero_one"`) is the same with the verifier used as a classi
 trained with the log-loss surrogate, its best checkpoint is chosen by held-out 0/1 error, and
 its scores are thresholded, r_hat in {0, 1} = 1{sigmoid(.) >= 1/2}.
 
-A share `heldout` of the n prompts (all r rollouts of each) is held out; every evaluation logs
-held-out loss, AUC over all prefixes, AUC among prefixes of equal length (longer prefixes are
-more often correct, so the pooled AUC rewards knowing the length alone), AUC of the final
-prefix against trace success, and 0/1 error beside the error of the best constant. Scores at h
-beyond a trace's end repeat the score of its last token: that prefix is the whole trace.
+Data accounting: the verifier trains on n prompts x r rollouts (r = 1 by default, so it sees n
+labelled base traces, as SFT sees n expert traces). It is evaluated every `optim.eval_every`
+steps on `val_prompts` prompts x r rollouts of other training-split prompts (validation data,
+used only to choose when to stop and counted in config.json as `validation_traces`); each
+evaluation logs validation loss, AUC over all prefixes, AUC among prefixes of equal length
+(longer prefixes are more often correct, so the pooled AUC rewards knowing the length alone), AUC
+of the final prefix against trace success, and 0/1 error beside the error of the best constant.
+Training runs up to `epochs` passes over the n x r rollouts. Scores at h beyond a trace's end
+repeat the score of its last token: that prefix is the whole trace.
 
 Run: `veriscale train verifier --base runs/base-high --out runs/verifier [--config configs/verifier.toml]`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from veriscale.config import from_dict, knob, to_dict
-from veriscale.learn.loop import BestCheckpoint, OptimConfig, heldout_split, jsonl_log, train_lm
+from veriscale.learn.loop import BestCheckpoint, OptimConfig, epoch_steps, jsonl_log, train_lm
 from veriscale.policy import checkpoint
 from veriscale.policy.gpt import GPT, GPTConfig
 from veriscale.policy.sampler import GPTSampler, load_gpt_policy
@@ -46,26 +50,26 @@ Loss = Literal["log", "squared", "zero_one"]
 
 @dataclass
 class VerifierOptimConfig(OptimConfig):
-    """The verifier's own defaults (ours): about 20 s with sampling at the default model size and
-    horizon 32 on 2 shared CPU cores. A subclass, so overriding one optim key keeps the others."""
+    """The verifier's own defaults (ours). A subclass, so overriding one optim key keeps the others."""
 
-    steps: int = knob(60, "optimizer steps (an upper bound: early stopping may end sooner)", min=1)
+    steps: int = knob(600, "most optimizer steps (epochs and early stopping usually end sooner)", min=1)
     batch_size: int = knob(32, "rollouts per step (all their prefixes are labelled)", min=1)
-    lr: float = knob(3e-3, "peak learning rate", min=0.0)
-    warmup: int = knob(5, "linear warm-up steps", min=0)
+    lr: float = knob(1e-3, "peak learning rate", min=0.0)
+    warmup: int = knob(10, "linear warm-up steps (early stopping waits for them)", min=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
-    eval_every: int = knob(10, "steps between held-out evaluations (early-stopping checks)", min=1)
+    eval_every: int = knob(10, "steps between validation evaluations (early-stopping checks)", min=1)
 
 
 @dataclass
 class VerifierConfig:
-    n: int = knob(128, "n: training prompts, the VB data budget (the held-out share is taken from them)", min=2)
-    r: int = knob(4, "rollouts of pi_b per prompt (ours)", min=1)
+    n: int = knob(128, "n: training prompts, the VB data budget", min=1)
+    r: int = knob(1, "rollouts of pi_b per prompt (1: n labelled traces, data-matched with SFT's n; ours)", min=1)
     loss: Loss = knob("log", "log (Alg. 1), squared (Alg. 1), or zero_one (Alg. 2: thresholded classifier)")
     temperature: float = knob(1.0, "sampling temperature of the rollouts", min=0.0)
-    heldout: float = knob(0.2, "share of the n prompts held out for early stopping and AUC (ours)",
-                          min=0.01, max=0.5)
-    patience: int = knob(3, "held-out evaluations without improvement before stopping (0 = never; ours)", min=0)
+    epochs: int = knob(40, "most passes over the n x r rollouts (ours)", min=1)
+    val_prompts: int = knob(256, "prompts of other training prompts (x r rollouts) for early stopping (ours)",
+                            min=1)
+    patience: int = knob(5, "validation evaluations without improvement before stopping (0 = never; ours)", min=0)
     seed: int = knob(0, "seed of the rollouts", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/RL by default)", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
@@ -227,33 +231,36 @@ def train_verifier(base_dir: str | Path, cfg: VerifierConfig, out: str | Path) -
         torch.set_num_threads(cfg.threads)
     policy, task, _ = load_gpt_policy(base_dir)
     prompts = task.prompts("train", cfg.n, cfg.data_seed)
-    train, held = heldout_split(cfg.n, cfg.heldout)
-    # Split by prompt, so held-out prefixes come from prompts the verifier never trained on.
-    train_data = sample_labelled(policy, task, prompts[train], cfg.r, cfg.temperature, cfg.seed)[:3]
-    held_data = sample_labelled(policy, task, prompts[held], cfg.r, cfg.temperature, cfg.seed + 1)[:3]
+    val_prompts = task.validation_prompts(prompts, cfg.val_prompts, cfg.data_seed + 7919)
+    # Validation prompts are disjoint from the training prompts, so its prefixes are unseen.
+    train_data = sample_labelled(policy, task, prompts, cfg.r, cfg.temperature, cfg.seed)[:3]
+    held_data = sample_labelled(policy, task, val_prompts, cfg.r, cfg.temperature, cfg.seed + 1)[:3]
     verifier = Verifier(policy, task, hard=cfg.loss == "zero_one")
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train_data[1][train_data[2]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())
     P = verifier.prompt_len
     key = "heldout_error" if cfg.loss == "zero_one" else "heldout_loss"
+    optim = replace(cfg.optim, steps=epoch_steps(cfg.optim.steps, cfg.epochs, cfg.n * cfg.r, cfg.optim.batch_size))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         checkpoint.save(out, verifier, {"stage": "verifier", "model": to_dict(policy.cfg),
                                         "task": to_dict(task.cfg), "run": to_dict(cfg), "base": str(base_dir),
-                                        "hard": verifier.hard, "best_step": best.best_step})
+                                        "hard": verifier.hard, "best_step": best.best_step,
+                                        "steps_planned": optim.steps, "training_traces": cfg.n * cfg.r,
+                                        "validation_traces": cfg.val_prompts * cfg.r, "heldout": dict(best.last)})
 
     def evaluate() -> dict:
         return heldout_metrics(verifier, *held_data, cfg.loss)
 
-    best = BestCheckpoint(key, cfg.patience, save)
+    best = BestCheckpoint(key, cfg.patience, save, min_step=optim.warmup)
     with jsonl_log(out / "metrics.jsonl") as log:
         init = {"step": -1, **evaluate()}
         log(init)
         best.update(init)
-        train_lm(verifier, *train_data, cfg.optim, evaluate=evaluate, log=log, desc="verifier",
+        train_lm(verifier, *train_data, optim, evaluate=evaluate, log=log, desc="verifier",
                  loss_fn=lambda m, x, y, mask: verifier_loss(m(x)[:, P:], y, mask, cfg.loss), stop=best.update)
     return out
 

@@ -8,6 +8,7 @@ its own scalar head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -23,10 +24,28 @@ class GPTConfig:
     n_layer: int = knob(4, "transformer blocks", min=1, max=64)
     n_head: int = knob(4, "attention heads", min=1, max=64)
     d_model: int = knob(128, "residual width (divisible by n_head)", min=8, max=8192)
+    position: Literal["both", "rope", "learned"] = knob(
+        "both", "positions: learned absolute embeddings, rotary (relative offsets: 'the token k back' is the "
+                "same at every position), or both (ours: see BENCHMARKS.md for what each learns at H = 128)")
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ConfigError(f"d_model: {self.d_model} is not divisible by n_head={self.n_head}")
+        if self.position != "learned" and (self.d_model // self.n_head) % 2:
+            raise ConfigError(f"d_model: rotary positions need an even head size, got {self.d_model // self.n_head}")
+
+
+def rotary_tables(max_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables (max_len, head_dim/2) of rotary position embeddings."""
+    inv = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
+    ang = torch.arange(max_len, dtype=torch.float32)[:, None] * inv[None]  # (max_len, hd/2)
+    return ang.cos(), ang.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :hd/2], x[..., hd/2:]) of (B, nh, T, hd) by (T, hd/2) angles."""
+    a, b = x.chunk(2, -1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
 
 
 class KVCache:
@@ -55,9 +74,12 @@ class Block(nn.Module):
         self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
         self.out = nn.Linear(4 * cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        if rope is not None:  # (T, hd/2) cos/sin of this chunk's positions; cached keys are stored rotated
+            q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:  # write this chunk's keys/values, attend over everything so far
             p = cache.pos
             cache.k[self.layer, :, :, p:p + T] = k
@@ -81,7 +103,11 @@ class GPT(nn.Module):
             raise ConfigError("vocab_size/max_seq_len: must be resolved (> 0) before building the model")
         self.cfg = cfg
         self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position != "rope" else None
+        if cfg.position != "learned":
+            cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -105,9 +131,13 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
-        x = self.tok(idx) + self.pos(torch.arange(start, start + T, device=idx.device))
+        x = self.tok(idx)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(start, start + T, device=idx.device))
+        rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.cfg.position != "learned" \
+            else None
         for block in self.blocks:
-            x = block(x, cache)
+            x = block(x, cache, rope)
         if cache is not None:
             cache.pos += T
         return self.ln_f(x)
@@ -118,4 +148,5 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n - self.pos.weight.numel() - (self.tok.weight.numel() if non_embedding else 0)
+        n -= 0 if self.pos is None else self.pos.weight.numel()
+        return n - (self.tok.weight.numel() if non_embedding else 0)

@@ -1,7 +1,9 @@
-"""The tiny GPT behind the `Sampler` interface, and loading a GPT policy from a run directory."""
+"""The tiny GPT behind the `Sampler` interface, the planted task's expert as a `Sampler`, and
+loading a GPT policy from a run directory."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -27,12 +29,24 @@ class GPTSampler:
                         pad_id=self.task.pad, temperature=temperature, top_k=self.top_k, generator=g)
 
 
+class ExpertSampler:
+    """The planted task's expert process (teacher with expert_q, conditioned on success within
+    the budget) behind the `Sampler` interface, so it is evaluated exactly like a policy.
+    It writes its traces directly; temperature does not apply to it."""
+
+    def __init__(self, task: PlantedTask):
+        self.task = task
+
+    def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+               seed: int = 0) -> Rollouts:
+        return self.task.expert(prompts, torch.Generator().manual_seed(seed), budget=max_new_tokens)
+
+
 def resolve_model_config(model: GPTConfig, task: PlantedTask) -> GPTConfig:
     """Fill vocab_size / max_seq_len left at 0 from the task (prompt BOS x SEP + horizon)."""
     vocab = model.vocab_size or task.vocab_size
     seq = model.max_seq_len or task.cfg.prompt_len + 2 + task.cfg.horizon
-    return GPTConfig(vocab_size=vocab, max_seq_len=seq, n_layer=model.n_layer, n_head=model.n_head,
-                     d_model=model.d_model)
+    return dataclasses.replace(model, vocab_size=vocab, max_seq_len=seq)
 
 
 def load_gpt_policy(run_dir: str | Path) -> tuple[GPT, PlantedTask, dict]:

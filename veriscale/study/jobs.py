@@ -22,7 +22,7 @@ from typing import Any
 
 from veriscale import progress
 from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
-from veriscale.study.spec import StudyConfig
+from veriscale.study.spec import NO_DATA, SEARCH, StudyConfig
 
 
 def config_id(kind: str, config: dict[str, Any]) -> str:
@@ -46,30 +46,45 @@ def _task_cfg(study: StudyConfig, het: str, horizon: int) -> dict:
 
 
 def expand(study) -> list[Job]:
-    """All jobs of the grid, artifacts first (in dependency order), then evaluations."""
+    """All jobs of the grid, artifacts first (in dependency order), then evaluations.
+
+    Per level and horizon: the base policy, its diagnosis (a record), and per n and seed the
+    learners and one evaluation per method label. `base` and `expert` evaluations use no
+    training data: their config has n = None, so the content-addressed ids collapse the copies
+    at every n into one run per seed.
+    """
     if study.track == "llm":
         from veriscale.study.llm_spec import expand_llm
 
         return expand_llm(study)
     artifacts: dict[str, Job] = {}
-    evals: list[Job] = []
+    evals: dict[str, Job] = {}
 
     def artifact(kind: str, config: dict, deps: tuple[str, ...] = ()) -> str:
         job = Job(config_id(kind, config), kind, config, deps)
         artifacts.setdefault(job.id, job)
         return job.id
 
+    def evaluation(config: dict, deps: tuple[str, ...]) -> None:
+        job = Job(config_id("eval", config), "eval", config, deps)
+        evals.setdefault(job.id, job)
+
+    eval_cfg = {"prompts": study.eval_prompts, "samples": study.eval_samples, "search_n": study.search_n,
+                "temperature": study.temperature}
     horizons = [max(study.budgets)] if study.mode == "test-time" else sorted(study.budgets)
+    needs_verifier = bool({"bon", "wmaj", "rl_verifier"} & set(study.methods))
     for het in study.heterogeneity:
         for H in horizons:
             task = _task_cfg(study, het, H)
             base = artifact("base", {"task": task, "base": to_dict(study.base)})
             budgets = sorted(study.budgets) if study.mode == "test-time" else [H]
+            evaluation({"heterogeneity": het, "horizon": H, "n": None, "seed": 0, "method": "diagnose",
+                        "accounting": None, "budgets": [H], "policy": base, "verifier": None, "mode": study.mode,
+                        "eval": {"prompts": study.diagnose_prompts, "samples": study.diagnose_samples,
+                                 "temperature": study.temperature}}, (base,))
             for n in study.n:
                 for seed in study.seeds:
-                    point = {"heterogeneity": het, "horizon": H, "n": n, "seed": seed}
                     learner = {"task": task, "n": n, "seed": seed}
-                    needs_verifier = {"bon", "wmaj", "rl_verifier"} & set(study.methods)
                     ver = artifact("verifier", {**learner, "base": base, "cfg": study.verifier}, (base,)) \
                         if needs_verifier else None
                     for method in study.methods:
@@ -80,22 +95,22 @@ def expand(study) -> list[Job]:
                             policy = artifact("sft", {**learner, "base": base, "expert": expert, "cfg": study.sft},
                                               (base,))
                             deps = (base, policy)
-                        elif method in ("rl_outcome", "rl_verifier"):
+                        elif method.startswith("rl_"):
                             reward = method.removeprefix("rl_")
                             rl_deps = (base, ver) if reward == "verifier" else (base,)
                             policy = artifact("rl", {**learner, "base": base, "reward": reward,
                                                      "verifier": ver if reward == "verifier" else None,
                                                      "cfg": study.rl}, rl_deps)
                             deps = (*rl_deps, policy)
-                        if method in ("bon", "wmaj"):
+                        scored = method in ("bon", "wmaj")
+                        if scored:
                             deps = (base, ver)
-                        cfg = {**point, "method": method, "budgets": budgets, "policy": policy,
-                               "verifier": ver if method in ("bon", "wmaj") else None,
-                               "eval": {"prompts": study.eval_prompts, "samples": study.eval_samples,
-                                        "search_n": study.search_n, "temperature": study.temperature},
-                               "mode": study.mode}
-                        evals.append(Job(config_id("eval", cfg), "eval", cfg, deps))
-    return list(artifacts.values()) + evals
+                        for acc in (study.accounting if method in SEARCH else [None]):
+                            evaluation({"heterogeneity": het, "horizon": H, "n": None if method in NO_DATA else n,
+                                        "seed": seed, "method": method, "accounting": acc, "budgets": budgets,
+                                        "policy": policy, "verifier": ver if scored else None,
+                                        "eval": eval_cfg, "mode": study.mode}, deps)
+    return list(artifacts.values()) + list(evals.values())
 
 
 # ---- running one job ------------------------------------------------------------------------
@@ -165,7 +180,7 @@ def _train(job: Job, study_dir: Path, out: Path) -> None:
 
 
 def _evaluate(job: Job, study_dir: Path) -> list[dict]:
-    from veriscale.evaluate import evaluate_method
+    from veriscale.evaluate import diagnose_policy, evaluate_method
     from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
     if job.config.get("track") == "llm":
@@ -173,14 +188,67 @@ def _evaluate(job: Job, study_dir: Path) -> list[dict]:
 
         return evaluate_llm(job.config, lambda i: artifact_dir(study_dir, i))
     c, e = job.config, job.config["eval"]
-    task = PlantedTask(from_dict(PlantedConfig, json.loads(
-        (artifact_dir(study_dir, c["policy"]) / "config.json").read_text())["task"]))
+    policy_dir = artifact_dir(study_dir, c["policy"])
+    if c["method"] == "diagnose":
+        return [diagnose_policy(policy_dir, budget=c["budgets"][0], prompts=e["prompts"], samples=e["samples"],
+                                temperature=e["temperature"], seed=c["seed"])]
+    task = PlantedTask(from_dict(PlantedConfig, json.loads((policy_dir / "config.json").read_text())["task"]))
     prompts = task.prompts("test", e["prompts"], 0)  # every method and seed: the same prompts
-    method = {"rl_outcome": "rl", "rl_verifier": "rl", "sft_homogeneous": "sft"}.get(c["method"], c["method"])
-    return evaluate_method(method, policy_dir=artifact_dir(study_dir, c["policy"]),
+    method = {"rl_outcome": "rl", "rl_return": "rl", "rl_verifier": "rl", "sft_homogeneous": "sft"}.get(
+        c["method"], c["method"])
+    return evaluate_method(method, policy_dir=policy_dir,
                            verifier_dir=artifact_dir(study_dir, c["verifier"]) if c["verifier"] else None,
                            prompts=prompts, budgets=c["budgets"], samples=e["samples"], n_search=e["search_n"],
-                           temperature=e["temperature"], seed=c["seed"])
+                           temperature=e["temperature"], seed=c["seed"], accounting=c["accounting"] or "shared")
+
+
+def _read_run(run_dir: Path) -> tuple[dict, list[dict]]:
+    """(config.json, metrics.jsonl records) of an artifact directory."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    log = run_dir / "metrics.jsonl"
+    return cfg, [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+
+
+def learner_summary(job: Job, study_dir: Path) -> dict:
+    """What the method's learners did and the data they consumed, for the record.
+
+    `data`: prompts, expert traces (VF), reward-labelled base traces (the verifier's), reward
+    queries (online RL: checker or verifier calls), validation traces (used only to stop).
+    `learner`: per learner, the evidence that it moved from its start (SFT: test NLL of the
+    expert before/after; verifier: validation loss and AUC at its start and at the kept step;
+    RL: mean reward over its first and last steps) and where it stopped.
+    """
+    c = job.config
+    data = {"prompts": 0, "expert_traces": 0, "labelled_traces": 0, "reward_queries": 0, "validation_traces": 0}
+    learner: dict = {}
+    if c["method"] in ("base", "expert", "diagnose", "maj", "oracle"):
+        return {"data": data, "learner": learner}
+    if c["verifier"] or c["method"] == "rl_verifier":
+        vcfg, vlog = _read_run(artifact_dir(study_dir, c["verifier"] or _rl_verifier(study_dir, c["policy"])))
+        data.update(prompts=vcfg["run"]["n"], labelled_traces=vcfg["training_traces"],
+                    validation_traces=vcfg["validation_traces"])
+        learner["verifier"] = {"best_step": vcfg["best_step"], "steps_planned": vcfg["steps_planned"],
+                               "start": {k: v for k, v in vlog[0].items() if k.startswith("heldout")},
+                               "kept": vcfg["heldout"]}
+    if c["method"].startswith("sft"):
+        pcfg, _ = _read_run(artifact_dir(study_dir, c["policy"]))
+        data.update(prompts=pcfg["run"]["n"], expert_traces=pcfg["training_traces"],
+                    validation_traces=pcfg["validation_traces"])
+        learner["sft"] = {k: pcfg[k] for k in ("best_step", "steps_planned", "test_nll_before", "test_nll_after")}
+    if c["method"].startswith("rl_"):
+        pcfg, plog = _read_run(artifact_dir(study_dir, c["policy"]))
+        data.update(prompts=pcfg["training_prompts"], reward_queries=pcfg["reward_queries"])
+        k = max(1, len(plog) // 5)  # first and last fifth of the steps
+        mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+        learner["rl"] = {"steps": len(plog), "reward_first": mean(plog[:k], "reward"),
+                         "reward_last": mean(plog[-k:], "reward"), "return_first": mean(plog[:k], "return"),
+                         "return_last": mean(plog[-k:], "return"), "kl_last": mean(plog[-k:], "kl")}
+    return {"data": data, "learner": learner}
+
+
+def _rl_verifier(study_dir: Path, rl_id: str) -> str:
+    """The verifier artifact id an RL-against-the-verifier artifact was trained with."""
+    return json.loads((artifact_dir(study_dir, rl_id) / "job.json").read_text())["config"]["verifier"]
 
 
 def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
@@ -204,7 +272,8 @@ def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
         if job.kind == "eval":
             with progress.silenced():  # the sweep shows one bar across runs
                 rows = _evaluate(job, study_dir)
-            write_record(study_dir, job, {"status": "ok", "metrics": rows, "wall_s": time.time() - start})
+            extra = {} if job.config.get("track") == "llm" else learner_summary(job, study_dir)
+            write_record(study_dir, job, {"status": "ok", "metrics": rows, **extra, "wall_s": time.time() - start})
         else:
             final = artifact_dir(study_dir, job.id)
             final.parent.mkdir(parents=True, exist_ok=True)

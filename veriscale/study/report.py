@@ -1,352 +1,468 @@
-"""Plots and one self-contained HTML report, made only from a study's stored records.
+"""The study report: tables, fits and figures made only from a study's stored records.
 
-`veriscale report STUDY_DIR` writes PNGs and `report.html` (PNGs embedded as base64) into the
-study directory. Figures (issue 4): (a) J_H/H and success@H vs H per method at the largest n;
-(b) the same vs n at the largest H; (c) gap of each VB method over the VF reference vs H on
-log-log axes, return units, with the fitted exponent alpha and a sqrt(H) reference, and the
-success gap beside it; (d) gap vs heterogeneity; (e) compute and data multipliers; (f) the
-theory's shapes scaled to one measured point. Intervals are 95% over seeds (normal
-approximation; the within-run interval when there is a single seed).
+`veriscale report STUDY_DIR` reads the records (and study.json) and writes into the study
+directory the PNG figures (veriscale/study/figures.py), `report.html` (self-contained: the PNGs
+are embedded as base64) and `summary.json`, a machine-readable dump of every number the report
+states (tables, fits with their intervals, excluded points), so a README can quote it.
+
+Statistics (veriscale/theory.py): intervals are 95% Student-t intervals over seeds; with one
+seed, a cell shows the run's own interval over prompts where it has one and no interval
+otherwise, and says which. Exponents are slopes of log(seed mean) on log x with a 95% CI from
+bootstrapping the seeds; non-positive means are listed with their values, never dropped silently.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
 
-import matplotlib
+from veriscale.study import figures
+from veriscale.study.jobs import expand
+from veriscale.study.store import diagnoses, load_records, rows
+from veriscale.study.sweep import load_study
+from veriscale.theory import crossing, fit_power_law, t_interval
 
-matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from veriscale.study.jobs import expand  # noqa: E402
-from veriscale.study.spec import StudyConfig  # noqa: E402
-from veriscale.study.store import load_records, rows  # noqa: E402
-from veriscale.study.sweep import load_study  # noqa: E402
-from veriscale.theory import crossing, fit_power_law, scaled, vb_shape, vf_shape  # noqa: E402
+NAN = math.nan
+# Labels of the data-matched VB methods whose suboptimality J*_H - J_H is read against 1/n.
+DATA_MATCHED_VB = ("bon", "wmaj", "rl_verifier")
 
 
-def _agg(flat: list[dict], key: str) -> dict[tuple, tuple[float, float, int]]:
-    """(het, n, method, H) -> (mean over seeds, 95% half-width, seeds) of metric `key`."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in flat:
-        groups[(r["heterogeneity"], r["n"], r["method"], r["budget"])].append(r)
-    out = {}
-    for k, rs in groups.items():
-        v = np.array([r[key] for r in rs], dtype=float)
-        if len(v) > 1:
-            half = 1.96 * v.std(ddof=1) / math.sqrt(len(v))
-        else:  # one seed: the run's own interval over prompts, when it has one
-            lo, hi = rs[0].get(f"{key}_lo"), rs[0].get(f"{key}_hi")
-            half = (hi - lo) / 2 if lo is not None and hi is not None else 0.0
-        out[k] = (float(v.mean()), float(half), len(v))
-    return out
+def num(v, digits: int = 3) -> str:
+    """A number for the report: 3 significant digits, 'n/a' when it is missing."""
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
 
 
-def _per_seed(flat: list[dict], key: str) -> dict[tuple, dict[int, float]]:
-    out: dict[tuple, dict[int, float]] = defaultdict(dict)
-    for r in flat:
-        out[(r["heterogeneity"], r["n"], r["method"], r["budget"])][r["seed"]] = r[key]
-    return out
+def fmt(iv: dict) -> str:
+    """An interval dict as text that says what kind of interval it is."""
+    if iv["k"] == 0:
+        return "n/a (not measured)"
+    m = num(iv["mean"])
+    return {"t": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]",
+            "within-run": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}] (one seed: within-run)",
+            "exact": f"{m} (by construction)"}.get(iv["how"], f"{m} (one seed: no interval)")
 
 
-def _log_y(ax) -> None:
-    """Log y axis when the plotted data has a positive value; otherwise stay linear and say so
-    (a measured gap may well be negative everywhere)."""
-    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
-    if any(np.isfinite(y) and y > 0 for y in ys):
-        ax.set_yscale("log")
+def interval(values) -> dict:
+    """t_interval of per-seed values, tagged with how its interval was made."""
+    iv = t_interval(values)
+    return {**iv, "how": "t" if iv["k"] >= 2 else "none" if iv["k"] == 1 else "missing"}
+
+
+def fit_text(fit: dict) -> str:
+    """alpha, its CI and every excluded point, in words."""
+    if not math.isfinite(fit["alpha"]):
+        text = f"no fit ({fit['ci_note']})"
+    elif math.isfinite(fit["lo"]):
+        text = (f"alpha = {fit['alpha']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}] (bootstrap over "
+                f"{fit['seeds']} seeds, {fit['boot']} draws, {fit['boot_too_few']} with < 3 positive means)")
     else:
-        ax.text(0.5, 0.5, "no positive values to draw on a log axis", transform=ax.transAxes, ha="center")
+        text = f"alpha = {fit['alpha']:.2f} ({fit['ci_note']})"
+    text += f", from {fit['points']} positive seed means"
+    if fit["nonpositive"]:
+        text += "; non-positive means excluded: " + ", ".join(f"x = {p['x']:g}: {num(p['mean'])}"
+                                                              for p in fit["nonpositive"])
+    if fit["missing"]:
+        text += "; not measured at x = " + ", ".join(f"{x:g}" for x in fit["missing"])
+    if fit["seed_values_nonpositive"]:
+        text += f"; {fit['seed_values_nonpositive']} non-positive per-seed values averaged in"
+    return text
 
 
-def _alpha_text(fit: dict) -> str:
-    if not np.isfinite(fit["alpha"]):
-        return "no positive gap to fit"
-    ci = f", 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}]" if np.isfinite(fit["lo"]) else " (too few points for a CI)"
-    return f"alpha = {fit['alpha']:.2f}{ci}"
+def diagonal(budgets: list[int], ns: list[int]) -> tuple[Fraction | None, list[tuple[int, int]]]:
+    """(c, pairs (H, n = c*H)) for the ratio c giving the most grid pairs (at least two), the
+    smallest such c on ties; (None, []) when the grid has no such diagonal."""
+    best: tuple[Fraction | None, list] = (None, [])
+    for c in sorted({Fraction(n, H) for H in budgets for n in ns}):
+        pairs = [(H, int(c * H)) for H in budgets if c * H in ns]
+        if len(pairs) > len(best[1]):
+            best = (c, pairs)
+    return best if len(best[1]) >= 2 else (None, [])
 
 
-def _budget_ticks(ax, xs) -> None:
-    """Plain tick labels at the measured x values of a log axis."""
-    ax.set_xticks(list(xs), [str(x) for x in xs])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+def spread_text(task, het: str, H: int) -> str:
+    """The configured filler-length distribution of a level at budget H, with numbers."""
+    if het == "none":
+        return f"l = {task.fixed_filler} (fixed)"
+    if het in ("low", "high"):
+        s = task.low_scale if het == "low" else task.spread_scale
+        b = task.spread_exponent
+        return f"l ~ U{{0..floor({s:g}·H^{b:g})}} = U{{0..{math.floor(s * H**b)}}} at H = {H}"
+    return f"l weights {task.custom_weights}"
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _value(row: dict, key: str) -> float:
+    if key == "sigma_over_H":  # the spread of first-success indices over successes, per budget token
+        return row["T_std"] / row["budget"]
+    return row[key]
 
 
 class Report:
-    def __init__(self, study: StudyConfig, study_dir: Path):
+    """Every number of the report, computed once from the records; figures read it from here."""
+
+    def __init__(self, study, study_dir: Path):
         self.study, self.dir = study, study_dir
         wanted = {j.id for j in expand(study) if j.kind == "eval"}
         self.records = [r for r in load_records(study_dir) if r["id"] in wanted]
         self.expected = len(wanted)
-        self.flat = rows(self.records)
-        self.J = _agg(self.flat, "J_norm")
-        self.S = _agg(self.flat, "success")
+        self.budgets, self.ns = sorted(study.budgets), sorted(study.n)
+        self.Hmax, self.nmax = self.budgets[-1], self.ns[-1]
+        self.flat = rows(self.records, self.ns)
+        self.cells: dict[tuple, dict[int, dict]] = defaultdict(dict)  # (het, n, label, H) -> seed -> row
+        for r in self.flat:
+            self.cells[(r["heterogeneity"], r["n"], r["method"], r["budget"])][r["seed"]] = r
+        present = {r["method"] for r in self.flat}
+        labels = study.labels() if hasattr(study, "labels") else list(study.methods)  # the LLM track has none
+        self.labels = [m for m in labels if m in present]
         self.hets = [h for h in study.heterogeneity if any(r["heterogeneity"] == h for r in self.flat)]
-        self.methods = [m for m in study.methods if any(r["method"] == m for r in self.flat)]
-        self.budgets = sorted(study.budgets)
-        self.ns = sorted(study.n)
         self.vf = study.vf_reference
-        self.vb = [m for m in self.methods if m in study.vb_methods]
-        self.captions: list[tuple[Path, str]] = []
-        self.notes: list[str] = []
+        self.vb = [m for m in self.labels if m in study.vb_methods]
+        self.didactic = study.track == "didactic"
+        self.diag = diagnoses(self.records)
+        self.c, self.pairs = diagonal(self.budgets, self.ns)
+        self.runs: dict[tuple, list[dict]] = defaultdict(list)  # (het, horizon, n, label) -> records
+        for r in self.records:
+            c = r["config"]
+            label = f"{c['method']}:{c['accounting']}" if c.get("accounting") else c["method"]
+            self.runs[(c["heterogeneity"], c["horizon"], c["n"], label)].append(r)
+        self.findings: list[str] = []
 
-    def _curve(self, table, het, n, method, xs, along: str):
-        keys = [(het, x, method, self.budgets[-1]) if along == "n" else (het, n, method, x) for x in xs]
-        pts = [(x, *table[k][:2]) for x, k in zip(xs, keys) if k in table]
-        return [p[0] for p in pts], np.array([p[1] for p in pts]), np.array([p[2] for p in pts])
-
-    def fig_vs(self, along: str) -> None:
-        xs = self.budgets if along == "H" else self.ns
-        fig, axes = plt.subplots(2, len(self.hets), figsize=(5 * len(self.hets), 7.5), squeeze=False)
-        for j, het in enumerate(self.hets):
-            for i, (table, label) in enumerate([(self.J, "J_H / H"), (self.S, "success@H")]):
-                ax = axes[i][j]
-                for method in self.methods:
-                    x, y, e = self._curve(table, het, self.ns[-1], method, xs, along)
-                    if len(x):
-                        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method)
-                ax.set_xscale("log", base=2)
-                _budget_ticks(ax, xs)
-                ax.set_xlabel("budget H (tokens)" if along == "H" else "training prompts n")
-                ax.set_ylabel(label)
-                fixed = f"n = {self.ns[-1]}" if along == "H" else f"H = {self.budgets[-1]}"
-                ax.set_title(f"heterogeneity {het}, {fixed}")
-                ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        name = "fig_a_vs_H.png" if along == "H" else "fig_b_vs_n.png"
-        cap = ("(a) J_H/H and success@H against the budget H" if along == "H" else
-               "(b) J_H/H and success@H against the data size n") + f", 95% CI over seeds; {self._mode()}."
-        self.captions.append((_save(fig, self.dir / name), cap))
-
-    def fig_tokens(self) -> None:
-        """Success against the tokens each method actually spent (mean per problem), one point per
-        budget: the compute-matched view (a method that stops early is drawn further left)."""
-        fig, axes = plt.subplots(1, len(self.hets), figsize=(6 * len(self.hets), 4.5), squeeze=False)
-        T = _agg(self.flat, "tokens")
-        for ax, het in zip(axes[0], self.hets):
-            for method in self.methods:
-                keys = [(het, self.ns[-1], method, H) for H in self.budgets if (het, self.ns[-1], method, H) in self.S]
-                if keys:
-                    ax.errorbar([T[k][0] for k in keys], [self.S[k][0] for k in keys], yerr=[self.S[k][1] for k in keys],
-                                marker="o", capsize=3, label=method)
-            ax.set(xscale="log", xlabel="tokens spent per problem (mean; the budget H caps it)", ylabel="success@H",
-                   title=f"{het}, n = {self.ns[-1]}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        self.captions.append((_save(fig, self.dir / "fig_tokens.png"),
-                              "Success against the total tokens spent per problem, one point per budget H "
-                              "(95% CI over seeds, or over prompts with one seed)."))
-
-    def _mode(self) -> str:
-        if self.study.track == "llm":
+    def mode(self) -> str:
+        if not self.didactic:
             return ("sequential methods in forced_methods sampled once per H with budget forcing, the others once at "
                     "H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens")
-        return ("test-time mode: learners trained once at H_max, each policy sampled once at H_max and "
-                "truncated" if self.study.mode == "test-time" else "horizon mode: task and learners built per H")
+        return ("test-time mode: learners trained once at H_max, sampled once and truncated"
+                if self.study.mode == "test-time" else "horizon mode: task and learners built per H")
 
-    def _gap_points(self, het: str, method: str, key: str) -> tuple[list[float], list[float]]:
-        """Per-seed gap points (H, value(VB) - value(VF)); for returns, value = J_H (tokens)."""
-        per = _per_seed(self.flat, key)
-        xs, ys = [], []
-        for H in self.budgets:
-            vb, vf = per.get((het, self.ns[-1], method, H), {}), per.get((het, self.ns[-1], self.vf, H), {})
-            for seed in sorted(set(vb) & set(vf)):
-                scale = H if key == "J_norm" else 1.0  # J_norm * H = J_H in return units
-                xs.append(H)
-                ys.append((vb[seed] - vf[seed]) * scale)
-        return xs, ys
+    # ---- cells -----------------------------------------------------------------------------
+    def values(self, het, n, label, H, key) -> dict[int, float]:
+        """seed -> the metric `key` of one grid cell (J: mean return in tokens)."""
+        return {s: _value(r, key) for s, r in self.cells.get((het, n, label, H), {}).items()}
 
-    def fig_gap(self) -> None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        H = np.array(self.budgets, dtype=float)
-        for het in self.hets:
-            for method in self.vb:
-                xs, ys = self._gap_points(het, method, "J_norm")
-                fit = fit_power_law(xs, ys)
-                means = [np.mean([y for x, y in zip(xs, ys) if x == h]) if h in xs else np.nan for h in H]
-                label = f"{method} - {self.vf}, {het}: {_alpha_text(fit)}"
-                axes[0].plot(H, np.where(np.array(means) > 0, means, np.nan), marker="o", label=label)
-                self.notes.append(f"Gap {method} - {self.vf} (heterogeneity {het}, n = {self.ns[-1]}): "
-                                  f"{_alpha_text(fit)} from {fit['points']} positive per-seed points "
-                                  f"({fit['excluded']} non-positive excluded). The theory's exponent is 1/2 "
-                                  "when data grows with compute; here n is fixed.")
-                sx, sy = self._gap_points(het, method, "success")
-                sm = [np.mean([y for x, y in zip(sx, sy) if x == h]) if h in sx else np.nan for h in H]
-                axes[1].plot(H, sm, marker="o", label=f"{method} - {self.vf}, {het}")
-        # The sqrt(H) reference passes through the median of the positive gaps at the first budget
-        # where any curve is positive, so its slope can be compared by eye.
-        firsts = [(x, y) for line in axes[0].get_lines()
-                  for x, y in zip(line.get_xdata(), line.get_ydata()) if np.isfinite(y) and y > 0]
-        if firsts:
-            x0 = min(x for x, _ in firsts)
-            y0 = float(np.median([y for x, y in firsts if x == x0]))
-            axes[0].plot(H, y0 * np.sqrt(H / x0), "k--", label=f"sqrt(H) reference (through H = {x0:g})")
-        axes[0].set(xscale="log", xlabel="budget H", ylabel="J_H(VB) - J_H(VF)  (tokens)",
-                    title="gap in return units (log-log)")
-        _log_y(axes[0])
-        axes[1].set(xscale="log", xlabel="budget H", ylabel="success@H(VB) - success@H(VF)", title="success gap")
-        axes[1].axhline(0, color="grey", lw=0.8)
-        for ax in axes:
-            _budget_ticks(ax, self.budgets)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        self.captions.append((_save(fig, self.dir / "fig_c_gap_vs_H.png"),
-                              f"(c) The main figure: gap of each VB method over {self.vf} at n = {self.ns[-1]}, "
-                              f"non-positive gaps not drawn on the log axis; {self._mode()}."))
-
-    def fig_gap_vs_het(self) -> None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        Hm = self.budgets[-1]
-        width = 0.8 / max(1, len(self.vb))
-        for i, method in enumerate(self.vb):
-            vals = [self.J.get((h, self.ns[-1], method, Hm), (np.nan,))[0] * Hm -
-                    self.J.get((h, self.ns[-1], self.vf, Hm), (np.nan,))[0] * Hm for h in self.hets]
-            ax.bar(np.arange(len(self.hets)) + i * width, vals, width, label=method)
-        ax.set_xticks(np.arange(len(self.hets)) + width * (len(self.vb) - 1) / 2, self.hets)
-        ax.set(xlabel="heterogeneity", ylabel=f"J_H(VB) - J_H({self.vf}) at H = {Hm} (tokens)")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.legend(fontsize=8)
-        self.captions.append((_save(fig, self.dir / "fig_d_gap_vs_heterogeneity.png"),
-                              f"(d) Gap over {self.vf} by heterogeneity at H = {Hm}, n = {self.ns[-1]}."))
-
-    def multipliers(self) -> list[dict]:
-        """For each VB method, het and budget: tokens (and data) VF needs to reach VB's success."""
-        out = []
-        for het in self.hets:
-            for method in self.vb:
-                vf_H = [self.S.get((het, self.ns[-1], self.vf, h), (np.nan,))[0] for h in self.budgets]
-                for h in self.budgets:
-                    target = self.S.get((het, self.ns[-1], method, h), (np.nan,))[0]
-                    out.append(self._multiplier(het, method, "tokens", h, self.budgets, vf_H, target))
-                vf_n = [self.S.get((het, n, self.vf, self.budgets[-1]), (np.nan,))[0] for n in self.ns]
-                for n in self.ns:
-                    target = self.S.get((het, n, method, self.budgets[-1]), (np.nan,))[0]
-                    out.append(self._multiplier(het, method, "data", n, self.ns, vf_n, target))
+    def iv(self, het, n, label, H, key) -> dict:
+        """Interval over seeds of one cell's metric; one seed: its within-run interval if stored."""
+        out = interval(self.values(het, n, label, H, key).values())
+        if out["k"] == 1:
+            r = next(iter(self.cells[(het, n, label, H)].values()))
+            lo, hi = ((r["J_norm_lo"] * H, r["J_norm_hi"] * H) if key == "J"
+                      else (r.get(f"{key}_lo"), r.get(f"{key}_hi")))
+            if lo is not None and hi is not None:
+                out.update(lo=lo, hi=hi, how="within-run")
         return out
 
-    @staticmethod
-    def _multiplier(het, method, axis, at, xs, vf, target) -> dict:
-        """x(VF reaches target) / at; "at most" when VF already exceeds the target at the grid's
-        smallest point (the true crossing may lie below the grid)."""
-        x = crossing(xs, vf, target) if np.isfinite(target) else None
-        kind = "not reached" if x is None else "at most" if x == xs[0] and vf[0] > target else "interpolated"
-        return {"heterogeneity": het, "method": method, "axis": axis, "at": at,
-                "multiplier": None if x is None else x / at, "kind": kind}
+    def gap_values(self, het, n, label, ref, H, key="J") -> dict[int, float]:
+        """seed -> value(label) - value(ref) over the seeds both have."""
+        a, b = self.values(het, n, label, H, key), self.values(het, n, ref, H, key)
+        return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
 
-    def fig_multiplier(self, mult: list[dict]) -> None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, axis in zip(axes, ["tokens", "data"]):
-            for het in self.hets:
-                for method in self.vb:
-                    pts = [m for m in mult if m["axis"] == axis and m["heterogeneity"] == het and m["method"] == method]
-                    xs = [m["at"] for m in pts]
-                    ys = [m["multiplier"] if m["multiplier"] is not None else np.nan for m in pts]
-                    line, = ax.plot(xs, ys, marker="o", label=f"{method}, {het}")
-                    miss = [m["at"] for m in pts if m["multiplier"] is None]
-                    # "not reached" has no value: a cross along the top edge of the panel
-                    ax.scatter(miss, [0.97] * len(miss), marker="x", s=60, color=line.get_color(),
-                               transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.set(xscale="log", xlabel="budget H" if axis == "tokens" else "data n",
-                   ylabel=f"x more {axis} VF needs", title=f"{axis} multiplier (x on top = VF never reaches it)")
-            _log_y(ax)
-            _budget_ticks(ax, self.budgets if axis == "tokens" else self.ns)
-            ax.axhline(1.0, color="grey", lw=0.8)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        self.captions.append((_save(fig, self.dir / "fig_e_multiplier.png"),
-                              f"(e) How many times more test-time tokens (left) or training prompts (right) "
-                              f"{self.vf} needs to reach each VB method's success, interpolated in log scale; "
-                              "a cross along the top means VF never reaches it within the grid; below 1, VF needs less."))
+    def learner(self, het, H, n, label, path: tuple[str, ...]) -> dict:
+        """Interval over seeds of a number stored in the records' learner/data sections."""
+        vals = []
+        for v in self.runs.get((het, H, n, label), []):
+            for p in path:
+                v = v.get(p) if isinstance(v, dict) else None
+            vals.append(NAN if v is None else v)
+        return interval(vals)
 
-    def fig_theory(self) -> None:
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        Hm, n = self.budgets[-1], np.array(self.ns, dtype=float)
-        best = (Hm - self.study.task.answer_len + 1) / Hm  # answering at once, correctly
+    def series(self, keys: list[tuple], per_key) -> tuple[dict, list[dict]]:
+        """(seed -> values along `keys`, NaN where missing; the interval at each key)."""
+        vals = [per_key(*k) for k in keys]
+        seeds = sorted(set().union(*vals)) if vals else []
+        return {s: [v.get(s, NAN) for v in vals] for s in seeds}, [interval(v.values()) for v in vals]
+
+    # ---- analyses ----------------------------------------------------------------------------
+    def levels(self) -> list[dict]:
+        """Table 1: each heterogeneity level at H_max and the largest n."""
+        out, Hm, n = [], self.Hmax, self.nmax
         for het in self.hets:
-            # The VB method drawn is the best one at the largest n and H (one curve per family).
-            vb = max(self.vb, key=lambda m: self.J.get((het, self.ns[-1], m, Hm), (-np.inf,))[0])
-            for method, shape, label in [(self.vf, vf_shape(n), "sigma*sqrt(1/n)"), (vb, vb_shape(n), "1/n")]:
-                sub = np.array([best - self.J.get((het, x, method, Hm), (np.nan,))[0] for x in self.ns])
-                line, = ax.plot(n, sub, marker="o", label=f"{method}, {het} (measured)")
-                if np.isfinite(sub[-1]) and sub[-1] > 0:
-                    ax.plot(n, scaled(shape, len(n) - 1, sub[-1]), "--", color=line.get_color(),
-                            label=f"{label}, scaled to the point at n = {self.ns[-1]}")
-        ax.set(xscale="log", xlabel="training prompts n", ylabel=f"suboptimality (J*_H - J_H)/H at H = {Hm}")
-        _log_y(ax)
-        _budget_ticks(ax, self.ns)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        self.captions.append((_save(fig, self.dir / "fig_f_theory.png"),
-                              "(f) Measured suboptimality against the theory's shapes; each dashed curve is "
-                              "the shape only, scaled to pass through the measured point at the largest n; the VB curve is the "
-                              "best VB method at the largest n and H."))
+            d = self.diag.get((het, Hm))
+            diag = None
+            if d:
+                i = min(range(len(d["eps"])), key=lambda j: abs(d["eps"][j] - d["eps_ref"]))
+                diag = {"sigma_over_H": d["sigma_over_H"], "pass_rate": d["pass_rate"], "verdict": d["verdict"],
+                        "c_ref": {"eps": d["eps"][i], **{k: d["mean_c"][k][i] for k in ("value", "lo", "hi")}}}
+            row = {"heterogeneity": het, "H": Hm, "n": n, "spread": spread_text(self.study.task, het, Hm),
+                   "expert_sigma_over_H": self.iv(het, n, "expert", Hm, "sigma_over_H"),
+                   "base_sigma_over_H": self.iv(het, n, "base", Hm, "sigma_over_H"), "diagnosis": diag,
+                   "base_success": {H: self.iv(het, n, "base", H, "success") for H in self.budgets}}
+            out.append(row)
+            dtext = (f"diagnosis sigma(R)/H = {num(diag['sigma_over_H']['value'])} [{num(diag['sigma_over_H']['lo'])}, "
+                     f"{num(diag['sigma_over_H']['hi'])}], c(eps = {diag['c_ref']['eps']:g}) = "
+                     f"{num(diag['c_ref']['value'])}, verdict: {diag['verdict']}") if diag else "no diagnosis record"
+            self.findings.append(f"Level {het} ({row['spread']}): measured sigma(T)/H at H = {Hm} of the expert's "
+                                 f"successful traces {fmt(row['expert_sigma_over_H'])}, of the base policy's "
+                                 f"{fmt(row['base_sigma_over_H'])}; {dtext}.")
+        return out
+
+    def clones(self) -> list[dict]:
+        """Each VF clone at H_max and the largest n next to the target it clones."""
+        out, Hm, n, m = [], self.Hmax, self.nmax, getattr(self.study.task, "answer_len", None)
+        for het in self.hets:
+            for label in ("sft", "sft_homogeneous"):
+                if (het, n, label, Hm) not in self.cells:
+                    continue
+                if label == "sft":
+                    target = {k: self.iv(het, n, "expert", Hm, k) for k in ("success", "T_mean", "sigma_over_H")}
+                    name = f"expert of level {het}"
+                else:  # the homogeneous control expert answers at once, always right
+                    target = {k: {"mean": v, "lo": v, "hi": v, "k": 1, "how": "exact"}
+                              for k, v in (("success", 1.0), ("T_mean", float(m)), ("sigma_over_H", 0.0))}
+                    name = f"homogeneous control (T = m = {m}, sigma = 0)"
+                row = {"heterogeneity": het, "method": label, "target": name, "H": Hm, "n": n,
+                       "nll_before": self.learner(het, Hm, n, label, ("learner", "sft", "test_nll_before")),
+                       "nll_after": self.learner(het, Hm, n, label, ("learner", "sft", "test_nll_after")),
+                       **{k: self.iv(het, n, label, Hm, k) for k in ("success", "T_mean", "sigma_over_H")},
+                       **{f"target_{k}": v for k, v in target.items()}}
+                out.append(row)
+                self.findings.append(
+                    f"{label} at level {het} (n = {n}, H = {Hm}) against its target, the {name}: success "
+                    f"{fmt(row['success'])} vs {fmt(row['target_success'])}; mean T {fmt(row['T_mean'])} vs "
+                    f"{fmt(row['target_T_mean'])}; sigma(T)/H {fmt(row['sigma_over_H'])} vs "
+                    f"{fmt(row['target_sigma_over_H'])}; test NLL {fmt(row['nll_before'])} -> {fmt(row['nll_after'])}.")
+        return out
+
+    def suboptimality(self) -> list[dict]:
+        """Suboptimality vs n at H_max: VF = J(expert) - J(sft), VB = J*_H - J(VB), fitted."""
+        out, Hm = [], self.Hmax
+        jstar = Hm - self.study.task.answer_len + 1  # answering at once, correctly
+        keys = [(n,) for n in self.ns]
+        for het in self.hets:
+            todo = [("VF", self.vf, -0.5, lambda n, h=het: self.gap_values(h, n, "expert", self.vf, Hm))]
+            todo += [("VB", m, -1.0, lambda n, h=het, m=m: {s: jstar - v for s, v in self.values(h, n, m, Hm, "J").items()})
+                     for m in self.vb if m.startswith(DATA_MATCHED_VB)]
+            for kind, label, slope, per_n in todo:
+                per, pts = self.series(keys, per_n)
+                if not per:
+                    self.findings.append(f"{kind} suboptimality of {label} at level {het} cannot be computed: "
+                                         "no records" + (" of expert and sft" if kind == "VF" else ""))
+                    continue
+                fit = fit_power_law(self.ns, per)
+                what = f"J_H(expert) - J_H({label})" if kind == "VF" else f"J*_H - J_H({label}), J*_H = {jstar}"
+                out.append({"heterogeneity": het, "kind": kind, "method": label, "quantity": what, "H": Hm,
+                            "theory_slope": slope, "points": [{"n": n, **p} for n, p in zip(self.ns, pts)], "fit": fit})
+                self.findings.append(f"{kind} suboptimality {what} (tokens) vs n at H = {Hm}, level {het}: "
+                                     f"{fit_text(fit)}; theory: slope {slope:g} "
+                                     f"({'sigma*sqrt(1/n)' if kind == 'VF' else '1/n, the fast rate'}).")
+        return out
+
+    def gaps(self) -> list[dict]:
+        """VB - VF gap vs H in tokens, at the largest n and on the diagonal n = c*H."""
+        settings = [("fixed_n", [(H, self.nmax) for H in self.budgets])]
+        if self.pairs:
+            settings.append(("diagonal", self.pairs))
+        else:
+            self.findings.append(f"The grid (budgets {self.budgets}, n {self.ns}) has no diagonal n = c*H with at "
+                                 "least two points: the gap with data growing with compute cannot be fitted.")
+        out = []
+        for setting, pairs in settings:
+            for het in self.hets:
+                for m in self.vb:
+                    per, pts = self.series(pairs, lambda H, n: self.gap_values(het, n, m, self.vf, H))
+                    _, spts = self.series(pairs, lambda H, n: self.gap_values(het, n, m, self.vf, H, "success"))
+                    if not per:
+                        continue
+                    fit = fit_power_law([H for H, _ in pairs], per)
+                    out.append({"setting": setting, "heterogeneity": het, "method": m, "reference": self.vf,
+                                "points": [{"H": H, "n": n, "J_gap": p, "success_gap": sp}
+                                           for (H, n), p, sp in zip(pairs, pts, spts)], "fit": fit})
+                    where = (f"heterogeneity {het}, n = {self.nmax}" if setting == "fixed_n" else
+                             f"heterogeneity {het}, diagonal n = {self.c}*H, pairs (H, n) = {pairs}")
+                    theory = ("reference slopes 1 and 1/2 drawn; the theory's alpha = 1/2 is for data growing "
+                              "with compute (the diagonal)" if setting == "fixed_n" else
+                              "theory: alpha = 1/2 (VB scales test-time compute by H^(1/2) over VF)")
+                    self.findings.append(f"Gap {m} - {self.vf} ({where}): J_H gap in tokens vs H: {fit_text(fit)}; "
+                                         f"{theory}. Success@H gap at H = {pairs[-1][0]}: {fmt(spts[-1])}.")
+        return out
+
+    def sigma_vs_H(self) -> list[dict]:
+        """Horizon mode: measured sigma(T) of the expert and the base policy vs H, fitted."""
+        out, beta = [], self.study.task.spread_exponent
+        for het in self.hets:
+            for label in ("expert", "base"):
+                per, pts = self.series([(H,) for H in self.budgets],
+                                       lambda H, h=het, m=label: self.values(h, self.nmax, m, H, "T_std"))
+                if not per:
+                    continue
+                fit = fit_power_law(self.budgets, per)
+                conf = 0.0 if het == "none" else beta if het in ("low", "high") else None
+                out.append({"heterogeneity": het, "method": label, "configured_beta": conf,
+                            "points": [{"H": H, **p} for H, p in zip(self.budgets, pts)], "fit": fit})
+                self.findings.append(f"sigma(T) of {label} at level {het} vs H (horizon mode): {fit_text(fit)}; "
+                                     f"configured: the filler spread grows like H^{num(conf)}.")
+        return out
+
+    def best_of_n(self) -> None:
+        """Findings only (the numbers are in `results`): both accountings at H_max."""
+        Hm, n, N = self.Hmax, self.nmax, getattr(self.study, "search_n", None)
+        for het in self.hets:
+            for base in dict.fromkeys(m.split(":")[0] for m in self.labels if ":" in m):
+                parts = [f"{acc}: success {fmt(self.iv(het, n, f'{base}:{acc}', Hm, 'success'))} with "
+                         f"{fmt(self.iv(het, n, f'{base}:{acc}', Hm, 'tokens'))} tokens drawn per problem"
+                         for acc in ("shared", "per_sample") if (het, n, f"{base}:{acc}", Hm) in self.cells]
+                self.findings.append(f"Best-of-{N} {base} at level {het}, H = {Hm}, n = {n}: " + "; ".join(parts) +
+                                     f" (shared draws at most H = {Hm}; per_sample up to N*H = {N * Hm}).")
+
+    def learners(self) -> list[dict]:
+        """Table 5: data consumed and learner evidence per level, H, n and method (seed means)."""
+        fields = {"data": [("data", k) for k in ("prompts", "expert_traces", "labelled_traces", "reward_queries",
+                                                 "validation_traces")],
+                  "sft": [("learner", "sft", k) for k in ("test_nll_before", "test_nll_after", "best_step",
+                                                          "steps_planned")],
+                  "verifier": [("learner", "verifier", *k) for k in (
+                      ("start", "heldout_loss"), ("kept", "heldout_loss"), ("start", "heldout_auc_at_length"),
+                      ("kept", "heldout_auc_at_length"), ("best_step",), ("steps_planned",))],
+                  "rl": [("learner", "rl", k) for k in ("reward_first", "reward_last", "return_first", "return_last",
+                                                        "kl_last", "steps")]}
+        keys = sorted((k for k, rs in self.runs.items() if any(r.get("learner") or any((r.get("data") or {}).values())
+                                                              for r in rs)),
+                      key=lambda k: (self.hets.index(k[0]) if k[0] in self.hets else 0, k[1], k[2] or 0, k[3]))
+        out = []
+        for het, H, n, label in keys:
+            row = {"heterogeneity": het, "H": H, "n": n, "method": label}
+            for group, paths in fields.items():
+                for p in paths:
+                    iv = self.learner(het, H, n, label, p)
+                    if iv["k"]:
+                        row[f"{group}.{'.'.join(p[2:] if group != 'data' else p[1:])}"] = iv["mean"]
+            out.append(row)
+        return out
+
+    def results(self) -> list[dict]:
+        """Every grid cell: J_H/H, J_H (tokens), success@H and tokens, with intervals."""
+        return [{"heterogeneity": het, "n": n, "method": m, "H": H, "seeds": len(self.cells[(het, n, m, H)]),
+                 **{k: self.iv(het, n, m, H, k) for k in ("J_norm", "J", "success", "tokens")}}
+                for het in self.hets for n in self.ns for m in self.labels for H in self.budgets
+                if (het, n, m, H) in self.cells]
+
+    def multipliers(self) -> list[dict]:
+        """Tokens (and data) the VF reference needs to reach each VB method's mean success: the
+        crossing of VF's curve, interpolated in log x; "at most" when VF is already above the
+        target at the grid's first point (the true crossing may lie below the grid)."""
+        def mean(het, n, label, H):
+            return self.iv(het, n, label, H, "success")["mean"] if (het, n, label, H) in self.cells else NAN
+
+        out = []
+        for het in self.hets:
+            for m in self.vb:
+                for axis, xs, cell in (("tokens", self.budgets, lambda x, lab: (het, self.nmax, lab, x)),
+                                       ("data", self.ns, lambda x, lab: (het, x, lab, self.Hmax))):
+                    vf = [mean(*cell(x, self.vf)) for x in xs]
+                    for x in xs:
+                        target = mean(*cell(x, m))
+                        hit = crossing(xs, vf, target) if math.isfinite(target) else None
+                        kind = ("not reached" if hit is None else "at most" if hit == xs[0] and vf[0] > target
+                                else "interpolated")
+                        out.append({"heterogeneity": het, "method": m, "axis": axis, "at": x,
+                                    "multiplier": None if hit is None else hit / x, "kind": kind})
+        return out
 
 
-def _table_html(rows_: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-                   for r in rows_)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _table(rows_: list[list[str]], head: list[str]) -> str:
+    cells = lambda r, t: "".join(f"<{t}>{html.escape(str(c))}</{t}>" for c in r)  # noqa: E731
+    return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows_) + "</table>"
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "not reached"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+def _clean(obj):
+    """JSON-safe copy: NaN and infinities become null, tuple keys and Fractions strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return str(obj) if isinstance(obj, Fraction) else obj
 
 
 def write_report(study_dir: str | Path) -> Path:
-    """Make every figure and `report.html` from the stored records of `study_dir`."""
+    """Make every figure, `report.html` and `summary.json` from the stored records of `study_dir`."""
     study_dir = Path(study_dir)
     study = load_study(study_dir)
     rep = Report(study, study_dir)
     if not rep.flat:
         raise ValueError(f"{study_dir}: no finished records to report")
-    rep.fig_vs("H")
-    rep.fig_vs("n")
-    rep.fig_tokens()
-    if rep.vb and any(r["method"] == rep.vf for r in rep.flat):
-        rep.fig_gap()
-        mult = rep.multipliers()
-        rep.fig_multiplier(mult)
-        if study.track == "didactic":  # one task, no heterogeneity axis and no J* on the LLM track
-            rep.fig_gap_vs_het()
-            rep.fig_theory()
-    else:
-        mult = []
-    summary = [{"heterogeneity": k[0], "n": k[1], "method": k[2], "H": k[3], "J_H/H": v[0],
-                "success@H": rep.S[k][0], "seeds": v[2]} for k, v in sorted(rep.J.items())]
-    figs = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
-                   f"<figcaption>{html.escape(c)}</figcaption></figure>" for p, c in rep.captions)
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes)
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>veriscale: {html.escape(study.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}img{{max-width:100%}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
-figure{{margin:1.5em 0}}figcaption{{color:#444}}</style></head><body>
-<h1>veriscale study: {html.escape(study.name)}</h1>
-<p>Verifier-free ({html.escape(rep.vf)}) versus verifier-based ({html.escape(', '.join(rep.vb) or 'none')})
-methods. {html.escape(study.describe())} {html.escape(rep._mode())}. Grid: budgets {rep.budgets}, n {rep.ns},
-seeds {study.seeds}, {study.eval_prompts} held-out prompts per run.
-Records: {len(rep.records)} of {rep.expected} runs finished.</p>
-<h2>Findings (measured)</h2><ul>{notes or '<li>No VB-vs-VF gap could be computed from these records.</li>'}</ul>
-{figs}
-<h2>Compute and data multipliers</h2>{_table_html(mult, ["heterogeneity", "method", "axis", "at", "multiplier", "kind"])}
-<h2>All results (mean over seeds)</h2>{_table_html(summary, ["heterogeneity", "n", "method", "H", "J_H/H",
-                                                              "success@H", "seeds"])}
-</body></html>"""
+    has_vf = any(r["method"] == rep.vf for r in rep.flat)
+    s = {"study": {"name": study.name, "track": study.track, "mode": study.mode, "mode_note": rep.mode(),
+                   "budgets": rep.budgets, "n": rep.ns, "seeds": list(study.seeds), "levels": rep.hets,
+                   "methods": rep.labels, "vf_reference": rep.vf, "vb_methods": rep.vb,
+                   "records_finished": len(rep.records), "records_expected": rep.expected,
+                   "intervals": "95% Student-t over seeds; one seed: within-run interval over prompts where stored",
+                   "diagonal": {"c": rep.c, "pairs": rep.pairs}}}
+    if rep.didactic:
+        s["levels"], s["clones"] = rep.levels(), rep.clones()
+        s["suboptimality"] = rep.suboptimality() if has_vf else []
+    s["gap_vs_H"] = rep.gaps() if rep.vb and has_vf else []
+    if rep.didactic and study.mode == "horizon":
+        s["sigma_vs_H"] = rep.sigma_vs_H()
+    rep.best_of_n()
+    s["learners"], s["multipliers"], s["results"] = rep.learners(), rep.multipliers() if has_vf else [], rep.results()
+    s["findings"] = rep.findings
+    figs = figures.draw_all(rep, s)
+    (study_dir / "summary.json").write_text(json.dumps(_clean(s), indent=1))
     out = study_dir / "report.html"
-    out.write_text(doc)
+    out.write_text(_html(rep, s, figs))
     return out
+
+
+def _html(rep: Report, s: dict, figs: list[tuple[Path, str]]) -> str:
+    study = rep.study
+    sections = [f"<h2>Findings (measured)</h2><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in s['findings'])}</ul>"]
+    if s.get("levels"):
+        head = ["level", "configured spread", "expert sigma(T)/H", "base sigma(T)/H", "diagnosis sigma(R)/H",
+                "base c(eps_ref)", "verdict"] + [f"base success@{H}" for H in rep.budgets]
+        body = [[r["heterogeneity"], r["spread"], fmt(r["expert_sigma_over_H"]), fmt(r["base_sigma_over_H"]),
+                 *([f"{num(d['sigma_over_H']['value'])} [{num(d['sigma_over_H']['lo'])}, {num(d['sigma_over_H']['hi'])}]",
+                    f"{num(d['c_ref']['value'])} [{num(d['c_ref']['lo'])}, {num(d['c_ref']['hi'])}]", d["verdict"]]
+                   if (d := r["diagnosis"]) else ["no diagnosis"] * 3),
+                 *[fmt(r["base_success"][H]) for H in rep.budgets]] for r in s["levels"]]
+        sections.append(f"<h2>Heterogeneity levels (H = {rep.Hmax}, n = {rep.nmax})</h2>{_table(body, head)}"
+                        "<p>sigma(T)/H: sd of the first-success index over successful traces; the diagnosis "
+                        "columns carry the diagnosis's own interval over prompts.</p>")
+    if s.get("clones"):
+        head = ["level", "clone", "target", "test NLL before -> after", "success@H", "target success", "mean T",
+                "target mean T", "sigma(T)/H", "target sigma(T)/H"]
+        body = [[r["heterogeneity"], r["method"], r["target"], f"{fmt(r['nll_before'])} -> {fmt(r['nll_after'])}",
+                 *[fmt(r[p + k]) for k in ("success", "T_mean", "sigma_over_H") for p in ("", "target_")]]
+                for r in s["clones"]]
+        sections.append(f"<h2>VF clones against their targets (H = {rep.Hmax}, n = {rep.nmax})</h2>"
+                        + _table(body, head))
+    fits = [(f"suboptimality {f['kind']}", f["heterogeneity"], f["method"], f"{f['theory_slope']:g}", f["fit"])
+            for f in s.get("suboptimality", [])]
+    fits += [(f"gap vs H, {f['setting']}", f["heterogeneity"], f"{f['method']} - {f['reference']}", "1/2", f["fit"])
+             for f in s["gap_vs_H"]]
+    fits += [("sigma(T) vs H", f["heterogeneity"], f["method"], num(f["configured_beta"]), f["fit"])
+             for f in s.get("sigma_vs_H", [])]
+    if fits:
+        body = [[what, het, m, fit_text(f), theory] for what, het, m, theory, f in fits]
+        sections.append("<h2>Power-law fits</h2>" + _table(body, ["fit", "level", "method", "measured", "theory"]))
+    sections += [f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+                 f"<figcaption>{html.escape(c)}</figcaption></figure>" for p, c in figs]
+    if s["learners"]:
+        cols = sorted({k for r in s["learners"] for k in r} - {"heterogeneity", "H", "n", "method"})
+        body = [[r["heterogeneity"], r["H"], r["n"], r["method"], *[num(r.get(c)) for c in cols]] for r in s["learners"]]
+        sections.append("<h2>Learners: data consumed and evidence (mean over seeds)</h2>"
+                        + _table(body, ["level", "trained at H", "n", "method", *cols]))
+    if s["multipliers"]:
+        body = [[m["heterogeneity"], m["method"], m["axis"], m["at"],
+                 "not reached" if m["multiplier"] is None else num(m["multiplier"]), m["kind"]] for m in s["multipliers"]]
+        sections.append("<h2>Compute and data multipliers (seed means)</h2>"
+                        + _table(body, ["level", "method", "axis", "at", "multiplier", "kind"]))
+    body = [[r["heterogeneity"], r["n"], r["method"], r["H"], r["seeds"], *[fmt(r[k]) for k in ("J_norm", "J", "success",
+                                                                                                   "tokens")]]
+            for r in s["results"]]
+    sections.append("<details><summary><b>All results</b></summary>" + _table(
+        body, ["level", "n", "method", "H", "seeds", "J_H/H", "J_H (tokens)", "success@H", "tokens"]) + "</details>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>veriscale: {html.escape(study.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}img{{max-width:100%}}
+table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+figure{{margin:1.5em 0}}figcaption{{color:#444}}li{{margin:.3em 0}}</style></head><body>
+<h1>veriscale study: {html.escape(study.name)}</h1>
+<p>Verifier-free ({html.escape(rep.vf)}) versus verifier-based ({html.escape(', '.join(rep.vb) or 'none')}) methods.
+{html.escape(study.describe())} {html.escape(rep.mode())}. Grid: budgets {rep.budgets}, n {rep.ns}, seeds
+{list(study.seeds)}, {study.eval_prompts} held-out prompts per run. Records: {len(rep.records)} of {rep.expected}
+runs finished. Intervals: {html.escape(s['study']['intervals'])}. Every number here is in summary.json.</p>
+{''.join(sections)}
+</body></html>"""

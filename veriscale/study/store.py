@@ -53,15 +53,30 @@ def load_records(study_dir: str | Path, *, ok_only: bool = True) -> list[dict[st
     return out
 
 
-def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per (record, budget): grid coordinates plus the budget's metrics."""
+def rows(records: list[dict[str, Any]], ns: list[int] | None = None) -> list[dict[str, Any]]:
+    """One flat row per (record, budget): grid coordinates plus the budget's metrics.
+
+    The method is its report label (search methods carry their accounting: `bon:per_sample`).
+    A run that uses no training data (n = None: base, expert) is repeated at every n of `ns`
+    when given. Diagnosis records are not budget rows (see `diagnoses`)."""
     out = []
     for rec in records:
         c = rec["config"]
-        for m in rec["metrics"]:  # the grid's coordinates win over any same-named metric field
-            out.append({**m, "run_id": rec["id"], "method": c["method"], "heterogeneity": c["heterogeneity"],
-                        "horizon": c["horizon"], "n": c["n"], "seed": c["seed"], "mode": c["mode"]})
+        if c["method"] == "diagnose":
+            continue
+        label = f"{c['method']}:{c['accounting']}" if c.get("accounting") else c["method"]
+        for n in (ns or [None]) if c["n"] is None else [c["n"]]:
+            for m in rec["metrics"]:  # the grid's coordinates win over any same-named metric field
+                out.append({**m, "run_id": rec["id"], "method": label, "heterogeneity": c["heterogeneity"],
+                            "horizon": c["horizon"], "n": n, "seed": c["seed"], "mode": c["mode"],
+                            **{f"data_{k}": v for k, v in rec.get("data", {}).items()}})
     return out
+
+
+def diagnoses(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(heterogeneity, horizon) -> the base policy's diagnosis summary."""
+    return {(r["config"]["heterogeneity"], r["config"]["horizon"]): r["metrics"][0]
+            for r in records if r["config"]["method"] == "diagnose"}
 
 
 def summarize(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:

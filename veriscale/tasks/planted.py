@@ -9,9 +9,20 @@ PAD. A model sees `BOS x SEP` and writes the trace.
 
 The teacher writes attempts: l filler tokens (of one style per trace) then an m-token
 candidate that is correct with probability q, else the target with `corrupt_positions`
-positions changed. It stops with EOS right after a correct candidate, else keeps attempting
-until the budget H ends. l is drawn per attempt from the heterogeneity distribution:
-`low` fixed l, `high` uniform on {0..floor(s*H^beta)}, `custom` a weight per l value.
+positions changed. It stops with EOS right after the target first appears (the checker's T:
+normally its correct candidate, but the tail of one candidate and the head of the next can
+spell the target too when l = 0), else keeps attempting until the budget H ends. l is drawn per
+attempt from the heterogeneity level's distribution:
+  none    l = `fixed_filler` every attempt (one length: the homogeneous level);
+  low     l uniform on {0..floor(low_scale * H^beta)};
+  high    l uniform on {0..floor(spread_scale * H^beta)};
+  custom  a weight per l value.
+The base policy pi_b is pretrained on teacher traces (q < 1: several attempts, errors). The
+expert whose traces VF clones is the same teacher with candidates correct with probability
+`expert_q`, conditioned on success within H. With expert_q = 1 (default, ours) the expert's
+first candidate is right, so the spread of its first-success index comes from the level's
+filler alone (level `none` is exactly homogeneous, sigma = 0); expert_q = q gives SPEC's
+"teacher conditioned on success" search traces, whose failed attempts add spread at every level.
 
 Example (V=16, see tests): prompt 3 7 1 C with p=(2,0,3,1), c=(1,5,0,9) has target 2 8 C 0.
 """
@@ -37,10 +48,14 @@ class PlantedConfig:
     horizon: int = knob(32, "H: the largest budget (trace length in tokens) the task is built for", min=2)
     q: float = knob(0.4, "probability that a teacher candidate is correct (ours)", min=0.0, max=1.0)
     corrupt_positions: int = knob(1, "positions changed in an incorrect teacher candidate (ours)", min=1)
-    heterogeneity: Literal["low", "high", "custom"] = knob(
-        "high", "filler-length distribution: low = fixed, high = uniform spread growing with H, custom = weights")
-    low_filler: int = knob(2, "l for heterogeneity=low (fixed filler tokens per attempt; ours)", min=0)
-    spread_scale: float = knob(0.25, "s: high spread is uniform on 0..floor(s*H^beta) (ours)", min=0.0)
+    expert_q: float = knob(1.0, "probability that an expert candidate is correct (1 = the expert's spread is "
+                                "its filler alone; q = SPEC's teacher conditioned on success; ours)", min=0.01, max=1.0)
+    heterogeneity: Literal["none", "low", "high", "custom"] = knob(
+        "high", "filler-length distribution: none = fixed (homogeneous), low / high = uniform spread growing "
+                "with H, custom = weights")
+    fixed_filler: int = knob(0, "l for heterogeneity=none (fixed filler tokens per attempt; ours)", min=0)
+    low_scale: float = knob(0.0625, "s of level low: uniform on 0..floor(s*H^beta) (ours)", min=0.0)
+    spread_scale: float = knob(0.25, "s of level high: uniform on 0..floor(s*H^beta) (ours)", min=0.0)
     spread_exponent: float = knob(1.0, "beta: high spread grows like H^beta (1 linear, 0.5 sqrt)", min=0.0, max=2.0)
     custom_weights: list[float] = knob([1.0], "heterogeneity=custom: weight of l = 0, 1, 2, ...", min=0.0)
     filler_tokens: int = knob(4, "F: filler alphabet size per style", min=1, max=64)
@@ -107,6 +122,15 @@ class PlantedTask:
             out = torch.cat([out, ids[~torch.isin(ids, held)]])
         return self._ids_to_prompts(out[:n])
 
+    def validation_prompts(self, exclude: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+        """(n, k) training-split prompts that are not among the (B, k) `exclude` prompts: a
+        learner's validation set, disjoint from its training data and from the test set."""
+        drawn = self.prompts("train", 2 * (n + len(exclude)), seed)
+        keep = drawn[~torch.isin(self._prompts_to_ids(drawn), self._prompts_to_ids(exclude))][:n]
+        if len(keep) < n:
+            raise ValueError(f"only {len(keep)} validation prompts outside the training set, {n} wanted")
+        return keep
+
     def target(self, prompts: torch.Tensor) -> torch.Tensor:
         """(B, m) the hidden target y*(x) for (B, k) prompts."""
         return (prompts[:, self.positions] + self.offsets) % self.cfg.vocab
@@ -134,33 +158,42 @@ class PlantedTask:
         return self.first_success(prompts, torch.where(rollouts.mask, rollouts.tokens, -1))
 
     def answer_keys(self, prompts: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Task protocol: a trace's answer is its last m sampled content tokens -> answers (B, m),
-        valid (B,) (False when the trace holds fewer than m content tokens)."""
+        """Task protocol: the answer a trace counts for -> answers (B, m), valid (B,).
+
+        A trace the checker credits (the target appears in it, first at T) answers the target:
+        that occurrence is what counts as correct, wherever later candidates go. Any other trace
+        answers its last m sampled content tokens, its final candidate (valid False when it
+        holds fewer than m content tokens). So a vote never splits a correct trace's credit."""
         m, tokens = self.cfg.answer_len, rollouts.tokens  # tokens (B, L)
         content = (tokens < self.cfg.vocab) & rollouts.mask  # content ids are 0..V-1
         from_end = content.flip(-1).cumsum(-1).flip(-1)  # 1 at the last content token, 2 before it, ...
         keep = content & (from_end <= m)
         slot = torch.where(keep, m - from_end, m)  # answer position; m is a discard column
-        answers = torch.zeros(tokens.shape[0], m + 1, dtype=tokens.dtype).scatter(-1, slot, tokens)
-        return answers[:, :m], content.sum(-1) >= m
+        last = torch.zeros(tokens.shape[0], m + 1, dtype=tokens.dtype).scatter(-1, slot, tokens)[:, :m]
+        credited = self.check(prompts, rollouts) != NEVER  # (B,)
+        answers = torch.where(credited[:, None], self.target(prompts), last)
+        return answers, credited | (content.sum(-1) >= m)
 
     # ---- teacher -------------------------------------------------------------------------
     def filler_weights(self, budget: int | None = None) -> torch.Tensor:
         """Probability of each filler length l = 0, 1, ... per attempt at budget H."""
         cfg = self.cfg
         H = budget or cfg.horizon
-        if cfg.heterogeneity == "low":
-            w = torch.zeros(cfg.low_filler + 1)
-            w[cfg.low_filler] = 1.0
-        elif cfg.heterogeneity == "high":
-            w = torch.ones(int(math.floor(cfg.spread_scale * H**cfg.spread_exponent)) + 1)
+        if cfg.heterogeneity == "none":
+            w = torch.zeros(cfg.fixed_filler + 1)
+            w[cfg.fixed_filler] = 1.0
+        elif cfg.heterogeneity in ("low", "high"):
+            scale = cfg.low_scale if cfg.heterogeneity == "low" else cfg.spread_scale
+            w = torch.ones(int(math.floor(scale * H**cfg.spread_exponent)) + 1)
         else:
             w = torch.tensor(cfg.custom_weights, dtype=torch.float)
         return w / w.sum()
 
     def teacher(self, prompts: torch.Tensor, generator: torch.Generator, *, budget: int | None = None,
-                homogeneous: bool = False) -> Rollouts:
-        """Teacher traces (B, H): attempts of filler + candidate, EOS after the first correct one.
+                homogeneous: bool = False, q: float | None = None, spread_at: int | None = None) -> Rollouts:
+        """Teacher traces (B, H): attempts of filler + candidate, EOS right after the target first
+        appears. `q` overrides cfg.q (the expert uses expert_q); `spread_at` draws the filler
+        lengths as at that budget instead of H (pretraining's budget mix).
 
         homogeneous=True is the control expert: no filler and always correct (T = m, sigma = 0).
         Built position by position without a per-token Python loop: attempt a occupies
@@ -173,8 +206,8 @@ class PlantedTask:
             fill = torch.zeros(B, A, dtype=torch.long)
             correct = torch.ones(B, A, dtype=torch.bool)
         else:
-            fill = torch.multinomial(self.filler_weights(H), B * A, replacement=True, generator=generator).view(B, A)
-            correct = torch.rand(B, A, generator=generator) < cfg.q
+            fill = torch.multinomial(self.filler_weights(spread_at or H), B * A, replacement=True, generator=generator).view(B, A)
+            correct = torch.rand(B, A, generator=generator) < (cfg.q if q is None else q)
         cand = self.target(prompts)[:, None, :].repeat(1, A, 1)  # (B, A, m)
         # Corrupt wrong candidates: shift `corrupt_positions` random positions by a nonzero amount.
         scores = torch.rand(B, A, m, generator=generator)
@@ -194,10 +227,9 @@ class PlantedTask:
         cand_tok = cand.gather(1, att[..., None].expand(B, H, m)).gather(
             2, (off - att_fill).clamp(0, m - 1)[..., None]).squeeze(-1)
         tokens = torch.where(off < att_fill, filler, cand_tok)
-        # The teacher stops after its first correct candidate: EOS there, PAD after.
-        first_ok = torch.where(correct.any(1), correct.int().argmax(1), torch.full((B,), A))
-        stop = torch.where(first_ok < A, ends.gather(1, first_ok.clamp(max=A - 1)[:, None]).squeeze(1),
-                           torch.full((B,), H))  # (B,) tokens before EOS
+        # The teacher stops right after the target first appears (T from the checker, which also
+        # catches a target spelled across two adjacent candidates): EOS there, PAD after.
+        stop = self.first_success(prompts, tokens).clamp(max=H)  # (B,) tokens before EOS
         tokens = torch.where(p == stop[:, None], self.eos, tokens)
         tokens = torch.where(p > stop[:, None], self.pad, tokens)
         counts = (stop + 1).clamp(max=H)
@@ -206,18 +238,20 @@ class PlantedTask:
 
     def expert(self, prompts: torch.Tensor, generator: torch.Generator, *, budget: int | None = None,
                homogeneous: bool = False, max_rounds: int = 100) -> Rollouts:
-        """Expert traces: teacher traces conditioned on success within the budget (rejection)."""
+        """Expert traces: teacher traces with candidates right w.p. expert_q, conditioned on success
+        within the budget (rejection)."""
         H = budget or self.cfg.horizon
         B = prompts.shape[0]
-        out = self.teacher(prompts, generator, budget=H, homogeneous=homogeneous)
+        q = self.cfg.expert_q
+        out = self.teacher(prompts, generator, budget=H, homogeneous=homogeneous, q=q)
         ok = self.check(prompts, out) <= H
         for _ in range(max_rounds):
             if ok.all():
                 return out
-            redo = self.teacher(prompts[~ok], generator, budget=H, homogeneous=homogeneous)
+            redo = self.teacher(prompts[~ok], generator, budget=H, homogeneous=homogeneous, q=q)
             idx = (~ok).nonzero().squeeze(1)
             for name in ("tokens", "mask", "counts"):
                 getattr(out, name)[idx] = getattr(redo, name)
             ok[idx] = self.check(prompts[idx], redo) <= H
         raise RuntimeError(f"teacher succeeded on only {int(ok.sum())}/{B} prompts within H={H} after "
-                           f"{max_rounds} rounds: raise q or the budget")
+                           f"{max_rounds} rounds: raise expert_q or the budget")

@@ -1,0 +1,317 @@
+"""The study report's figures, drawn from the numbers `report.Report` computed (never from traces).
+
+Every figure is a PNG in the study directory with a caption that names the mode that produced it.
+On log axes a non-positive mean cannot be drawn: it is marked by a downward triangle along the
+bottom edge in its curve's colour, and its value is stated in the findings and summary.json.
+Error bars are the cells' intervals (95% t over seeds; one seed: within-run where stored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from veriscale.theory import scaled, vb_shape, vf_shape  # noqa: E402
+
+if TYPE_CHECKING:
+    from veriscale.study.report import Report
+
+MARKS = "Downward triangles on the bottom edge mark non-positive means (values in the findings)."
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _ticks(ax, xs) -> None:
+    """Plain tick labels at the measured x values of a log axis, all of them in view (a panel may
+    have nothing drawable at some x)."""
+    ax.set_xticks(list(xs), [str(x) for x in xs])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlim(min(xs) / 1.15, max(xs) * 1.15)
+
+
+def _plain(axis) -> None:
+    """Plain numbers at 1, 2, 5 x 10^k instead of powers of ten on a log axis."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _arrays(ivs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(means, lower error, upper error); a missing bound draws no bar on that side."""
+    m, lo, hi = (np.array([iv[k] for iv in ivs], dtype=float) for k in ("mean", "lo", "hi"))
+    return m, np.nan_to_num(m - lo, nan=0.0), np.nan_to_num(hi - m, nan=0.0)
+
+
+def _points(ax, xs, ivs: list[dict], log: bool = True, **kw) -> str:
+    """Means with error bars; on a log y axis, only positive means, lower bars clipped above 0,
+    and a triangle on the bottom edge for each non-positive mean. Returns the curve's colour."""
+    x = np.asarray(xs, dtype=float)
+    m, el, eh = _arrays(ivs)
+    keep = np.isfinite(m) & (m > 0) if log else np.isfinite(m)
+    if log:
+        el = np.minimum(el, 0.999 * np.where(keep, m, 1.0))
+    bars = ax.errorbar(x[keep], m[keep], yerr=[el[keep], eh[keep]], marker="o", capsize=3, **kw)
+    color = bars[0].get_color()
+    bad = np.isfinite(m) & (m <= 0)
+    if log and bad.any():
+        ax.scatter(x[bad], np.full(int(bad.sum()), 0.02), marker="v", s=50, color=color,
+                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
+    return color
+
+
+def _log_y(ax) -> None:
+    """Log y when a positive value was drawn; otherwise stay linear and say so."""
+    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
+    if any(np.isfinite(y) and y > 0 for y in ys):
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no positive mean to draw on a log axis", transform=ax.transAxes, ha="center")
+
+
+def _alpha(fit: dict) -> str:
+    if not np.isfinite(fit["alpha"]):
+        return "no fit"
+    ci = f" [{fit['lo']:.2f}, {fit['hi']:.2f}]" if np.isfinite(fit["lo"]) else " (no CI)"
+    return f"α = {fit['alpha']:.2f}{ci}"
+
+
+def _anchor(fit: dict) -> tuple[float, float] | None:
+    """The largest x with a positive mean: where a theory shape is pinned."""
+    pts = [(x, m) for x, m in zip(fit["x"], fit["mean"]) if np.isfinite(m) and m > 0]
+    return pts[-1] if pts else None
+
+
+def _grid(rows: int, cols: int, w: float = 5.0, h: float = 3.8):
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    return fig, axes
+
+
+def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
+    """J_H/H and success@H of every method against H (largest n) or n (largest H)."""
+    xs = rep.budgets if along == "H" else rep.ns
+    fig, axes = _grid(2, len(rep.hets))
+    for j, het in enumerate(rep.hets):
+        for i, (key, name) in enumerate([("J_norm", "J_H / H"), ("success", "success@H")]):
+            ax = axes[i][j]
+            for m in rep.labels:
+                cells = [(x, (het, rep.nmax, m, x) if along == "H" else (het, x, m, rep.Hmax)) for x in xs]
+                cells = [(x, c) for x, c in cells if c in rep.cells]
+                if cells:
+                    _points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False, label=m)
+            ax.set_xscale("log", base=2)
+            _ticks(ax, xs)
+            fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"
+            ax.set(xlabel="budget H (tokens)" if along == "H" else "training prompts n", ylabel=name,
+                   title=f"level {het}, {fixed}")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    name = "fig_a_vs_H.png" if along == "H" else "fig_b_vs_n.png"
+    cap = ("(a) J_H/H and success@H against the budget H" if along == "H" else
+           "(b) J_H/H and success@H against the data size n") + f"; {rep.mode()}."
+    return _save(fig, rep.dir / name), cap
+
+
+def fig_tokens(rep: Report) -> tuple[Path, str]:
+    """Success against the tokens each method actually spent, one point per budget."""
+    fig, axes = _grid(1, len(rep.hets), 6.0, 4.5)
+    for ax, het in zip(axes[0], rep.hets):
+        for m in rep.labels:
+            cells = [(het, rep.nmax, m, H) for H in rep.budgets if (het, rep.nmax, m, H) in rep.cells]
+            if cells:
+                tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
+                _points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
+        ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H", title=f"{het}, n = {rep.nmax}")
+        _plain(ax.xaxis)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return (_save(fig, rep.dir / "fig_tokens.png"),
+            f"Success against the tokens actually drawn per problem, one point per budget H; {rep.mode()}.")
+
+
+def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
+    """VF and VB suboptimality against n (log-log) with their fits and the theory's shapes."""
+    fig, axes = _grid(2, len(rep.hets))
+    ns = np.array(rep.ns, dtype=float)
+    for j, het in enumerate(rep.hets):
+        for i, kind in enumerate(["VF", "VB"]):
+            ax = axes[i][j]
+            for e in (e for e in entries if e["heterogeneity"] == het and e["kind"] == kind):
+                color = _points(ax, rep.ns, e["points"], label=f"{e['method']}: {_alpha(e['fit'])}")
+                if (a := _anchor(e["fit"])) is not None:
+                    shape = vf_shape(ns) if kind == "VF" else vb_shape(ns)
+                    ax.plot(ns, scaled(shape, rep.ns.index(int(a[0])), a[1]), "--", color=color, lw=1,
+                            label=f"n^{e['theory_slope']:g} shape through n = {a[0]:g}")
+            ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, level {het}, H = {rep.Hmax}",
+                   ylabel="J_H(expert) - J_H(sft)  (tokens)" if kind == "VF" else "J*_H - J_H(VB)  (tokens)")
+            _log_y(ax)
+            _ticks(ax, rep.ns)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    return (_save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
+            "(d) Suboptimality against n at H_max: VF (the expert's return minus SFT's; theory slope -1/2) and the "
+            "data-matched VB methods (J*_H = H - m + 1 minus their return; theory slope -1). Dashed: the theory's "
+            f"shape only, scaled through the largest-n positive mean. α: seed-bootstrap 95% CI. {MARKS} {rep.mode()}.")
+
+
+def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
+    """VB - VF gap vs H in tokens (log-log, with slope-1 and slope-1/2 references) and the success gap."""
+    fig, axes = _grid(len(rep.hets), 2, 6.0, 4.2)
+    for i, het in enumerate(rep.hets):
+        ax, ax2 = axes[i]
+        anchors = []
+        for e in (e for e in entries if e["heterogeneity"] == het):
+            H = [p["H"] for p in e["points"]]
+            color = _points(ax, H, [p["J_gap"] for p in e["points"]], label=f"{e['method']}: {_alpha(e['fit'])}")
+            _points(ax2, H, [p["success_gap"] for p in e["points"]], log=False, color=color, label=e["method"])
+            if (a := _anchor(e["fit"])) is not None:
+                anchors.append(a)
+        if anchors:  # reference slopes through the median of the curves' positive means at the largest such H
+            x0 = max(a[0] for a in anchors)
+            y0 = float(np.median([a[1] for a in anchors if a[0] == x0]))
+            Hs = np.array(rep.budgets, dtype=float)
+            for slope, style in ((1.0, "k:"), (0.5, "k--")):
+                ax.plot(Hs, y0 * (Hs / x0) ** slope, style, lw=1, label=f"slope {slope:g} (shape)")
+        pairs = "" if setting == "fixed_n" else ", ".join(f"({p['H']},{p['n']})" for p in entries[0]["points"])
+        where = f"n = {rep.nmax}" if setting == "fixed_n" else f"n = {rep.c}·H: (H, n) = {pairs}"
+        ax.set(xscale="log", xlabel="budget H", ylabel=f"J_H(VB) - J_H({rep.vf})  (tokens)",
+               title=f"return gap, level {het}, {where}")
+        _log_y(ax)
+        ax2.set(xscale="log", xlabel="budget H", ylabel=f"success@H(VB) - success@H({rep.vf})",
+                title=f"success gap, level {het}")
+        ax2.axhline(0, color="grey", lw=0.8)
+        for a in (ax, ax2):
+            _ticks(a, rep.budgets)
+            a.grid(alpha=0.3)
+            a.legend(fontsize=7)
+    name = "fig_c_gap_vs_H.png" if setting == "fixed_n" else "fig_c2_gap_vs_H_diagonal.png"
+    what = (f"at fixed n = {rep.nmax}" if setting == "fixed_n" else
+            f"on the diagonal n = {rep.c}·H (data grows with compute; pairs (H, n) in the titles)")
+    return (_save(fig, rep.dir / name),
+            f"(c) Gap of each VB method over {rep.vf} {what}: return gap in tokens on log-log axes with its "
+            f"exponent α (seed-bootstrap 95% CI) and reference slopes 1 and 1/2 (shapes only), and the success@H "
+            f"gap (linear). {MARKS} {rep.mode()}.")
+
+
+def fig_best_of_n(rep: Report) -> tuple[Path, str]:
+    """Best-of-N search under both accountings, with the base policy and SFT for reference."""
+    bases = list(dict.fromkeys(m.split(":")[0] for m in rep.labels if ":" in m))
+    N, n = getattr(rep.study, "search_n", 1), rep.nmax
+    fig, axes = _grid(2 * len(rep.hets), 3, 5.0, 3.6)
+    colors = {b: f"C{i}" for i, b in enumerate(bases)}
+    for i, het in enumerate(rep.hets):
+        top, bottom = axes[2 * i], axes[2 * i + 1]
+        for col, acc in enumerate(("shared", "per_sample")):
+            for row, key, name in ((top, "success", "success@H"), (bottom, "J_norm", "J_H / H")):
+                ax = row[col]
+                for m, style in [*((f"{b}:{acc}", colors[b]) for b in bases), ("base", "grey"), (rep.vf, "black")]:
+                    cells = [(het, n, m, H) for H in rep.budgets if (het, n, m, H) in rep.cells]
+                    if cells:
+                        _points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=style,
+                                ls="-" if ":" in m else "--", label=m)
+                ax.set(xscale="log", xlabel="budget H", ylabel=name, title=f"{name}, accounting {acc}, level {het}")
+                _ticks(ax, rep.budgets)
+        for acc, marker in (("shared", "o"), ("per_sample", "s")):
+            for b in bases:
+                cells = [(het, n, f"{b}:{acc}", H) for H in rep.budgets if (het, n, f"{b}:{acc}", H) in rep.cells]
+                if not cells:
+                    continue
+                tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
+                top[2].errorbar(tok, [rep.iv(*c, "success")["mean"] for c in cells], marker=marker,
+                                color=colors[b], ls="-" if acc == "shared" else "--", label=f"{b}:{acc}")
+                bottom[2].plot([c[3] for c in cells], tok, marker=marker, color=colors[b],
+                               ls="-" if acc == "shared" else "--", label=f"{b}:{acc}")
+        Hs = np.array(rep.budgets, dtype=float)
+        bottom[2].plot(Hs, Hs, "k:", lw=1, label="H")
+        bottom[2].plot(Hs, N * Hs, "k--", lw=1, label=f"N·H (N = {N})")
+        top[2].set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
+                   title=f"success vs tokens drawn, level {het}")
+        bottom[2].set(xscale="log", yscale="log", xlabel="budget H", ylabel="tokens drawn per problem",
+                      title=f"tokens drawn vs H, level {het}")
+        _ticks(bottom[2], rep.budgets)
+        _plain(top[2].xaxis)
+        _plain(bottom[2].yaxis)
+        for ax in [*top, *bottom]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    return (_save(fig, rep.dir / "fig_f_best_of_n_accounting.png"),
+            f"(f) Best-of-{N} search at n = {n} under both accountings: shared (the N samples share H, "
+            f"floor(H/N) tokens each) and per_sample (each sample gets H: N·H tokens drawn, scored with J_H); "
+            f"base and {rep.vf} for reference (dashed). Right: success against the tokens actually drawn, and the "
+            f"tokens drawn against H. {rep.mode()}.")
+
+
+def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
+    """Horizon mode: measured sigma(T) of the expert and base policy vs H, against H^beta."""
+    fig, axes = _grid(1, len(rep.hets), 5.5, 4.2)
+    Hs = np.array(rep.budgets, dtype=float)
+    for ax, het in zip(axes[0], rep.hets):
+        for e in (e for e in entries if e["heterogeneity"] == het):
+            color = _points(ax, rep.budgets, e["points"], label=f"{e['method']}: {_alpha(e['fit'])}")
+            beta = e["configured_beta"]
+            if e["method"] == "expert" and beta and (a := _anchor(e["fit"])) is not None:
+                ax.plot(Hs, a[1] * (Hs / a[0]) ** beta, "--", color=color, lw=1,
+                        label=f"H^{beta:g} (configured β; shape through H = {a[0]:g})")
+        ax.set(xscale="log", xlabel="horizon H", ylabel="sigma(T) over successful traces (tokens)",
+               title=f"level {het}")
+        _log_y(ax)
+        _ticks(ax, rep.budgets)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return (_save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
+            "(g) Measured length heterogeneity sigma(T) of the expert and the base policy against the horizon, "
+            f"with its exponent (seed-bootstrap 95% CI) and the configured H^β shape. {MARKS} {rep.mode()}.")
+
+
+def fig_multiplier(rep: Report, mult: list[dict]) -> tuple[Path, str]:
+    """How many times more tokens / data the VF reference needs to reach each VB method's success."""
+    fig, axes = _grid(1, 2, 5.5, 4.2)
+    for ax, axis in zip(axes[0], ["tokens", "data"]):
+        for het in rep.hets:
+            for m in rep.vb:
+                pts = [p for p in mult if p["axis"] == axis and p["heterogeneity"] == het and p["method"] == m]
+                ys = [np.nan if p["multiplier"] is None else p["multiplier"] for p in pts]
+                line, = ax.plot([p["at"] for p in pts], ys, marker="o", label=f"{m}, {het}")
+                miss = [p["at"] for p in pts if p["multiplier"] is None]
+                # "not reached" has no value: a cross along the top edge of the panel
+                ax.scatter(miss, [0.97] * len(miss), marker="x", s=50, color=line.get_color(),
+                           transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.set(xscale="log", xlabel="budget H" if axis == "tokens" else "data n", ylabel=f"x more {axis} VF needs",
+               title=f"{axis} multiplier (x on top = VF never reaches it)")
+        _log_y(ax)
+        _ticks(ax, rep.budgets if axis == "tokens" else rep.ns)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return (_save(fig, rep.dir / "fig_e_multiplier.png"),
+            f"(e) How many times more test-time tokens (left, at n = {rep.nmax}) or training prompts (right, at "
+            f"H = {rep.Hmax}) {rep.vf} needs to reach each VB method's mean success, interpolated in log x; a cross "
+            f"along the top: never within the grid; below 1, VF needs less. {rep.mode()}.")
+
+
+def draw_all(rep: Report, s: dict) -> list[tuple[Path, str]]:
+    """Every figure the records support, as (path, caption), in reading order."""
+    figs = [fig_vs(rep, "H"), fig_vs(rep, "n"), fig_tokens(rep)]
+    if s.get("suboptimality"):
+        figs.append(fig_suboptimality(rep, s["suboptimality"]))
+    for setting in ("fixed_n", "diagonal"):
+        if entries := [g for g in s["gap_vs_H"] if g["setting"] == setting]:
+            figs.append(fig_gap(rep, entries, setting))
+    if rep.didactic and any(":" in m for m in rep.labels):
+        figs.append(fig_best_of_n(rep))
+    if s.get("sigma_vs_H"):
+        figs.append(fig_sigma_vs_H(rep, s["sigma_vs_H"]))
+    if s["multipliers"]:
+        figs.append(fig_multiplier(rep, s["multipliers"]))
+    return figs
