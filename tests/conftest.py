@@ -42,7 +42,7 @@ def tiny_gpt(task) -> GPT:
 
 
 # A pi_b with a mix of right and wrong answers in ~5 s (d_model 32 does not learn the map g).
-TINY_BASE = ["traces=4096", "heldout_traces=64", "task.vocab=8", "task.prompt_len=3", "task.answer_len=3",
+TINY_BASE = ["traces=4096", "budget_mix=[1.0]", "heldout_traces=64", "task.vocab=8", "task.prompt_len=3", "task.answer_len=3",
              "task.horizon=16", "task.test_prompts=64", "model.n_layer=2", "model.d_model=64", "model.n_head=4",
              "optim.steps=300", "optim.batch_size=32", "optim.lr=5e-3", "optim.warmup=10", "optim.eval_every=300"]
 

@@ -13,9 +13,10 @@ import pytest
 from veriscale.config import to_dict
 from veriscale.policy.checkpoint import write_json_atomic
 from veriscale.study.jobs import expand
-from veriscale.study.report import Report, diagonal, write_report
+from veriscale.study.report import Report, write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import write_record
+from veriscale.theory import diagonal
 
 M = 4  # answer length: J*_H = H - M + 1
 
@@ -29,7 +30,7 @@ def _laws(c: dict, H: int, N: int) -> dict:
     jstar = H - M + 1
     j_exp = jstar if het == "none" else jstar - 0.2 * H
     sd = 0.0 if het == "none" else 0.5 * H**0.5
-    j = {"base": 0.3 * jstar, "expert": j_exp}.get(method)
+    j = {"base": 0.3 * jstar, "expert": j_exp}.get(method, 0.5 * jstar)  # other methods: a flat 0.5 J*
     if method in ("sft", "rl_verifier"):
         j = j_exp - 2 * H * n**-0.5 * f
         if method == "rl_verifier":
@@ -45,8 +46,8 @@ def _laws(c: dict, H: int, N: int) -> dict:
 
 def _make(tmp_path, **kw):
     study = study_from_dict({"name": "synthetic", "budgets": [8, 16, 32, 64], "n": [16, 32, 64, 128, 256],
-                             "heterogeneity": ["none", "high"], "methods": ["base", "expert", "sft", "bon", "rl_verifier"],
-                             "seeds": [0, 1, 2], "search_n": 4, "task": {"answer_len": M}, **kw})
+                             "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "search_n": 4,
+                             "methods": ["base", "expert", "sft", "bon", "rl_verifier"], "task": {"answer_len": M}, **kw})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval"):
         c = job.config
@@ -77,7 +78,7 @@ def test_suboptimality_fits_recover_planted_exponents(reported):
     fits = {(f["heterogeneity"], f["kind"], f["method"]): f["fit"] for f in s["suboptimality"]}
     for het in ("none", "high"):
         vf, vb = fits[(het, "VF", "sft")], fits[(het, "VB", "bon:shared")]
-        assert vf["alpha"] == pytest.approx(-0.5) and vf["lo"] == pytest.approx(-0.5) and vf["hi"] == pytest.approx(-0.5)
+        assert vf["alpha"] == vf["lo"] == pytest.approx(-0.5) and vf["hi"] == pytest.approx(-0.5)
         assert vb["alpha"] == pytest.approx(-1.0) and vb["seeds"] == 3 and vb["boot_too_few"] == 0
     assert ("none", "VB", "rl_outcome") not in fits  # only data-matched VB methods are read against 1/n
 
@@ -88,7 +89,7 @@ def test_non_positive_gap_points_are_listed_not_dropped(reported):
                ("fixed_n", "none", "rl_verifier"))
     assert [(p["x"], round(p["mean"], 9)) for p in gap["fit"]["nonpositive"]] == [(8, -3.0), (16, -1.0)]
     assert gap["fit"]["points"] == 2 and gap["fit"]["ci_note"] == "fewer than 3 positive means: no CI"
-    assert "non-positive means excluded: x = 8: -3, x = 16: -1" in html
+    assert "2 non-positive mean(s) excluded: x = 8: -3, x = 16: -1" in html
 
 
 def test_diagonal_gap_uses_the_grid_pairs(reported):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.study.jobs import expand
-from veriscale.study.spec import StudyConfig
+from veriscale.study.spec import NO_DATA, StudyConfig
 from veriscale.study.store import load_records
 from veriscale.study.sweep import run_study
 
@@ -28,6 +28,8 @@ methods = ["base", "sft", "bon", "rl_outcome"]
 seeds = [0]
 eval_prompts = 16
 search_n = 2
+diagnose_prompts = 4
+diagnose_samples = 2
 [task]
 vocab = 8
 prompt_len = 3
@@ -45,9 +47,12 @@ steps = 4
 batch_size = 16
 eval_every = 2
 [sft]
+val_traces = 8
+test_traces = 8
 optim = { steps = 2, batch_size = 4, eval_every = 1 }
 [verifier]
 r = 2
+val_prompts = 8
 optim = { steps = 2, batch_size = 4, eval_every = 1 }
 [rl]
 steps = 2
@@ -78,10 +83,26 @@ def uninterrupted(tiny_toml, tmp_path_factory) -> Path:
 def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
     study = load_config(StudyConfig, tiny_toml)
     evals = [j for j in expand(study) if j.kind == "eval"]
-    assert len(evals) == len(study.n) * len(study.methods) * len(study.seeds) * len(study.heterogeneity)
+    per_n = [m for m in study.labels() if m.split(":")[0] not in NO_DATA]  # sft, bon:shared, bon:per_sample, rl
+    data_free = len(study.labels()) - len(per_n)  # base: once per seed, whatever n
+    cells = len(study.seeds) * len(study.heterogeneity)
+    assert len(per_n) == 4 and data_free == 1
+    assert len(evals) == cells * (len(study.n) * len(per_n) + data_free) + len(study.heterogeneity)  # + diagnoses
     assert sorted(_metrics(uninterrupted)) == sorted(j.id for j in evals)
-    for rows in _metrics(uninterrupted).values():
-        assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= r["budget"] for r in rows)
+    for rec in load_records(uninterrupted):
+        rows, c = rec["metrics"], rec["config"]
+        if c["method"] == "diagnose":
+            continue
+        cap = study.search_n if c["accounting"] == "per_sample" else 1  # per_sample draws N*H tokens
+        assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= cap * r["budget"] for r in rows)
+        assert set(rec["data"]) == {"prompts", "expert_traces", "labelled_traces", "reward_queries",
+                                    "validation_traces"}
+        if c["method"] == "sft":
+            assert rec["data"]["expert_traces"] == c["n"] and "test_nll_before" in rec["learner"]["sft"]
+        if c["method"] == "bon":
+            assert rec["data"]["labelled_traces"] == c["n"] * 2  # r = 2 rollouts per prompt in TINY
+        if c["method"] == "rl_outcome":
+            assert rec["data"]["reward_queries"] == rec["learner"]["rl"]["steps"] * 2 * 2  # B x G per step
 
 
 def test_rerun_skips_finished_runs(tiny_toml, uninterrupted):

@@ -1,4 +1,4 @@
-"""The theory's shapes, for overlay, and the statistics the study report states.
+"""The theory's shapes, for overlay, and the statistics the study report states (and their wording).
 
 Shapes (SPEC §1, predictions 1-3): VF suboptimality ~ sigma * sqrt(1/n); VB suboptimality ~ 1/n;
 the VB - VF gap ~ H^alpha with alpha = 1/2 in the paper's regime. Constants are unknown, so a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from fractions import Fraction
 
 import numpy as np
 from scipy import stats
@@ -90,7 +91,7 @@ def fit_power_law(x: list[float], per_seed: dict, *, boot: int = 2000, seed: int
            "seed_values_nonpositive": int(np.sum(np.isfinite(Y) & (Y <= 0))),
            "boot": 0, "boot_too_few": 0, "ci_note": None}
     if pos.sum() < 2:
-        out["ci_note"] = f"{int(pos.sum())} positive mean(s): no fit"
+        out["ci_note"] = "fewer than 2 positive means: no fit"
         return out
     out["alpha"] = float(_slopes(lx, np.log(np.where(pos, means, 1.0)), pos))
     if pos.sum() < 3:
@@ -116,6 +117,18 @@ def fit_power_law(x: list[float], per_seed: dict, *, boot: int = 2000, seed: int
     return out
 
 
+def diagonal(budgets: list[int], ns: list[int]) -> tuple[Fraction | None, list[tuple[int, int]]]:
+    """The grid's points with data scaled with compute, n = c*H (the regime of the sqrt(H) gap):
+    (c, pairs (H, n)) for the ratio c giving the most pairs, the smallest such c on ties; (None, [])
+    when no ratio gives two pairs."""
+    best: tuple[Fraction | None, list] = (None, [])
+    for c in sorted({Fraction(n, H) for H in budgets for n in ns}):
+        pairs = [(H, int(c * H)) for H in budgets if c * H in ns]
+        if len(pairs) > len(best[1]):
+            best = (c, pairs)
+    return best if len(best[1]) >= 2 else (None, [])
+
+
 def crossing(xs: list[float], ys: list[float], target: float) -> float | None:
     """Smallest x at which the curve (xs increasing) reaches `target`, interpolating linearly in
     log x between measured points; None when it never does ("not reached")."""
@@ -127,3 +140,53 @@ def crossing(xs: list[float], ys: list[float], target: float) -> float | None:
             frac = (target - y0) / (y - y0) if y != y0 else 1.0
             return float(math.exp(math.log(x0) + frac * (math.log(x) - math.log(x0))))
     return None
+
+
+# ---- how the report states a number ---------------------------------------------------------
+
+def num(v, digits: int = 3) -> str:
+    """A number for the report: 3 significant digits, 'n/a' when it is missing."""
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
+
+
+def fmt(iv: dict) -> str:
+    """An interval dict as text that says what kind of interval it is."""
+    if iv["k"] == 0:
+        return "n/a (no record)" if iv["how"] == "missing" else "n/a (undefined in every seed)"
+    m = num(iv["mean"])
+    return {"t": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]",
+            "within-run": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}] (one seed: within-run)",
+            "exact": f"{m} (by construction)"}.get(iv["how"], f"{m} (one seed: no interval)")
+
+
+def band(d: dict) -> str:
+    """A {value, lo, hi} dict (the diagnosis's own intervals) as text."""
+    return f"{num(d['value'])} [{num(d['lo'])}, {num(d['hi'])}]"
+
+
+def interval(values) -> dict:
+    """t_interval of per-seed values, tagged with how its interval was made ("undefined": every
+    seed's value is NaN, e.g. the spread of T in runs with fewer than two successes)."""
+    values = list(values)
+    iv = t_interval(values)
+    return {**iv, "how": "t" if iv["k"] >= 2 else "none" if iv["k"] else "undefined" if values else "missing"}
+
+
+def fit_text(fit: dict) -> str:
+    """alpha, its CI and every excluded point, in words."""
+    if not math.isfinite(fit["alpha"]):
+        text = f"no fit ({fit['points']} positive seed mean(s), 2 needed)"
+    elif math.isfinite(fit["lo"]):
+        text = (f"alpha = {fit['alpha']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}] (bootstrap over {fit['seeds']} "
+                f"seeds, {fit['boot']} draws, {fit['boot_too_few']} with < 3 positive means), from {fit['points']} "
+                "positive seed means")
+    else:
+        text = f"alpha = {fit['alpha']:.2f} ({fit['ci_note']}), from {fit['points']} positive seed means"
+    if fit["nonpositive"]:
+        text += (f"; {len(fit['nonpositive'])} non-positive mean(s) excluded: "
+                 + ", ".join(f"x = {p['x']:g}: {num(p['mean'])}" for p in fit["nonpositive"]))
+    if fit["missing"]:
+        text += "; not measured at x = " + ", ".join(f"{x:g}" for x in fit["missing"])
+    if fit["seed_values_nonpositive"]:
+        text += f"; {fit['seed_values_nonpositive']} non-positive per-seed values averaged in"
+    return text

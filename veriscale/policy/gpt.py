@@ -23,7 +23,7 @@ class GPTConfig:
     max_seq_len: int = knob(0, "positions (0 = prompt length + task horizon)", min=0)
     n_layer: int = knob(4, "transformer blocks", min=1, max=64)
     n_head: int = knob(4, "attention heads", min=1, max=64)
-    d_model: int = knob(128, "residual width (divisible by n_head)", min=8, max=8192)
+    d_model: int = knob(64, "residual width (divisible by n_head)", min=8, max=8192)
     position: Literal["both", "rope", "learned"] = knob(
         "both", "positions: learned absolute embeddings, rotary (relative offsets: 'the token k back' is the "
                 "same at every position), or both (ours: see BENCHMARKS.md for what each learns at H = 128)")

@@ -41,9 +41,9 @@ def _ticks(ax, xs) -> None:
     ax.set_xlim(min(xs) / 1.15, max(xs) * 1.15)
 
 
-def _plain(axis) -> None:
-    """Plain numbers at 1, 2, 5 x 10^k instead of powers of ten on a log axis."""
-    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+def _plain(axis, subs=(1, 2, 5)) -> None:
+    """Plain numbers at subs x 10^k instead of powers of ten on a log axis."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
@@ -63,6 +63,8 @@ def _points(ax, xs, ivs: list[dict], log: bool = True, **kw) -> str:
     if log:
         el = np.minimum(el, 0.999 * np.where(keep, m, 1.0))
     bars = ax.errorbar(x[keep], m[keep], yerr=[el[keep], eh[keep]], marker="o", capsize=3, **kw)
+    if bars[1]:  # a lower bound near 0 must not stretch a log axis: _log_y ignores these caps
+        bars[1][0].set_gid("lower")
     color = bars[0].get_color()
     bad = np.isfinite(m) & (m <= 0)
     if log and bad.any():
@@ -72,15 +74,30 @@ def _points(ax, xs, ivs: list[dict], log: bool = True, **kw) -> str:
 
 
 def _log_y(ax) -> None:
-    """Log y when a positive value was drawn; otherwise stay linear and say so."""
-    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
-    if any(np.isfinite(y) and y > 0 for y in ys):
+    """Log y when a positive value was drawn, its bottom set by the lowest positive mean or shape
+    (lower error bars reaching further down are cut at the edge); otherwise stay linear and say so."""
+    ys = np.array([y for line in ax.get_lines() if line.get_gid() != "lower"
+                   for y in np.asarray(line.get_ydata(), dtype=float)])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if len(ys):
         ax.set_yscale("log")
+        ax.set_ylim(bottom=ys.min() / 1.5)
+        span = ys.max() / ys.min()
+        _plain(ax.yaxis, tuple(range(1, 10)) if span < 10 else (1, 2, 5) if span < 1e3 else (1,))
     else:
         ax.text(0.5, 0.5, "no positive mean to draw on a log axis", transform=ax.transAxes, ha="center")
 
 
+def _legend(ax, size: int) -> None:
+    """A legend, or a note that the panel has nothing to draw (the findings say why)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+    else:
+        ax.text(0.5, 0.6, "nothing to draw here (see the findings)", transform=ax.transAxes, ha="center")
+
+
 def _alpha(fit: dict) -> str:
+    """A fit's exponent and CI, short enough for a legend."""
     if not np.isfinite(fit["alpha"]):
         return "no fit"
     ci = f" [{fit['lo']:.2f}, {fit['hi']:.2f}]" if np.isfinite(fit["lo"]) else " (no CI)"
@@ -94,8 +111,8 @@ def _anchor(fit: dict) -> tuple[float, float] | None:
 
 
 def _grid(rows: int, cols: int, w: float = 5.0, h: float = 3.8):
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
-    return fig, axes
+    """A figure of rows x cols panels of w x h inches each (axes always a 2-D array)."""
+    return plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
 
 
 def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
@@ -114,9 +131,9 @@ def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
             _ticks(ax, xs)
             fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"
             ax.set(xlabel="budget H (tokens)" if along == "H" else "training prompts n", ylabel=name,
-                   title=f"level {het}, {fixed}")
+                   title=f"{rep.level} {het}, {fixed}")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0], 7)
     name = "fig_a_vs_H.png" if along == "H" else "fig_b_vs_n.png"
     cap = ("(a) J_H/H and success@H against the budget H" if along == "H" else
            "(b) J_H/H and success@H against the data size n") + f"; {rep.mode()}."
@@ -132,10 +149,11 @@ def fig_tokens(rep: Report) -> tuple[Path, str]:
             if cells:
                 tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
                 _points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
-        ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H", title=f"{het}, n = {rep.nmax}")
+        ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
+               title=f"{rep.level} {het}, n = {rep.nmax}")
         _plain(ax.xaxis)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     return (_save(fig, rep.dir / "fig_tokens.png"),
             f"Success against the tokens actually drawn per problem, one point per budget H; {rep.mode()}.")
 
@@ -153,12 +171,12 @@ def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                     shape = vf_shape(ns) if kind == "VF" else vb_shape(ns)
                     ax.plot(ns, scaled(shape, rep.ns.index(int(a[0])), a[1]), "--", color=color, lw=1,
                             label=f"n^{e['theory_slope']:g} shape through n = {a[0]:g}")
-            ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, level {het}, H = {rep.Hmax}",
+            ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, {rep.level} {het}, H = {rep.Hmax}",
                    ylabel="J_H(expert) - J_H(sft)  (tokens)" if kind == "VF" else "J*_H - J_H(VB)  (tokens)")
             _log_y(ax)
             _ticks(ax, rep.ns)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _legend(ax, 7)
     return (_save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
             "(d) Suboptimality against n at H_max: VF (the expert's return minus SFT's; theory slope -1/2) and the "
             "data-matched VB methods (J*_H = H - m + 1 minus their return; theory slope -1). Dashed: the theory's "
@@ -186,15 +204,15 @@ def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
         pairs = "" if setting == "fixed_n" else ", ".join(f"({p['H']},{p['n']})" for p in entries[0]["points"])
         where = f"n = {rep.nmax}" if setting == "fixed_n" else f"n = {rep.c}·H: (H, n) = {pairs}"
         ax.set(xscale="log", xlabel="budget H", ylabel=f"J_H(VB) - J_H({rep.vf})  (tokens)",
-               title=f"return gap, level {het}, {where}")
+               title=f"return gap, {rep.level} {het}, {where}")
         _log_y(ax)
         ax2.set(xscale="log", xlabel="budget H", ylabel=f"success@H(VB) - success@H({rep.vf})",
-                title=f"success gap, level {het}")
+                title=f"success gap, {rep.level} {het}")
         ax2.axhline(0, color="grey", lw=0.8)
         for a in (ax, ax2):
             _ticks(a, rep.budgets)
             a.grid(alpha=0.3)
-            a.legend(fontsize=7)
+            _legend(a, 7)
     name = "fig_c_gap_vs_H.png" if setting == "fixed_n" else "fig_c2_gap_vs_H_diagonal.png"
     what = (f"at fixed n = {rep.nmax}" if setting == "fixed_n" else
             f"on the diagonal n = {rep.c}·H (data grows with compute; pairs (H, n) in the titles)")
@@ -205,51 +223,52 @@ def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
 
 
 def fig_best_of_n(rep: Report) -> tuple[Path, str]:
-    """Best-of-N search under both accountings, with the base policy and SFT for reference."""
+    """Best-of-N search under each accounting the study ran, with the base policy and SFT for
+    reference, and the tokens each accounting actually draws."""
     bases = list(dict.fromkeys(m.split(":")[0] for m in rep.labels if ":" in m))
-    N, n = getattr(rep.study, "search_n", 1), rep.nmax
-    fig, axes = _grid(2 * len(rep.hets), 3, 5.0, 3.6)
-    colors = {b: f"C{i}" for i, b in enumerate(bases)}
+    accs = [a for a in ("shared", "per_sample") if any(m.endswith(f":{a}") for m in rep.labels)]
+    N, n, last = getattr(rep.study, "search_n", 1), rep.nmax, len(accs)
+    fig, axes = _grid(2 * len(rep.hets), last + 1, 5.0, 3.6)
+    colors, styles, marks = {b: f"C{i}" for i, b in enumerate(bases)}, {"shared": "-", "per_sample": "--"}, \
+        {"shared": "o", "per_sample": "s"}
     for i, het in enumerate(rep.hets):
         top, bottom = axes[2 * i], axes[2 * i + 1]
-        for col, acc in enumerate(("shared", "per_sample")):
+        for col, acc in enumerate(accs):
             for row, key, name in ((top, "success", "success@H"), (bottom, "J_norm", "J_H / H")):
                 ax = row[col]
-                for m, style in [*((f"{b}:{acc}", colors[b]) for b in bases), ("base", "grey"), (rep.vf, "black")]:
+                for m, color in [*((f"{b}:{acc}", colors[b]) for b in bases), ("base", "grey"), (rep.vf, "black")]:
                     cells = [(het, n, m, H) for H in rep.budgets if (het, n, m, H) in rep.cells]
                     if cells:
-                        _points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=style,
+                        _points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=color,
                                 ls="-" if ":" in m else "--", label=m)
-                ax.set(xscale="log", xlabel="budget H", ylabel=name, title=f"{name}, accounting {acc}, level {het}")
+                ax.set(xscale="log", xlabel="budget H", ylabel=name,
+                       title=f"{name}, accounting {acc}, {rep.level} {het}")
                 _ticks(ax, rep.budgets)
-        for acc, marker in (("shared", "o"), ("per_sample", "s")):
             for b in bases:
                 cells = [(het, n, f"{b}:{acc}", H) for H in rep.budgets if (het, n, f"{b}:{acc}", H) in rep.cells]
-                if not cells:
-                    continue
-                tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
-                top[2].errorbar(tok, [rep.iv(*c, "success")["mean"] for c in cells], marker=marker,
-                                color=colors[b], ls="-" if acc == "shared" else "--", label=f"{b}:{acc}")
-                bottom[2].plot([c[3] for c in cells], tok, marker=marker, color=colors[b],
-                               ls="-" if acc == "shared" else "--", label=f"{b}:{acc}")
+                if cells:
+                    tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
+                    kw = {"marker": marks[acc], "color": colors[b], "ls": styles[acc], "label": f"{b}:{acc}"}
+                    top[last].plot(tok, [rep.iv(*c, "success")["mean"] for c in cells], **kw)
+                    bottom[last].plot([c[3] for c in cells], tok, **kw)
         Hs = np.array(rep.budgets, dtype=float)
-        bottom[2].plot(Hs, Hs, "k:", lw=1, label="H")
-        bottom[2].plot(Hs, N * Hs, "k--", lw=1, label=f"N·H (N = {N})")
-        top[2].set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
-                   title=f"success vs tokens drawn, level {het}")
-        bottom[2].set(xscale="log", yscale="log", xlabel="budget H", ylabel="tokens drawn per problem",
-                      title=f"tokens drawn vs H, level {het}")
-        _ticks(bottom[2], rep.budgets)
-        _plain(top[2].xaxis)
-        _plain(bottom[2].yaxis)
+        bottom[last].plot(Hs, Hs, "k:", lw=1, label="H")
+        bottom[last].plot(Hs, N * Hs, "k--", lw=1, label=f"N·H (N = {N})")
+        top[last].set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
+                      title=f"success vs tokens drawn, {rep.level} {het}")
+        bottom[last].set(xscale="log", yscale="log", xlabel="budget H", ylabel="tokens drawn per problem",
+                         title=f"tokens drawn vs H, {rep.level} {het}")
+        _ticks(bottom[last], rep.budgets)
+        _plain(top[last].xaxis)
+        _plain(bottom[last].yaxis)
         for ax in [*top, *bottom]:
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+            _legend(ax, 6)
     return (_save(fig, rep.dir / "fig_f_best_of_n_accounting.png"),
-            f"(f) Best-of-{N} search at n = {n} under both accountings: shared (the N samples share H, "
-            f"floor(H/N) tokens each) and per_sample (each sample gets H: N·H tokens drawn, scored with J_H); "
-            f"base and {rep.vf} for reference (dashed). Right: success against the tokens actually drawn, and the "
-            f"tokens drawn against H. {rep.mode()}.")
+            f"(f) Best-of-{N} search at n = {n} under the accountings {', '.join(accs)}: shared (the N samples share "
+            f"H, floor(H/N) tokens each) and per_sample (each sample gets H: N·H tokens drawn, scored with J_H); "
+            f"base and {rep.vf} for reference (dashed). Right: success against the tokens actually drawn (solid "
+            f"shared, dashed per_sample), and the tokens drawn against H. {rep.mode()}.")
 
 
 def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
@@ -264,11 +283,11 @@ def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                 ax.plot(Hs, a[1] * (Hs / a[0]) ** beta, "--", color=color, lw=1,
                         label=f"H^{beta:g} (configured β; shape through H = {a[0]:g})")
         ax.set(xscale="log", xlabel="horizon H", ylabel="sigma(T) over successful traces (tokens)",
-               title=f"level {het}")
+               title=f"{rep.level} {het}")
         _log_y(ax)
         _ticks(ax, rep.budgets)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     return (_save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
             "(g) Measured length heterogeneity sigma(T) of the expert and the base policy against the horizon, "
             f"with its exponent (seed-bootstrap 95% CI) and the configured H^β shape. {MARKS} {rep.mode()}.")
@@ -293,7 +312,7 @@ def fig_multiplier(rep: Report, mult: list[dict]) -> tuple[Path, str]:
         _ticks(ax, rep.budgets if axis == "tokens" else rep.ns)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        _legend(ax, 6)
     return (_save(fig, rep.dir / "fig_e_multiplier.png"),
             f"(e) How many times more test-time tokens (left, at n = {rep.nmax}) or training prompts (right, at "
             f"H = {rep.Hmax}) {rep.vf} needs to reach each VB method's mean success, interpolated in log x; a cross "

@@ -23,65 +23,23 @@ from pathlib import Path
 
 from veriscale.study import figures
 from veriscale.study.jobs import expand
+from veriscale.study.spec import method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
-from veriscale.theory import crossing, fit_power_law, t_interval
+from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, fmt, interval, num
 
 NAN = math.nan
+# What the learners table states per run: data consumed, and the evidence that each learner moved.
+LEARNER_FIELDS = ([f"data.{k}" for k in ("prompts", "expert_traces", "labelled_traces", "reward_queries",
+                                         "validation_traces")]
+                  + [f"learner.sft.{k}" for k in ("test_nll_before", "test_nll_after", "best_step", "steps_planned")]
+                  + [f"learner.verifier.{k}" for k in ("start.heldout_loss", "kept.heldout_loss",
+                                                       "start.heldout_auc_at_length", "kept.heldout_auc_at_length",
+                                                       "best_step", "steps_planned")]
+                  + [f"learner.rl.{k}" for k in ("reward_first", "reward_last", "return_first", "return_last",
+                                                 "kl_last", "steps")])
 # Labels of the data-matched VB methods whose suboptimality J*_H - J_H is read against 1/n.
 DATA_MATCHED_VB = ("bon", "wmaj", "rl_verifier")
-
-
-def num(v, digits: int = 3) -> str:
-    """A number for the report: 3 significant digits, 'n/a' when it is missing."""
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
-
-
-def fmt(iv: dict) -> str:
-    """An interval dict as text that says what kind of interval it is."""
-    if iv["k"] == 0:
-        return "n/a (not measured)"
-    m = num(iv["mean"])
-    return {"t": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]",
-            "within-run": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}] (one seed: within-run)",
-            "exact": f"{m} (by construction)"}.get(iv["how"], f"{m} (one seed: no interval)")
-
-
-def interval(values) -> dict:
-    """t_interval of per-seed values, tagged with how its interval was made."""
-    iv = t_interval(values)
-    return {**iv, "how": "t" if iv["k"] >= 2 else "none" if iv["k"] == 1 else "missing"}
-
-
-def fit_text(fit: dict) -> str:
-    """alpha, its CI and every excluded point, in words."""
-    if not math.isfinite(fit["alpha"]):
-        text = f"no fit ({fit['ci_note']})"
-    elif math.isfinite(fit["lo"]):
-        text = (f"alpha = {fit['alpha']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}] (bootstrap over "
-                f"{fit['seeds']} seeds, {fit['boot']} draws, {fit['boot_too_few']} with < 3 positive means)")
-    else:
-        text = f"alpha = {fit['alpha']:.2f} ({fit['ci_note']})"
-    text += f", from {fit['points']} positive seed means"
-    if fit["nonpositive"]:
-        text += "; non-positive means excluded: " + ", ".join(f"x = {p['x']:g}: {num(p['mean'])}"
-                                                              for p in fit["nonpositive"])
-    if fit["missing"]:
-        text += "; not measured at x = " + ", ".join(f"{x:g}" for x in fit["missing"])
-    if fit["seed_values_nonpositive"]:
-        text += f"; {fit['seed_values_nonpositive']} non-positive per-seed values averaged in"
-    return text
-
-
-def diagonal(budgets: list[int], ns: list[int]) -> tuple[Fraction | None, list[tuple[int, int]]]:
-    """(c, pairs (H, n = c*H)) for the ratio c giving the most grid pairs (at least two), the
-    smallest such c on ties; (None, []) when the grid has no such diagonal."""
-    best: tuple[Fraction | None, list] = (None, [])
-    for c in sorted({Fraction(n, H) for H in budgets for n in ns}):
-        pairs = [(H, int(c * H)) for H in budgets if c * H in ns]
-        if len(pairs) > len(best[1]):
-            best = (c, pairs)
-    return best if len(best[1]) >= 2 else (None, [])
 
 
 def spread_text(task, het: str, H: int) -> str:
@@ -93,12 +51,6 @@ def spread_text(task, het: str, H: int) -> str:
         b = task.spread_exponent
         return f"l ~ U{{0..floor({s:g}·H^{b:g})}} = U{{0..{math.floor(s * H**b)}}} at H = {H}"
     return f"l weights {task.custom_weights}"
-
-
-def _value(row: dict, key: str) -> float:
-    if key == "sigma_over_H":  # the spread of first-success indices over successes, per budget token
-        return row["T_std"] / row["budget"]
-    return row[key]
 
 
 class Report:
@@ -122,16 +74,18 @@ class Report:
         self.vf = study.vf_reference
         self.vb = [m for m in self.labels if m in study.vb_methods]
         self.didactic = study.track == "didactic"
+        self.level = "level" if self.didactic else "task"  # what the grouping axis is called
         self.diag = diagnoses(self.records)
         self.c, self.pairs = diagonal(self.budgets, self.ns)
         self.runs: dict[tuple, list[dict]] = defaultdict(list)  # (het, horizon, n, label) -> records
         for r in self.records:
             c = r["config"]
-            label = f"{c['method']}:{c['accounting']}" if c.get("accounting") else c["method"]
+            label = method_label(c["method"], c.get("accounting"))
             self.runs[(c["heterogeneity"], c["horizon"], c["n"], label)].append(r)
         self.findings: list[str] = []
 
     def mode(self) -> str:
+        """How H was swept, for every caption."""
         if not self.didactic:
             return ("sequential methods in forced_methods sampled once per H with budget forcing, the others once at "
                     "H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens")
@@ -140,14 +94,17 @@ class Report:
 
     # ---- cells -----------------------------------------------------------------------------
     def values(self, het, n, label, H, key) -> dict[int, float]:
-        """seed -> the metric `key` of one grid cell (J: mean return in tokens)."""
-        return {s: _value(r, key) for s, r in self.cells.get((het, n, label, H), {}).items()}
+        """seed -> the metric `key` of one grid cell (J: mean return in tokens; sigma_over_H: the
+        sd of the first-success index over successful traces, per budget token)."""
+        return {s: r["T_std"] / r["budget"] if key == "sigma_over_H" else r[key]
+                for s, r in self.cells.get((het, n, label, H), {}).items()}
 
     def iv(self, het, n, label, H, key) -> dict:
         """Interval over seeds of one cell's metric; one seed: its within-run interval if stored."""
-        out = interval(self.values(het, n, label, H, key).values())
+        vals = self.values(het, n, label, H, key)
+        out = interval(vals.values())
         if out["k"] == 1:
-            r = next(iter(self.cells[(het, n, label, H)].values()))
+            r = self.cells[(het, n, label, H)][next(s for s, v in vals.items() if math.isfinite(v))]
             lo, hi = ((r["J_norm_lo"] * H, r["J_norm_hi"] * H) if key == "J"
                       else (r.get(f"{key}_lo"), r.get(f"{key}_hi")))
             if lo is not None and hi is not None:
@@ -159,13 +116,15 @@ class Report:
         a, b = self.values(het, n, label, H, key), self.values(het, n, ref, H, key)
         return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
 
-    def learner(self, het, H, n, label, path: tuple[str, ...]) -> dict:
-        """Interval over seeds of a number stored in the records' learner/data sections."""
+    def learner(self, het, H, n, label, field: str) -> dict:
+        """Interval over seeds of a number in the records' data/learner sections ("learner.sft.best_step");
+        records without the field do not count (a stored NaN, e.g. an undefined AUC, does)."""
         vals = []
         for v in self.runs.get((het, H, n, label), []):
-            for p in path:
+            for p in field.split("."):
                 v = v.get(p) if isinstance(v, dict) else None
-            vals.append(NAN if v is None else v)
+            if v is not None:
+                vals.append(v)
         return interval(vals)
 
     def series(self, keys: list[tuple], per_key) -> tuple[dict, list[dict]]:
@@ -190,9 +149,8 @@ class Report:
                    "base_sigma_over_H": self.iv(het, n, "base", Hm, "sigma_over_H"), "diagnosis": diag,
                    "base_success": {H: self.iv(het, n, "base", H, "success") for H in self.budgets}}
             out.append(row)
-            dtext = (f"diagnosis sigma(R)/H = {num(diag['sigma_over_H']['value'])} [{num(diag['sigma_over_H']['lo'])}, "
-                     f"{num(diag['sigma_over_H']['hi'])}], c(eps = {diag['c_ref']['eps']:g}) = "
-                     f"{num(diag['c_ref']['value'])}, verdict: {diag['verdict']}") if diag else "no diagnosis record"
+            dtext = (f"diagnosis sigma(R)/H = {band(diag['sigma_over_H'])}, c(eps = {diag['c_ref']['eps']:g}) = "
+                     f"{band(diag['c_ref'])}, verdict: {diag['verdict']}") if diag else "no diagnosis record"
             self.findings.append(f"Level {het} ({row['spread']}): measured sigma(T)/H at H = {Hm} of the expert's "
                                  f"successful traces {fmt(row['expert_sigma_over_H'])}, of the base policy's "
                                  f"{fmt(row['base_sigma_over_H'])}; {dtext}.")
@@ -213,8 +171,8 @@ class Report:
                               for k, v in (("success", 1.0), ("T_mean", float(m)), ("sigma_over_H", 0.0))}
                     name = f"homogeneous control (T = m = {m}, sigma = 0)"
                 row = {"heterogeneity": het, "method": label, "target": name, "H": Hm, "n": n,
-                       "nll_before": self.learner(het, Hm, n, label, ("learner", "sft", "test_nll_before")),
-                       "nll_after": self.learner(het, Hm, n, label, ("learner", "sft", "test_nll_after")),
+                       "nll_before": self.learner(het, Hm, n, label, "learner.sft.test_nll_before"),
+                       "nll_after": self.learner(het, Hm, n, label, "learner.sft.test_nll_after"),
                        **{k: self.iv(het, n, label, Hm, k) for k in ("success", "T_mean", "sigma_over_H")},
                        **{f"target_{k}": v for k, v in target.items()}}
                 out.append(row)
@@ -232,13 +190,14 @@ class Report:
         keys = [(n,) for n in self.ns]
         for het in self.hets:
             todo = [("VF", self.vf, -0.5, lambda n, h=het: self.gap_values(h, n, "expert", self.vf, Hm))]
-            todo += [("VB", m, -1.0, lambda n, h=het, m=m: {s: jstar - v for s, v in self.values(h, n, m, Hm, "J").items()})
+            todo += [("VB", m, -1.0,
+                      lambda n, h=het, m=m: {s: jstar - v for s, v in self.values(h, n, m, Hm, "J").items()})
                      for m in self.vb if m.startswith(DATA_MATCHED_VB)]
             for kind, label, slope, per_n in todo:
                 per, pts = self.series(keys, per_n)
                 if not per:
-                    self.findings.append(f"{kind} suboptimality of {label} at level {het} cannot be computed: "
-                                         "no records" + (" of expert and sft" if kind == "VF" else ""))
+                    self.findings.append(f"{kind} suboptimality of {label} at level {het} cannot be computed: it needs "
+                                         + (f"records of both expert and {label}." if kind == "VF" else "its records."))
                     continue
                 fit = fit_power_law(self.ns, per)
                 what = f"J_H(expert) - J_H({label})" if kind == "VF" else f"J*_H - J_H({label}), J*_H = {jstar}"
@@ -269,8 +228,9 @@ class Report:
                     out.append({"setting": setting, "heterogeneity": het, "method": m, "reference": self.vf,
                                 "points": [{"H": H, "n": n, "J_gap": p, "success_gap": sp}
                                            for (H, n), p, sp in zip(pairs, pts, spts)], "fit": fit})
-                    where = (f"heterogeneity {het}, n = {self.nmax}" if setting == "fixed_n" else
-                             f"heterogeneity {het}, diagonal n = {self.c}*H, pairs (H, n) = {pairs}")
+                    group = f"{'heterogeneity' if self.didactic else 'task'} {het}"
+                    where = (f"{group}, n = {self.nmax}" if setting == "fixed_n" else
+                             f"{group}, diagonal n = {self.c}*H, pairs (H, n) = {pairs}")
                     theory = ("reference slopes 1 and 1/2 drawn; the theory's alpha = 1/2 is for data growing "
                               "with compute (the diagonal)" if setting == "fixed_n" else
                               "theory: alpha = 1/2 (VB scales test-time compute by H^(1/2) over VF)")
@@ -308,26 +268,15 @@ class Report:
 
     def learners(self) -> list[dict]:
         """Table 5: data consumed and learner evidence per level, H, n and method (seed means)."""
-        fields = {"data": [("data", k) for k in ("prompts", "expert_traces", "labelled_traces", "reward_queries",
-                                                 "validation_traces")],
-                  "sft": [("learner", "sft", k) for k in ("test_nll_before", "test_nll_after", "best_step",
-                                                          "steps_planned")],
-                  "verifier": [("learner", "verifier", *k) for k in (
-                      ("start", "heldout_loss"), ("kept", "heldout_loss"), ("start", "heldout_auc_at_length"),
-                      ("kept", "heldout_auc_at_length"), ("best_step",), ("steps_planned",))],
-                  "rl": [("learner", "rl", k) for k in ("reward_first", "reward_last", "return_first", "return_last",
-                                                        "kl_last", "steps")]}
-        keys = sorted((k for k, rs in self.runs.items() if any(r.get("learner") or any((r.get("data") or {}).values())
-                                                              for r in rs)),
+        keys = sorted((k for k, rs in self.runs.items()
+                       if any(r.get("learner") or any((r.get("data") or {}).values()) for r in rs)),
                       key=lambda k: (self.hets.index(k[0]) if k[0] in self.hets else 0, k[1], k[2] or 0, k[3]))
         out = []
         for het, H, n, label in keys:
             row = {"heterogeneity": het, "H": H, "n": n, "method": label}
-            for group, paths in fields.items():
-                for p in paths:
-                    iv = self.learner(het, H, n, label, p)
-                    if iv["k"]:
-                        row[f"{group}.{'.'.join(p[2:] if group != 'data' else p[1:])}"] = iv["mean"]
+            for f in LEARNER_FIELDS:
+                if (iv := self.learner(het, H, n, label, f))["k"]:
+                    row[f.removeprefix("learner.")] = iv["mean"]
             out.append(row)
         return out
 
@@ -342,8 +291,8 @@ class Report:
         """Tokens (and data) the VF reference needs to reach each VB method's mean success: the
         crossing of VF's curve, interpolated in log x; "at most" when VF is already above the
         target at the grid's first point (the true crossing may lie below the grid)."""
-        def mean(het, n, label, H):
-            return self.iv(het, n, label, H, "success")["mean"] if (het, n, label, H) in self.cells else NAN
+        def mean(*cell):
+            return self.iv(*cell, "success")["mean"] if cell in self.cells else NAN
 
         out = []
         for het in self.hets:
@@ -364,6 +313,24 @@ class Report:
 def _table(rows_: list[list[str]], head: list[str]) -> str:
     cells = lambda r, t: "".join(f"<{t}>{html.escape(str(c))}</{t}>" for c in r)  # noqa: E731
     return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows_) + "</table>"
+
+
+def _evidence(r: dict) -> str:
+    """A learners-table row's evidence that each learner moved from its start, in words."""
+    g = lambda k: num(r.get(k))  # noqa: E731
+    parts = []
+    if "sft.best_step" in r:
+        parts.append(f"SFT test NLL {g('sft.test_nll_before')} -> {g('sft.test_nll_after')}, kept step "
+                     f"{g('sft.best_step')}/{g('sft.steps_planned')}")
+    if "verifier.best_step" in r:
+        parts.append(f"verifier validation loss {g('verifier.start.heldout_loss')} -> {g('verifier.kept.heldout_loss')}"
+                     f", AUC at length {g('verifier.start.heldout_auc_at_length')} -> "
+                     f"{g('verifier.kept.heldout_auc_at_length')}, kept step {g('verifier.best_step')}/"
+                     f"{g('verifier.steps_planned')}")
+    if "rl.steps" in r:
+        parts.append(f"RL reward {g('rl.reward_first')} -> {g('rl.reward_last')}, return {g('rl.return_first')} -> "
+                     f"{g('rl.return_last')}, final KL {g('rl.kl_last')}, {g('rl.steps')} steps")
+    return "; ".join(parts)
 
 
 def _clean(obj):
@@ -394,6 +361,12 @@ def write_report(study_dir: str | Path) -> Path:
     if rep.didactic:
         s["levels"], s["clones"] = rep.levels(), rep.clones()
         s["suboptimality"] = rep.suboptimality() if has_vf else []
+    else:
+        rep.findings.append("Heterogeneity levels and suboptimality against n are not computed on the LLM track: "
+                            "it has no expert process to clone and no known optimal return J*_H.")
+    if not (rep.vb and has_vf):
+        rep.findings.append(f"No VB - VF gap can be computed: the records hold no {rep.vf} (the VF reference) "
+                            "or no VB method.")
     s["gap_vs_H"] = rep.gaps() if rep.vb and has_vf else []
     if rep.didactic and study.mode == "horizon":
         s["sigma_vs_H"] = rep.sigma_vs_H()
@@ -414,9 +387,8 @@ def _html(rep: Report, s: dict, figs: list[tuple[Path, str]]) -> str:
         head = ["level", "configured spread", "expert sigma(T)/H", "base sigma(T)/H", "diagnosis sigma(R)/H",
                 "base c(eps_ref)", "verdict"] + [f"base success@{H}" for H in rep.budgets]
         body = [[r["heterogeneity"], r["spread"], fmt(r["expert_sigma_over_H"]), fmt(r["base_sigma_over_H"]),
-                 *([f"{num(d['sigma_over_H']['value'])} [{num(d['sigma_over_H']['lo'])}, {num(d['sigma_over_H']['hi'])}]",
-                    f"{num(d['c_ref']['value'])} [{num(d['c_ref']['lo'])}, {num(d['c_ref']['hi'])}]", d["verdict"]]
-                   if (d := r["diagnosis"]) else ["no diagnosis"] * 3),
+                 *([band(d["sigma_over_H"]), band(d["c_ref"]), d["verdict"]] if (d := r["diagnosis"])
+                   else ["no diagnosis"] * 3),
                  *[fmt(r["base_success"][H]) for H in rep.budgets]] for r in s["levels"]]
         sections.append(f"<h2>Heterogeneity levels (H = {rep.Hmax}, n = {rep.nmax})</h2>{_table(body, head)}"
                         "<p>sigma(T)/H: sd of the first-success index over successful traces; the diagnosis "
@@ -431,7 +403,8 @@ def _html(rep: Report, s: dict, figs: list[tuple[Path, str]]) -> str:
                         + _table(body, head))
     fits = [(f"suboptimality {f['kind']}", f["heterogeneity"], f["method"], f"{f['theory_slope']:g}", f["fit"])
             for f in s.get("suboptimality", [])]
-    fits += [(f"gap vs H, {f['setting']}", f["heterogeneity"], f"{f['method']} - {f['reference']}", "1/2", f["fit"])
+    fits += [(f"gap vs H, {f['setting']}", f["heterogeneity"], f"{f['method']} - {f['reference']}",
+              "1/2 (data growing with H)" if f["setting"] == "diagonal" else "1 and 1/2 drawn", f["fit"])
              for f in s["gap_vs_H"]]
     fits += [("sigma(T) vs H", f["heterogeneity"], f["method"], num(f["configured_beta"]), f["fit"])
              for f in s.get("sigma_vs_H", [])]
@@ -441,18 +414,19 @@ def _html(rep: Report, s: dict, figs: list[tuple[Path, str]]) -> str:
     sections += [f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
                  f"<figcaption>{html.escape(c)}</figcaption></figure>" for p, c in figs]
     if s["learners"]:
-        cols = sorted({k for r in s["learners"] for k in r} - {"heterogeneity", "H", "n", "method"})
-        body = [[r["heterogeneity"], r["H"], r["n"], r["method"], *[num(r.get(c)) for c in cols]] for r in s["learners"]]
+        data = [f.removeprefix("data.") for f in LEARNER_FIELDS if f.startswith("data.")]
+        body = [[r["heterogeneity"], r["H"], r["n"], r["method"], *[num(r.get(f"data.{k}")) for k in data],
+                 _evidence(r)] for r in s["learners"]]
         sections.append("<h2>Learners: data consumed and evidence (mean over seeds)</h2>"
-                        + _table(body, ["level", "trained at H", "n", "method", *cols]))
+                        + _table(body, ["level", "trained at H", "n", "method", *data, "evidence"]))
     if s["multipliers"]:
         body = [[m["heterogeneity"], m["method"], m["axis"], m["at"],
-                 "not reached" if m["multiplier"] is None else num(m["multiplier"]), m["kind"]] for m in s["multipliers"]]
+                 "not reached" if m["multiplier"] is None else num(m["multiplier"]), m["kind"]]
+                for m in s["multipliers"]]
         sections.append("<h2>Compute and data multipliers (seed means)</h2>"
                         + _table(body, ["level", "method", "axis", "at", "multiplier", "kind"]))
-    body = [[r["heterogeneity"], r["n"], r["method"], r["H"], r["seeds"], *[fmt(r[k]) for k in ("J_norm", "J", "success",
-                                                                                                   "tokens")]]
-            for r in s["results"]]
+    body = [[r["heterogeneity"], r["n"], r["method"], r["H"], r["seeds"],
+             *[fmt(r[k]) for k in ("J_norm", "J", "success", "tokens")]] for r in s["results"]]
     sections.append("<details><summary><b>All results</b></summary>" + _table(
         body, ["level", "n", "method", "H", "seeds", "J_H/H", "J_H (tokens)", "success@H", "tokens"]) + "</details>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>veriscale: {html.escape(study.name)}</title>

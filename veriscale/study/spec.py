@@ -41,13 +41,18 @@ def method_label(method: str, accounting: str | None) -> str:
 
 @dataclass
 class BaseStage:
-    """Pretraining of pi_b, shared by every run with the same heterogeneity (and H in horizon mode)."""
+    """Pretraining of pi_b, shared by every run with the same heterogeneity (and H in horizon mode).
+    Defaults (ours, measured in BENCHMARKS.md): a curriculum over filler spreads of H/8, H/4, H/2
+    and H, which is what lets the base learn the hidden map at H = 128 under heterogeneous filler."""
 
     traces: int = knob(16384, "teacher traces in the pretraining set", min=1)
     heldout_traces: int = knob(256, "held-out teacher traces for the loss curve", min=1)
     data_seed: int = knob(0, "seed of the pretraining data", min=0)
+    budget_mix: list[float] = knob([0.125, 0.25, 0.5, 1.0], "fractions f of H whose filler spreads the "
+                                   "pretraining data covers (see `veriscale config pretrain`)", min=0.0, max=1.0)
+    curriculum: bool = knob(True, "train on the budget_mix shares in increasing order")
     model: GPTConfig = field(default_factory=GPTConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=800))
 
 
 @dataclass
