@@ -5,8 +5,8 @@ and summary.json carries every number the HTML states."""
 import json
 import math
 import re
-from html import escape
 from fractions import Fraction
+from html import escape
 
 import pytest
 
@@ -24,8 +24,8 @@ M = 4  # answer length: J*_H = H - M + 1
 def _laws(c: dict, H: int, N: int) -> dict:
     """Planted metrics of one run at budget H. VF suboptimality J(expert) - J(sft) = 2 H n^-1/2 and
     VB suboptimality J* - J(bon) = 30 sqrt(H) / n, each times a per-seed factor (which leaves the
-    slope of the seed means exact); rl_verifier at level none trails sft by (20 - H)/4 tokens, so
-    its gap is negative at H = 8 and 16."""
+    slope of the seed means exact); rl_verifier at level none returns (H - 20)/4 tokens more than
+    sft, so its gap is negative at H = 8 and 16."""
     het, n, method, f = c["heterogeneity"], c["n"], c["method"], 1.0 + 0.1 * c["seed"]
     jstar = H - M + 1
     j_exp = jstar if het == "none" else jstar - 0.2 * H
@@ -47,7 +47,8 @@ def _laws(c: dict, H: int, N: int) -> dict:
 def _make(tmp_path, **kw):
     study = study_from_dict({"name": "synthetic", "budgets": [8, 16, 32, 64], "n": [16, 32, 64, 128, 256],
                              "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "search_n": 4,
-                             "methods": ["base", "expert", "sft", "bon", "rl_verifier"], "task": {"answer_len": M}, **kw})
+                             "methods": ["base", "expert", "sft", "bon", "rl_verifier"],
+                             "task": {"answer_len": M}, **kw})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval"):
         c = job.config

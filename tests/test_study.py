@@ -150,15 +150,19 @@ def test_results_and_report_render_from_stored_records(uninterrupted, tmp_path):
     assert res.exit_code == 0, res.output
     assert "rl_outcome" in res.output and (tmp_path / "r.parquet").stat().st_size > 0
     import pyarrow.parquet as pq
-    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2 * len(_metrics(uninterrupted))
+    budget_records = [r for r in load_records(uninterrupted) if r["config"]["method"] != "diagnose"]
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2 * len(budget_records)
     res = CliRunner().invoke(main, ["report", str(uninterrupted)])
     assert res.exit_code == 0, res.output
     html = (uninterrupted / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
-    for method in ("bon", "rl_outcome"):  # the findings name every VB method's gap over SFT
+    for method in ("bon:shared", "bon:per_sample", "rl_outcome"):  # the findings name every VB gap over SFT
         assert f"Gap {method} - sft (heterogeneity high, n = 16)" in html
-    for name in ["fig_a_vs_H.png", "fig_b_vs_n.png", "fig_c_gap_vs_H.png", "fig_e_multiplier.png"]:
+    for name in ["fig_a_vs_H.png", "fig_b_vs_n.png", "fig_c_gap_vs_H.png", "fig_e_multiplier.png",
+                 "fig_f_best_of_n_accounting.png"]:
         assert (uninterrupted / name).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((uninterrupted / "summary.json").read_text())
+    assert {"levels", "gap_vs_H", "learners", "findings"} <= set(summary)
 
 
 def test_study_config_errors_exit_2_before_work(tiny_toml, tmp_path):

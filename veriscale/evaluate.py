@@ -94,4 +94,5 @@ def diagnose_policy(policy_dir: str | Path, *, budget: int, prompts: int, sample
                                      "group_size": min(8, samples)})
     model, task, _ = load_gpt_policy(policy_dir)
     out = diagnose(GPTSampler(model, task), task, cfg)
-    return {k: v for k, v in out.items() if k not in ("per_prompt", "prompt_text", "policy")}
+    # per-prompt lists stay out of the record, and so does wall time (records are deterministic data)
+    return {k: v for k, v in out.items() if k not in ("per_prompt", "prompt_text", "policy", "sample_seconds")}

@@ -18,7 +18,6 @@ import html
 import json
 import math
 from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 
 from veriscale.study import figures
@@ -334,14 +333,14 @@ def _evidence(r: dict) -> str:
 
 
 def _clean(obj):
-    """JSON-safe copy: NaN and infinities become null, tuple keys and Fractions strings."""
+    """JSON-safe copy: NaN and infinities become null (strict JSON), keys strings."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    return str(obj) if isinstance(obj, Fraction) else obj
+    return obj
 
 
 def write_report(study_dir: str | Path) -> Path:
@@ -357,10 +356,10 @@ def write_report(study_dir: str | Path) -> Path:
                    "methods": rep.labels, "vf_reference": rep.vf, "vb_methods": rep.vb,
                    "records_finished": len(rep.records), "records_expected": rep.expected,
                    "intervals": "95% Student-t over seeds; one seed: within-run interval over prompts where stored",
-                   "diagonal": {"c": rep.c, "pairs": rep.pairs}}}
+                   "diagonal": {"c": rep.c and str(rep.c), "pairs": rep.pairs}}}
     if rep.didactic:
         s["levels"], s["clones"] = rep.levels(), rep.clones()
-        s["suboptimality"] = rep.suboptimality() if has_vf else []
+        s["suboptimality"] = rep.suboptimality()
     else:
         rep.findings.append("Heterogeneity levels and suboptimality against n are not computed on the LLM track: "
                             "it has no expert process to clone and no known optimal return J*_H.")

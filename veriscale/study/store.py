@@ -80,12 +80,14 @@ def diagnoses(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, 
 
 
 def summarize(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean over seeds per (heterogeneity, n, method, budget), with the number of seeds."""
+    """Mean over seeds per (heterogeneity, n, method, budget), with the number of seeds (n None:
+    a method that uses no training data, shown once)."""
     groups: dict[tuple, list[dict]] = {}
     for r in flat:
         groups.setdefault((r["heterogeneity"], r["n"], r["method"], r["budget"]), []).append(r)
     out = []
-    for (het, n, method, H), rs in sorted(groups.items()):
+    # n is None for methods that use no training data (base, expert): they sort first
+    for (het, n, method, H), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, *kv[0][2:])):
         mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
         out.append({"heterogeneity": het, "n": n, "method": method, "H": H, "seeds": len(rs),
                     "J_norm": mean("J_norm"), "success": mean("success"), "tokens": mean("tokens"),
