@@ -11,6 +11,7 @@ Writes model.safetensors, config.json and metrics.jsonl (train and held-out loss
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,9 +31,10 @@ class PretrainConfig:
     traces: int = knob(16384, "teacher traces in the pretraining set (one per training prompt)", min=1)
     heldout_traces: int = knob(512, "teacher traces on test prompts for held-out loss", min=1)
     data_seed: int = knob(0, "seed of the prompts and teacher traces", min=0)
-    budget_mix: list[float] = knob([1.0], "fractions f of H: the teacher traces are split evenly over them, "
-                                   "each share's filler drawn as at budget f*H (trace length stays H; ours)",
-                                   min=0.0, max=1.0)
+    budget_mix: list[float] = knob([1.0], "fractions f of H: the teacher traces are split evenly over them; a "
+                                   "share with f < 1 draws its filler as the high level does at budget f*H (at "
+                                   "least 0..1 tokens), the f = 1 share is the level's own data; trace length "
+                                   "stays H (ours)", min=0.0, max=1.0)
     curriculum: bool = knob(True, "train on the budget_mix shares one after another in increasing f, "
                                   "optim.steps split evenly, each stage with its own warm-up and decay; "
                                   "False: one shuffled mix (ours)")
@@ -50,13 +52,28 @@ def teacher_dataset(task: PlantedTask, split: str, n: int, seed: int, spread_at:
     return lm_batch(task.encode(prompts), task.teacher(prompts, g, spread_at=spread_at))
 
 
+def warmup_task(task: PlantedTask) -> PlantedTask:
+    """The same task (same hidden map g) with the high level's filler, at least 0..1 tokens: the
+    data of the curriculum's early stages. Variable filler from the first step is what makes the
+    base learn to find a candidate wherever it starts; measured, stages of fixed filler (what
+    the low level gives at H/8) teach a position-bound solution that later stages do not undo."""
+    return PlantedTask(replace(task.cfg, heterogeneity="high",
+                               spread_scale=max(task.cfg.spread_scale, task.cfg.low_scale)))
+
+
 def stages(cfg: PretrainConfig, task: PlantedTask) -> list[tuple[tuple[torch.Tensor, ...], OptimConfig]]:
     """(data, optim) per training stage: the budget_mix shares in increasing order with a share
     of the steps each (curriculum), or all shares shuffled together in one stage."""
     H, mix = task.cfg.horizon, sorted(cfg.budget_mix)
     share = max(1, cfg.traces // len(mix))
-    parts = [teacher_dataset(task, "train", share, cfg.data_seed + i, max(1, round(f * H)))
-             for i, f in enumerate(mix)]
+    early = warmup_task(task)
+
+    def spread_at(f: float) -> int:  # the smallest budget whose high spread reaches 0..1
+        lo = math.ceil((1 / max(early.cfg.spread_scale, 1e-9)) ** (1 / max(early.cfg.spread_exponent, 1e-9)))
+        return max(lo, round(f * H))
+
+    parts = [teacher_dataset(task, "train", share, cfg.data_seed + i) if f >= 1 else
+             teacher_dataset(early, "train", share, cfg.data_seed + i, spread_at(f)) for i, f in enumerate(mix)]
     if not cfg.curriculum or len(parts) == 1:
         return [(tuple(torch.cat(x) for x in zip(*parts)), cfg.optim)]
     steps = max(1, cfg.optim.steps // len(parts))
