@@ -19,6 +19,7 @@ from veriscale.learn.verifier import Verifier
 from veriscale.policy import checkpoint
 from veriscale.policy.gpt import GPT, GPTConfig
 from veriscale.policy.sampler import load_gpt_policy, resolve_model_config
+from veriscale.tasks.base import Rollouts
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 
@@ -134,3 +135,17 @@ def test_cli_train_rl_needs_a_verifier_for_verifier_reward(tmp_path):
     res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "n=4",
                                     "--set", "steps=1", "--set", "G=2"])
     assert res.exit_code == 0 and "reward=" in res.output and "kept step 0" in res.output
+
+
+def test_outcome_reward_is_zero_one_and_return_is_the_shaped_one(task):
+    """reward = "outcome" is the paper's 0/1 success within H; "return" is R_H / H."""
+    prompts = task.prompts("test", 3, 0)
+    tgt, f, H = task.target(prompts), task.filler_base, 8
+    tokens = torch.stack([torch.cat([tgt[0], torch.full((5,), f)]),  # T = 3
+                          torch.cat([torch.full((5,), f), tgt[1]]),  # T = 8
+                          torch.full((8,), f)])  # never
+    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((3,), H))
+    outcome, true = rl.trace_rewards(task, prompts, ro, None, "outcome")
+    assert outcome.tolist() == [1.0, 1.0, 0.0]
+    shaped, _ = rl.trace_rewards(task, prompts, ro, None, "return")
+    assert shaped.tolist() == pytest.approx([(8 - 3 + 1) / 8, 1 / 8, 0.0]) and torch.equal(shaped, true)

@@ -120,6 +120,48 @@ def test_search_return_charges_all_samples(task):
     assert row["success"] == 1.0 and row["tokens"] == 7.0 and row["J"] == 8 - 7 + 1  # T_eff = 3 + 4
 
 
+def test_per_sample_accounting_scores_the_selected_trace(task):
+    """Each sample gets H; the selected trace is scored by its own T; all drawn tokens are shown."""
+    prompts = task.prompts("test", 1, 0)
+    f, p = task.filler_base, task.pad
+    tgt = task.target(prompts)[0].tolist()
+    tokens = torch.tensor([[f, f, *tgt, p, p, p], [f] * 8])  # T = 5 (m = 3), and a trace that never answers
+    counts = torch.tensor([5, 8])
+    ro = Rollouts(tokens, torch.arange(8) < counts[:, None], counts)
+    row = search_budgets(Pool(task, prompts, ro, 2, accounting="per_sample"), [8], "oracle")[0]
+    assert row["success"] == 1.0 and row["J"] == 8 - 5 + 1 and row["tokens"] == 13.0  # 13 <= N*H = 16
+    # shared: the same pool gives each sample floor(8/2) = 4 tokens, too few for the answer at 5
+    shared = search_budgets(Pool(task, prompts, ro, 2), [8], "oracle")[0]
+    assert shared["success"] == 0.0 and shared["tokens"] <= 8
+
+
+def test_per_sample_pools_respect_n_times_h(task, tiny_gpt):
+    prompts = task.prompts("test", 16, 0)
+    verifier = Verifier(tiny_gpt, task).eval()
+    pool = draw_pool(GPTSampler(tiny_gpt, task), task, prompts, 4, 24, seed=1, verifier=verifier,
+                     accounting="per_sample")
+    assert pool.width == 24
+    for rule in ("bon", "maj", "wmaj", "oracle"):
+        for row in search_budgets(pool, [4, 8, 16, 24], rule):
+            assert row["tokens"] <= 4 * row["budget"]
+
+
+def test_majority_votes_for_the_credited_answer(task):
+    """A sample that writes the target and then another candidate votes for the target (the answer
+    the checker credits), so two such samples outvote two identical wrong ones."""
+    prompts = task.prompts("test", 1, 0)
+    f = task.filler_base
+    tgt = task.target(prompts)[0]
+    wrong = (tgt + 1) % task.cfg.vocab
+    rows = [torch.cat([tgt, torch.tensor([f]), (tgt + 2) % task.cfg.vocab]),
+            torch.cat([tgt, torch.tensor([f]), (tgt + 3) % task.cfg.vocab]),
+            torch.cat([torch.tensor([f] * 4), wrong]), torch.cat([torch.tensor([f] * 4), wrong])]
+    tokens = torch.stack(rows)
+    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((4,), 7))
+    row = search_budgets(Pool(task, prompts, ro, 4, accounting="per_sample"), [7], "maj")[0]
+    assert row["success"] == 1.0  # ties go to the lowest index, which is a credited sample
+
+
 @pytest.fixture
 def runs(tmp_path, task, tiny_gpt):
     """A policy run (the random tiny GPT) and a verifier run on it."""

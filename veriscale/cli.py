@@ -134,7 +134,7 @@ EVAL_COLUMNS = [("method", "method"), ("H", "H"), ("J", "J_H/H [95% CI]"), ("S",
 @click.option("--policy", "policy_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory of the policy (the base policy of search methods).")
 @click.option("--method", "methods", multiple=True, default=("base",), show_default=True,
-              help="base|sft|rl|bon|maj|wmaj|oracle|early_stop; repeatable or comma-separated; "
+              help="base|expert|sft|rl|bon|maj|wmaj|oracle|early_stop; repeatable or comma-separated; "
                    "NAME=RUN_DIR evaluates that run's policy instead of --policy.")
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (bon, wmaj, early_stop).")
@@ -143,13 +143,16 @@ EVAL_COLUMNS = [("method", "method"), ("H", "H"), ("J", "J_H/H [95% CI]"), ("S",
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="Independent problems per prompt (traces, or search pools).")
 @click.option("--n-search", default=4, show_default=True, type=click.IntRange(min=1),
-              help="N of best-of-N: N samples of floor(H/N) tokens.")
+              help="N of best-of-N.")
+@click.option("--accounting", default="shared", show_default=True, type=click.Choice(["shared", "per_sample"]),
+              help="Best-of-N against H: the N samples share H (floor(H/N) tokens each, all charged), or "
+                   "each sample gets H (the selected trace scored with J_H; N*H tokens drawn).")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Verifier score at which early_stop stops.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 def evaluate(policy_dir: str, methods: tuple[str, ...], verifier_dir: str | None, budgets: str, prompts: int,
-             samples: int, n_search: int, threshold: float, temperature: float, seed: int) -> None:
+             samples: int, n_search: int, accounting: str, threshold: float, temperature: float, seed: int) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
     from veriscale.evaluate import evaluate_method
@@ -162,14 +165,14 @@ def evaluate(policy_dir: str, methods: tuple[str, ...], verifier_dir: str | None
         _run_dir(verifier_dir, "--verifier", stage="verifier")
     elif any(m in NEEDS_VERIFIER for _, m, _ in plan):
         _fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
-    if any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < n_search:
+    if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < n_search:
         _fail(f"--budgets: best-of-{n_search} needs every budget >= {n_search}, got {b[0]}")
     rows = []
     for label, method, run in plan:
         try:
             recs = evaluate_method(method, policy_dir=run, verifier_dir=verifier_dir, prompts=prompts, budgets=b,
                                    samples=samples, n_search=n_search, temperature=temperature, seed=seed,
-                                   threshold=threshold)
+                                   threshold=threshold, accounting=accounting)
         except ValueError as e:
             _fail(f"{label}: {e}")
         rows += [{"method": label, "H": r["budget"], "n": r["n"], "tokens": r["tokens"],
@@ -177,7 +180,9 @@ def evaluate(policy_dir: str, methods: tuple[str, ...], verifier_dir: str | None
                   "J": f"{r['J_norm']:.3f} [{r['J_norm_lo']:.3f}, {r['J_norm_hi']:.3f}]",
                   "S": f"{r['success']:.3f} [{r['success_lo']:.3f}, {r['success_hi']:.3f}]"} for r in recs]
     click.echo(f"{prompts} held-out prompts x {samples} problems, temperature {temperature}, seed {seed}; "
-               f"search: N={n_search} samples of floor(H/N) tokens; each method sampled once at H={b[-1]}")
+               f"search: N={n_search} samples, accounting {accounting} ("
+               f"{'floor(H/N) tokens each' if accounting == 'shared' else 'H tokens each'}); "
+               f"each method sampled once at H={b[-1]}")
     click.echo(format_table(rows, EVAL_COLUMNS))
 
 
