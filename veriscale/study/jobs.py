@@ -281,7 +281,9 @@ def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
             try:
                 with progress.silenced():
                     _train(job, study_dir, tmp)
-                (tmp / "job.json").write_text(json.dumps(dataclasses.asdict(job), indent=2, sort_keys=True))
+                # wall_s: the training time, for the per-stage breakdown of a study's wall time
+                (tmp / "job.json").write_text(json.dumps({**dataclasses.asdict(job), "wall_s": time.time() - start},
+                                                         indent=2, sort_keys=True))
                 tmp.rename(final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
