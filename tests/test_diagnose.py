@@ -118,7 +118,7 @@ def tiny_runs(tmp_path_factory):
     """Two tiny GPTs pretrained on low- and high-heterogeneity teachers (a few seconds each)."""
     runs = {}
     for het in ("none", "high"):
-        cfg = PretrainConfig(out=str(tmp_path_factory.mktemp(het)), traces=1024, heldout_traces=32,
+        cfg = PretrainConfig(out=str(tmp_path_factory.mktemp(het)), traces=1024, heldout_traces=32, budget_mix=[1.0],
                              task=_task_cfg(het), model=GPTConfig(n_layer=2, n_head=2, d_model=32),
                              optim=OptimConfig(steps=500, batch_size=64, lr=1e-2, warmup=20, eval_every=500))
         runs[het] = pretrain(cfg)

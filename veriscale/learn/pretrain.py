@@ -31,7 +31,7 @@ class PretrainConfig:
     traces: int = knob(16384, "teacher traces in the pretraining set (one per training prompt)", min=1)
     heldout_traces: int = knob(512, "teacher traces on test prompts for held-out loss", min=1)
     data_seed: int = knob(0, "seed of the prompts and teacher traces", min=0)
-    budget_mix: list[float] = knob([1.0], "fractions f of H: the teacher traces are split evenly over them; a "
+    budget_mix: list[float] = knob([0.125, 0.25, 0.5, 1.0], "fractions f of H: the teacher traces are split evenly over them; a "
                                    "share with f < 1 draws its filler as the high level does at budget f*H (at "
                                    "least 0..1 tokens), the f = 1 share is the level's own data; trace length "
                                    "stays H (ours)", min=0.0, max=1.0)

@@ -26,7 +26,7 @@ class GPTConfig:
     d_model: int = knob(64, "residual width (divisible by n_head)", min=8, max=8192)
     position: Literal["both", "rope", "learned"] = knob(
         "both", "positions: learned absolute embeddings, rotary (relative offsets: 'the token k back' is the "
-                "same at every position), or both (ours: see BENCHMARKS.md for what each learns at H = 128)")
+                "same at every position), or both (ours: BENCHMARKS.md measures what each learns at long horizons)")
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:

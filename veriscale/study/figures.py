@@ -88,6 +88,14 @@ def _log_y(ax) -> None:
         ax.text(0.5, 0.5, "no positive mean to draw on a log axis", transform=ax.transAxes, ha="center")
 
 
+def _finish_log_log(ax, xs) -> None:
+    """Log y (when anything positive was drawn), ticks at the measured x values, grid, legend."""
+    _log_y(ax)
+    _ticks(ax, xs)
+    ax.grid(alpha=0.3)
+    _legend(ax, 7)
+
+
 def _legend(ax, size: int) -> None:
     """A legend, or a note that the panel has nothing to draw (the findings say why)."""
     if ax.get_legend_handles_labels()[0]:
@@ -173,10 +181,7 @@ def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                             label=f"n^{e['theory_slope']:g} shape through n = {a[0]:g}")
             ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, {rep.level} {het}, H = {rep.Hmax}",
                    ylabel="J_H(expert) - J_H(sft)  (tokens)" if kind == "VF" else "J*_H - J_H(VB)  (tokens)")
-            _log_y(ax)
-            _ticks(ax, rep.ns)
-            ax.grid(alpha=0.3)
-            _legend(ax, 7)
+            _finish_log_log(ax, rep.ns)
     return (_save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
             "(d) Suboptimality against n at H_max: VF (the expert's return minus SFT's; theory slope -1/2) and the "
             "data-matched VB methods (J*_H = H - m + 1 minus their return; theory slope -1). Dashed: the theory's "
@@ -284,10 +289,7 @@ def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                         label=f"H^{beta:g} (configured β; shape through H = {a[0]:g})")
         ax.set(xscale="log", xlabel="horizon H", ylabel="sigma(T) over successful traces (tokens)",
                title=f"{rep.level} {het}")
-        _log_y(ax)
-        _ticks(ax, rep.budgets)
-        ax.grid(alpha=0.3)
-        _legend(ax, 7)
+        _finish_log_log(ax, rep.budgets)
     return (_save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
             "(g) Measured length heterogeneity sigma(T) of the expert and the base policy against the horizon, "
             f"with its exponent (seed-bootstrap 95% CI) and the configured H^β shape. {MARKS} {rep.mode()}.")

@@ -49,7 +49,7 @@ class BaseStage:
     heldout_traces: int = knob(256, "held-out teacher traces for the loss curve", min=1)
     data_seed: int = knob(0, "seed of the pretraining data", min=0)
     budget_mix: list[float] = knob([0.125, 0.25, 0.5, 1.0], "fractions f of H whose filler spreads the "
-                                   "pretraining data covers (see `veriscale config pretrain`)", min=0.0, max=1.0)
+                                   "pretraining curriculum covers (see `veriscale config pretrain`)", min=0.0, max=1.0)
     curriculum: bool = knob(True, "train on the budget_mix shares in increasing order")
     model: GPTConfig = field(default_factory=GPTConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=800))
