@@ -31,7 +31,7 @@ def test_pickle_checkpoints_are_refused(tmp_path, tiny_gpt):
 
 
 def _tiny_pretrain(out, seed=0):
-    cfg = PretrainConfig(out=str(out), traces=256, heldout_traces=32)
+    cfg = PretrainConfig(out=str(out), traces=256, heldout_traces=32, budget_mix=[1.0])
     cfg.task.horizon, cfg.task.test_prompts = 16, 32
     cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head = 1, 32, 2
     cfg.optim.steps, cfg.optim.batch_size, cfg.optim.eval_every, cfg.optim.seed = 6, 16, 3, seed

@@ -181,3 +181,24 @@ def test_filler_weights_follow_config():
     assert t.filler_weights().tolist() == [0.25, 0.0, 0.75]
     t = PlantedTask(PlantedConfig(heterogeneity="none", fixed_filler=3))
     assert t.filler_weights().tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_pretraining_curriculum_stages():
+    """Early stages draw the high level's filler at f*H (never a fixed length, even for level
+    none); the last stage is the level's own data; the steps are split evenly."""
+    from veriscale.learn.pretrain import PretrainConfig, stages
+
+    cfg = PretrainConfig(traces=400, task=PlantedConfig(heterogeneity="none", horizon=64),
+                         budget_mix=[1.0, 0.125, 0.5])
+    task = PlantedTask(cfg.task)
+    out = stages(cfg, task)
+    assert [o.steps for _, o in out] == [cfg.optim.steps // 3] * 3
+    m, P = task.cfg.answer_len, task.cfg.prompt_len + 2
+    for i, ((inputs, targets, mask), _) in enumerate(out):
+        tokens = torch.where(mask, targets, -1)[:, P - 1:]  # (N, L) trace tokens, -1 elsewhere
+        filler = ((tokens >= task.filler_base) & (tokens < task.bos)).sum(1)
+        if i < 2:  # f = 1/8 and 1/2: variable filler before the answers
+            assert filler.float().std() > 0
+        else:  # the level's own data: l = 0, so no filler at all
+            assert (filler == 0).all()
+        assert len(inputs) == 133

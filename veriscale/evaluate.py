@@ -86,6 +86,7 @@ def diagnose_policy(policy_dir: str | Path, *, budget: int, prompts: int, sample
                     seed: int = 0) -> dict:
     """The diagnosis (diagnose.py) of a tiny-GPT policy on its own task's test prompts at `budget`,
     without its per-prompt lists (a study record keeps the summary)."""
+    # imported here: diagnose.py loads transformers (for text policies), which no other job needs
     from veriscale.config import from_dict
     from veriscale.diagnose import DiagnoseConfig, diagnose
 
