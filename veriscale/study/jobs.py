@@ -108,7 +108,8 @@ def expand(study) -> list[Job]:
                         for acc in (study.accounting if method in SEARCH else [None]):
                             evaluation({"heterogeneity": het, "horizon": H, "n": None if method in NO_DATA else n,
                                         "seed": seed, "method": method, "accounting": acc, "budgets": budgets,
-                                        "policy": policy, "verifier": ver if scored else None,
+                                        "policy": policy,
+                                        "verifier": ver if scored or method == "rl_verifier" else None,
                                         "eval": eval_cfg, "mode": study.mode}, deps)
     return list(artifacts.values()) + list(evals.values())
 
@@ -223,8 +224,8 @@ def learner_summary(job: Job, study_dir: Path) -> dict:
     learner: dict = {}
     if c["method"] in ("base", "expert", "diagnose", "maj", "oracle"):
         return {"data": data, "learner": learner}
-    if c["verifier"] or c["method"] == "rl_verifier":
-        vcfg, vlog = _read_run(artifact_dir(study_dir, c["verifier"] or _rl_verifier(study_dir, c["policy"])))
+    if c["verifier"]:  # the verifier that scores the search, or that RL trained against
+        vcfg, vlog = _read_run(artifact_dir(study_dir, c["verifier"]))
         data.update(prompts=vcfg["run"]["n"], labelled_traces=vcfg["training_traces"],
                     validation_traces=vcfg["validation_traces"])
         learner["verifier"] = {"best_step": vcfg["best_step"], "steps_planned": vcfg["steps_planned"],
@@ -244,11 +245,6 @@ def learner_summary(job: Job, study_dir: Path) -> dict:
                          "reward_last": mean(plog[-k:], "reward"), "return_first": mean(plog[:k], "return"),
                          "return_last": mean(plog[-k:], "return"), "kl_last": mean(plog[-k:], "kl")}
     return {"data": data, "learner": learner}
-
-
-def _rl_verifier(study_dir: Path, rl_id: str) -> str:
-    """The verifier artifact id an RL-against-the-verifier artifact was trained with."""
-    return json.loads((artifact_dir(study_dir, rl_id) / "job.json").read_text())["config"]["verifier"]
 
 
 def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
