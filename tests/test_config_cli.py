@@ -33,14 +33,14 @@ def test_toml_file_and_override_precedence(tmp_path):
 
 def test_cli_config_error_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    res = CliRunner().invoke(main, ["pretrain", "--set", f"out={out}", "--set", "task.horizon=-3"])
+    res = CliRunner().invoke(main, ["train", "pretrain", "--set", f"out={out}", "--set", "task.horizon=-3"])
     assert res.exit_code == 2
     assert "task.horizon" in res.output and len(res.output.strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_cli_missing_config_file(tmp_path):
-    res = CliRunner().invoke(main, ["pretrain", "--config", str(tmp_path / "nope.toml")])
+    res = CliRunner().invoke(main, ["train", "pretrain", "--config", str(tmp_path / "nope.toml")])
     assert res.exit_code == 2 and "not found" in res.output
 
 
@@ -48,4 +48,4 @@ def test_cli_evaluate_rejects_bad_budgets_and_missing_run(tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(tmp_path), "--budgets", "a,b"])
     assert res.exit_code == 2 and "--budgets" in res.output
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(tmp_path / "none")])
-    assert res.exit_code == 2 and "not a run directory" in res.output
+    assert res.exit_code == 2 and "no such directory" in res.output and len(res.output.strip().splitlines()) == 1

@@ -1,7 +1,7 @@
 """A tiny LLM-track study (tiny from-config Llama saved locally, reasoning-gym prompts) through
-`reproduce`'s machinery: every method writes one record per budget, no method spends more than
-H, base draws are shared across n, a rerun skips everything, the report renders, and config
-errors stop before any work."""
+the one study machinery: every method writes one record per budget, no method spends more than
+H, base draws are shared across n, a rerun skips everything, the report renders, a changed base
+model is refused, and config errors stop before any work."""
 
 import json
 
@@ -18,14 +18,17 @@ from veriscale.study.sweep import run_study
 
 
 def _study(lm_dir, **kw):
-    data = {"track": "llm", "name": "tiny-llm", "model": str(lm_dir), "budgets": [24, 32], "n": [8, 12],
-            "seeds": [0], "eval_prompts": 6, "search_n": 2, "task": {"grade_workers": 1},
-            "forcing": {"answer_tokens": 4}, "samples": {"r": 2},
-            "sft": {"optim": {"steps": 2}}, "verifier": {"train_layers": 1, "optim": {"steps": 2}},
-            "rl": {"steps": 1, "prompts_per_step": 2, "G": 2},
+    data = {"name": "tiny-llm", "policy": f"hf:{lm_dir}", "task": "gym:basic_arithmetic", "budgets": [24, 32],
+            "n": [8, 12], "seeds": [0], "eval_prompts": 6, "search_n": 2, "accounting": ["shared"],
+            "diagnose_prompts": 3, "diagnose_samples": 2, "gym": {"grade_workers": 1},
+            "forcing": {"answer_tokens": 4}, "samples": {"r": 2, "val_prompts": 3},
+            "sft": {"val_traces": 3, "test_traces": 3, "eval_batch": 8, "optim": {"steps": 2, "batch_size": 4}},
+            "verifier": {"train_layers": 1, "optim": {"steps": 2, "batch_size": 4}},
+            "rl": {"steps": 1, "prompts_per_step": 2, "G": 2, "adv_norm": "std"},
             # a random tiny model never succeeds, so it has no search traces (tested on hand-made
             # samples in test_text_learners.py)
-            "methods": ["base", "sft", "sft_extend", "bon", "maj", "wmaj", "rl"], "forced_methods": ["sft"], **kw}
+            "methods": ["base", "sft", "sft_extend", "bon", "maj", "wmaj", "rl_outcome"], "forced_methods": ["sft"],
+            **kw}
     return study_from_dict(data)
 
 
@@ -40,11 +43,13 @@ def done(lm_dir, tmp_path_factory):
 def test_every_method_records_every_budget_within_budget(done):
     study, out, counts = done
     assert counts["error"] == 0, counts["errors"]
-    flat = rows(load_records(out))
+    flat = rows(load_records(out), study.n)
     assert {(r["method"], r["n"], r["budget"]) for r in flat} == \
-        {(m, n, H) for m in study.methods for n in study.n for H in study.budgets}
+        {(lab, n, H) for lab in study.labels() for n in study.n for H in study.budgets}
     for r in flat:
         assert 0 <= r["tokens"] <= r["budget"] and 0 <= r["success"] <= 1
+    diag = [r for r in load_records(out) if r["config"]["method"] == "diagnose"]
+    assert len(diag) == 1 and diag[0]["metrics"][0]["budget"] == 32  # the base's diagnosis at H_max
 
 
 def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
@@ -54,10 +59,10 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
     base = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] == "base"}
     assert len(base) == 1  # the base policy's traces do not depend on n
     sft = [j for j in evals if j.config["method"] == "sft"][0]
-    assert sorted(sft.config["draws"]) == ["24", "32"] and sft.config["mode"] == "forced"
+    assert sorted(sft.config["draws"]) == ["24", "32"]
     ext = [j for j in evals if j.config["method"] == "sft_extend"][0]
     assert ext.config["policy"] == sft.config["policy"]  # the same SFT policy, decoded differently
-    draws = {j.id: j for j in jobs if j.kind == "llm_draw"}
+    draws = {j.id: j for j in jobs if j.kind == "draw"}
     for H, draw_id in ext.config["draws"].items():
         forcing = draws[draw_id].config["forcing"]
         assert forcing["min_tokens"] == round(study.extend_share * int(H)) and forcing["cap"]
@@ -71,34 +76,49 @@ def test_rerun_skips_everything_and_report_renders(done):
     again = run_study(study, out, workers=1, threads=1, progress=False)
     assert again["ok"] == 0 and again["skipped"] == again["jobs"]
     html = write_report(out).read_text()
-    assert "local transformers model" in html and "Apache-2.0" in html and (out / "fig_tokens.png").is_file()
+    assert "transformers model" in html and "Apache-2.0" not in html and (out / "fig_tokens.png").is_file()
+
+
+def test_a_changed_base_model_is_never_reused(done, lm_dir, tmp_path):
+    import shutil
+
+    study, _, _ = done
+    copy = tmp_path / "lm"
+    shutil.copytree(lm_dir, copy)
+    moved = _study(copy)
+    ids = {j.id for j in expand(moved)}
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # same size, other weights
+    assert not ids & {j.id for j in expand(_study(copy))}  # the digest is part of every job id
 
 
 def test_llm_study_config_errors_name_the_field(lm_dir, tmp_path):
     with pytest.raises(ConfigError, match="methods"):
         _study(lm_dir, methods=["base", "nope"])
+    with pytest.raises(ConfigError, match="expert needs a planted task"):
+        _study(lm_dir, methods=["base", "expert"])
     with pytest.raises(ConfigError, match="forced_methods"):
         _study(lm_dir, forced_methods=["bon"])
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'track = "llm"\nmodel = "{lm_dir}"\n[rl]\nstepz = 3\n')
+    bad.write_text(f'policy = "hf:{lm_dir}"\ntask = "gym:basic_arithmetic"\nmethods = ["base"]\n[rl]\nstepz = 3\n')
     res = CliRunner().invoke(main, ["reproduce", str(bad), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "rl." in res.output and not (tmp_path / "x").exists()
-    res = CliRunner().invoke(main, ["reproduce", str(bad), "--backend", "vllm", "--out", str(tmp_path / "y")])
+    res = CliRunner().invoke(main, ["reproduce", str(bad), "--sampler", "vllm", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and not (tmp_path / "y").exists()
 
 
-def test_vllm_backend_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
+def test_vllm_sampler_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
     res = CliRunner().invoke(main, ["diagnose", "--policy", f"hf:{lm_dir}", "--task", "gym:basic_arithmetic",
-                                    "--backend", "vllm", "--out", str(tmp_path / "d")])
+                                    "--sampler", "vllm", "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "vllm" in res.output.lower() and not (tmp_path / "d").exists()
 
 
-def test_learners_train_a_transformers_model_under_the_vllm_backend(lm_dir):
+def test_learners_train_with_transformers_under_the_vllm_sampler(lm_dir):
     from veriscale.policy.hf import HFSampler
     from veriscale.policy.vllm import BackendUnavailable
-    from veriscale.study.llm_jobs import _sampler
+    from veriscale.study.run import base_policy
 
-    c = {"model": str(lm_dir), "backend": "vllm", "hf": {}}
-    assert isinstance(_sampler(c, None, trains=True), HFSampler)  # vLLM never needed to train
+    c = {"base": None, "base_spec": f"hf:{lm_dir}", "hf": {}}
+    assert isinstance(base_policy(c, None).sampler, HFSampler)  # a learner never needs vLLM
     with pytest.raises(BackendUnavailable):  # sampling jobs do ask for vLLM (absent here)
-        _sampler(c, None)
+        base_policy(c, None, "vllm")

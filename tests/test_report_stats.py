@@ -48,7 +48,7 @@ def _make(tmp_path, **kw):
     study = study_from_dict({"name": "synthetic", "budgets": [8, 16, 32, 64], "n": [16, 32, 64, 128, 256],
                              "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "search_n": 4,
                              "methods": ["base", "expert", "sft", "bon", "rl_verifier"],
-                             "task": {"answer_len": M}, **kw})
+                             "planted": {"answer_len": M}, **kw})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval"):
         c = job.config

@@ -1,5 +1,5 @@
 """The study layer end to end on a tiny grid: kill -9 and resume, corrupted records, the report,
-and the Ray backend against the local one."""
+and the Ray executor against the local one."""
 
 import json
 import os
@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.study.jobs import expand
-from veriscale.study.spec import NO_DATA, StudyConfig
+from veriscale.study.methods import METHODS
+from veriscale.study.spec import StudyConfig
 from veriscale.study.store import load_records
 from veriscale.study.sweep import run_study
 
@@ -30,7 +31,7 @@ eval_prompts = 16
 search_n = 2
 diagnose_prompts = 4
 diagnose_samples = 2
-[task]
+[planted]
 vocab = 8
 prompt_len = 3
 answer_len = 3
@@ -50,9 +51,10 @@ eval_every = 2
 val_traces = 8
 test_traces = 8
 optim = { steps = 2, batch_size = 4, eval_every = 1 }
-[verifier]
+[samples]
 r = 2
 val_prompts = 8
+[verifier]
 optim = { steps = 2, batch_size = 4, eval_every = 1 }
 [rl]
 steps = 2
@@ -83,7 +85,7 @@ def uninterrupted(tiny_toml, tmp_path_factory) -> Path:
 def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
     study = load_config(StudyConfig, tiny_toml)
     evals = [j for j in expand(study) if j.kind == "eval"]
-    per_n = [m for m in study.labels() if m.split(":")[0] not in NO_DATA]  # sft, bon:shared, bon:per_sample, rl
+    per_n = [lab for m, lab in study.runs() if METHODS[m].uses_data]  # sft, bon:shared, bon:per_sample, rl
     data_free = len(study.labels()) - len(per_n)  # base: once per seed, whatever n
     cells = len(study.seeds) * len(study.heterogeneity)
     assert len(per_n) == 4 and data_free == 1
@@ -178,7 +180,7 @@ def test_ray_backend_gives_the_same_records(tiny_toml, uninterrupted, tmp_path):
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        counts = run_study(load_config(StudyConfig, tiny_toml), tmp_path / "ray", backend="ray", threads=1,
+        counts = run_study(load_config(StudyConfig, tiny_toml), tmp_path / "ray", executor="ray", threads=1,
                            progress=False)
     finally:
         ray.shutdown()

@@ -34,7 +34,7 @@ from veriscale.learn.loop import OptimConfig, make_optimizer, masked_ce
 from veriscale.learn.pretrain import teacher_dataset
 from veriscale.policy.engine import generate, generate_reference
 from veriscale.policy.gpt import GPT, GPTConfig
-from veriscale.policy.sampler import resolve_model_config
+from veriscale.policy.tiny import resolve_model_config
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 

@@ -106,6 +106,10 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     kwargs = {}
     for key, value in data.items():
         name = prefix + key
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            # a partial table keeps this field's own defaults for the keys it omits (a learner's
+            # `optim` defaults differ from OptimConfig's), not the nested class's
+            value = deep_merge(to_dict(_default(fields[key])), value)
         kwargs[key] = _coerce(value, hints[key], name)
         _check_range(kwargs[key], fields[key], name)
     try:
@@ -159,16 +163,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, help) for every field, nested tables flattened."""
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, help) for every field, nested tables flattened; a nested
+    table shows the defaults its parent field gives it."""
     rows = []
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else _default(f)
         if dataclasses.is_dataclass(tp):
-            rows += describe(tp, prefix=f"{prefix}{f.name}.")
+            rows += describe(tp, prefix=f"{prefix}{f.name}.", defaults=default)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((prefix + f.name, getattr(tp, "__name__", str(tp)), default, f.metadata.get("help", "")))
     return rows
 

@@ -27,18 +27,21 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from veriscale.config import ConfigError, from_dict, knob, to_dict
-from veriscale.policy.hf import HFConfig
+from veriscale.atomic import write_json_atomic
+from veriscale.config import ConfigError, knob
+from veriscale.policy.load import load_policy
+from veriscale.policy.text import HFConfig
 from veriscale.rewards import returns
 from veriscale.tasks.base import Sampler, Task
 from veriscale.tasks.files import FilesConfig
 from veriscale.tasks.gym import GymConfig
+from veriscale.tasks.load import is_text, make_task
 
 
 @dataclass
@@ -55,7 +58,8 @@ class DiagnoseConfig:
     margin: Literal["sqrt", "linear"] = knob("sqrt", "margin(eps) in c_x(eps): sqrt(eps) or eps (form unknown; ours)")
     eps_ref: float = knob(0.25, "eps at which the verdict reads anti-concentration (ours)", min=0.0)
     c0: float = knob(0.1, "a prompt is anti-concentrated when c_x(eps_ref) >= c0 (ours)", min=0.0, max=1.0)
-    group_size: int = knob(8, "G: group size for the share of all-equal-reward groups", min=2)
+    group_size: int = knob(0, "G: group size for the share of all-equal-reward groups (0 = min(8, samples))",
+                           min=0)
     bootstrap: int = knob(1000, "bootstrap resamples of the prompts", min=10)
     sigma_min: float = knob(0.05, "verdict: heterogeneous when sigma/H >= this (ours)", min=0.0)
     share_min: float = knob(0.5, "verdict: anti-concentrated when this share of prompts has c_x(eps_ref) >= c0 "
@@ -64,7 +68,7 @@ class DiagnoseConfig:
                            min=0.0, max=1.0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
-    backend: Literal["hf", "vllm"] = knob("hf", "text sampling backend: transformers, or vLLM (GPU; veriscale[vllm])")
+    sampler: Literal["hf", "vllm"] = knob("hf", "text sampler: transformers, or vLLM (GPU; veriscale[vllm])")
     hf: HFConfig = field(default_factory=HFConfig)
     gym: GymConfig = field(default_factory=GymConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
@@ -72,6 +76,10 @@ class DiagnoseConfig:
     def __post_init__(self) -> None:
         if self.eps_ref not in self.eps:
             raise ConfigError(f"eps_ref: {self.eps_ref} is not in the eps grid {self.eps}")
+        if self.group_size == 0:  # not set: follow samples, so `--samples 2` works without `--set group_size=2`
+            self.group_size = min(8, self.samples)
+        if self.group_size < 2:
+            raise ConfigError(f"group_size: {self.group_size} is below 2 (0 = min(8, samples))")
         if self.group_size > self.samples:
             raise ConfigError(f"group_size: {self.group_size} exceeds samples={self.samples}")
 
@@ -164,38 +172,20 @@ def verdict(s: dict[str, Any], cfg: DiagnoseConfig) -> str:
 
 
 # ---- running: resolve the policy and task, sample, write the report ----------------------------
-def text_task(cfg: DiagnoseConfig) -> Task:
-    """The text task named by cfg.task (gym:NAME or file:PATH), validated."""
-    if cfg.task.startswith("gym:"):
-        from veriscale.tasks.gym import GymTask
-
-        return GymTask(from_dict(GymConfig, {**to_dict(cfg.gym), "name": cfg.task[4:]}, "gym."))
-    if cfg.task.startswith("file:"):
-        from veriscale.tasks.files import FileTask
-
-        return FileTask(replace(cfg.files, path=cfg.task[5:]))
-    if cfg.task == "planted":
-        raise ConfigError("task: a transformers policy needs a text task (gym:NAME or file:PATH), not planted")
-    raise ConfigError(f"task: expected planted, gym:NAME or file:PATH, got {cfg.task!r}")
-
-
-def resolve(cfg: DiagnoseConfig) -> tuple[Sampler, Task]:
-    """(sampler, task) named by cfg.policy and cfg.task; the task is checked before a model loads."""
-    if cfg.policy == "smollm2" or cfg.policy.startswith("hf:"):
-        from veriscale.policy.hf import load_text_sampler
-        from veriscale.policy.smollm2 import ensure_converted
-
-        task = text_task(cfg)
-        path = ensure_converted() if cfg.policy == "smollm2" else cfg.policy[3:]
-        return load_text_sampler(path, cfg.hf, backend=cfg.backend), task
-    from veriscale.policy.sampler import GPTSampler, load_gpt_policy
-
-    if cfg.task != "planted":
-        raise ConfigError(f"task: a tiny-GPT run directory diagnoses its own planted task, not {cfg.task!r}")
-    model, task, _ = load_gpt_policy(cfg.policy)
-    if cfg.budget > task.cfg.horizon:
-        raise ConfigError(f"budget: {cfg.budget} exceeds the policy's horizon {task.cfg.horizon}")
-    return GPTSampler(model, task), task
+def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
+    """(policy, task) named by cfg.policy and cfg.task; a text task is checked before a model loads."""
+    text = is_text(cfg.task)
+    task = make_task(cfg.task, gym=cfg.gym, files=cfg.files) if text else None
+    policy = load_policy(cfg.policy, hf=cfg.hf, sampler=cfg.sampler)
+    if policy.kind == "gpt":
+        if text:
+            raise ConfigError(f"task: a tiny-GPT run directory diagnoses its own planted task, not {cfg.task!r}")
+        task = policy.task
+        if cfg.budget > task.cfg.horizon:
+            raise ConfigError(f"budget: {cfg.budget} exceeds the policy's horizon {task.cfg.horizon}")
+    elif not text:
+        raise ConfigError(f"task: a transformers policy needs a text task (gym:NAME or file:PATH), not {cfg.task!r}")
+    return policy, task
 
 
 def repeat(prompts: Any, m: int) -> Any:
@@ -232,7 +222,6 @@ def default_out(cfg: DiagnoseConfig) -> Path:
 
 def write_report(summary: dict[str, Any], out: Path) -> Path:
     """Write diagnosis.json (atomically) and the PNGs into `out`; returns the JSON path."""
-    from veriscale.policy.checkpoint import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "diagnosis.json"

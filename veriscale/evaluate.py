@@ -1,99 +1,130 @@
-"""Evaluate a policy at many budgets from one sampling pass at the largest budget (SPEC §4).
+"""Evaluate a policy at many budgets (SPEC §4), for any policy and task.
 
-Each held-out prompt gets `samples` traces of max(budgets) tokens; every smaller budget is read
-off by truncation (`rewards.evaluate_budgets`). The metrics are over prompts x samples.
-
-`evaluate_method` puts every method on the same footing: the same held-out prompts, the same
-budgets, the same accounting (`search.budget_record`: tokens charged, never more than H, and
-verifier calls), one sampling pass at the largest budget per method.
-  base | sft | rl   one sequential trace of the policy per problem (the method name only labels
-                    which policy it is);
-  expert            one trace of the task's expert process (what VF clones), drawn at H_max and
-                    truncated like any policy's;
+Every method is put on the same footing: the same held-out prompts, the same budgets, the same
+accounting (`search.budget_record`: tokens charged, never more than H, and verifier calls).
+Evaluation kinds:
+  base | sft | rl   one sequential trace of the policy per problem (the name only labels which
+                    policy it is), sampled once at H_max; each smaller budget H re-grades the trace
+                    cut to H tokens (a cut text trace can end in a different final answer);
+  expert            one trace of the planted task's expert process (what VF clones), likewise;
   bon | maj | wmaj | oracle   best-of-`n_search` samples of the policy under a best-of-N
                     `accounting` (search.py: shared H, or H per sample);
   early_stop        one trace of the policy, stopped by the verifier.
-`diagnose_policy` gives the study its record of a base policy's heterogeneity and
-anti-concentration (diagnose.py).
+A sequential trace can instead be sampled once per budget with budget forcing (`forcing`, text
+policies): the trace is capped at each H by forcing the answer cue (policy/forcing.py).
+
+The work splits in two, so a study can store traces once and grade them in several ways:
+`draw` samples traces, `grade_sequential` / `grade_search` turn traces into metrics rows.
+`evaluate_method` chains them for one method. `diagnose_policy` gives a study its record of a
+base policy's heterogeneity and anti-concentration (diagnose.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
-from veriscale.learn.verifier import load_verifier
-from veriscale.policy.sampler import ExpertSampler, GPTSampler, load_gpt_policy
+from veriscale.config import from_dict
+from veriscale.diagnose import DiagnoseConfig, diagnose
+from veriscale.policy.forcing import BudgetForcing
+from veriscale.policy.tiny import ExpertSampler
 from veriscale.rewards import BudgetMetrics, evaluate_budgets
-from veriscale.search import NEEDS_VERIFIER, Accounting, budget_record, draw_pool, search_budgets
-from veriscale.tasks.base import Sampler, Task
+from veriscale.search import NEEDS_VERIFIER, Accounting, Pool, budget_record, repeat_each, search_budgets
+from veriscale.tasks.base import Rollouts, Task
 
 SEQUENTIAL = ("base", "expert", "sft", "rl")
 SEARCH = ("bon", "maj", "wmaj", "oracle", "early_stop")
 METHODS = SEQUENTIAL + SEARCH
 
 
-def sample_and_check(sampler: Sampler, task: Task, prompts: torch.Tensor, budget: int, *, samples: int = 1,
-                     temperature: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, counts), each (N * samples,), for `samples` traces per prompt at `budget` tokens."""
-    rep = prompts.repeat_interleave(samples, 0)
-    rollouts = sampler.sample(rep, budget, temperature=temperature, seed=seed)
-    return task.check(rep, rollouts), rollouts.counts
+def draw(sampler, prompts: Any, per_prompt: int, width: int, *, temperature: float = 1.0, seed: int = 0,
+         forcing: BudgetForcing | None = None) -> Rollouts:
+    """`per_prompt` traces of at most `width` tokens per prompt (row b*per_prompt+j is trace j of
+    prompt b), budget-forced at H = width when `forcing` is given."""
+    rep = repeat_each(prompts, per_prompt)
+    if forcing is not None:
+        return sampler.sample(rep, width, temperature=temperature, seed=seed, forcing=forcing)
+    return sampler.sample(rep, width, temperature=temperature, seed=seed)
 
 
-def evaluate_policy(sampler: Sampler, task: Task, prompts: torch.Tensor, budgets: list[int], *, samples: int = 1,
-                    temperature: float = 1.0, seed: int = 0) -> list[BudgetMetrics]:
-    """J_H/H, success@H and tokens at every budget from one pass at max(budgets)."""
-    T, counts = sample_and_check(sampler, task, prompts, max(budgets), samples=samples,
-                                 temperature=temperature, seed=seed)
-    return evaluate_budgets(T, counts, sorted(budgets))
+def grade_sequential(task: Task, prompts: Any, per_prompt: int, traces: Callable[[int], Rollouts],
+                     budgets: list[int]) -> list[dict]:
+    """One record per budget H from `traces(H)`: the rollouts that answer budget H (one draw at
+    H_max, or a forced draw per H), cut to H tokens and graded by the task's checker."""
+    rep = repeat_each(prompts, per_prompt)
+    rows = []
+    for H in sorted(budgets):
+        cut = traces(H).truncate(H)
+        rows.append(budget_record(task.check(rep, cut), cut.counts, torch.zeros_like(cut.counts), H))
+    return rows
 
 
-def evaluate_method(method: str, *, policy_dir: str | Path, verifier_dir: str | Path | None = None,
-                    prompts: int | torch.Tensor = 256, budgets: list[int], samples: int = 1, n_search: int = 4,
-                    temperature: float = 1.0, seed: int = 0, threshold: float = 0.5,
-                    accounting: Accounting = "shared") -> list[dict]:
-    """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` run
-    with the policy of `policy_dir` on held-out prompts (a count drawn with `seed`, or a (B, k)
-    tensor), `samples` independent problems per prompt, sampled once at max(budgets)."""
+def grade_search(method: str, task: Task, prompts: Any, rollouts: Rollouts, n: int, budgets: list[int], *,
+                 verifier=None, accounting: Accounting = "shared", threshold: float = 0.5) -> list[dict]:
+    """One record per budget for selection rule `method` over a pool of n samples per problem
+    (`rollouts`: B*n rows of width L(H_max)), every budget read off by truncation."""
+    scores = None
+    if method in NEEDS_VERIFIER:
+        if verifier is None:
+            raise ValueError(f"method {method!r} needs a verifier")
+        scores = verifier.score(repeat_each(prompts, n), rollouts).view(len(prompts), n, -1)
+    pool = Pool(task, prompts, rollouts, n, scores, accounting)
+    return search_budgets(pool, budgets, method, threshold=threshold)
+
+
+def search_width(method: str, n_search: int, H: int, accounting: Accounting) -> tuple[int, int]:
+    """(samples per problem, tokens per sample) a search method draws at budget H."""
+    n = 1 if method == "early_stop" else n_search
+    L = H // n if accounting == "shared" and method != "early_stop" else H
+    if L < 1:
+        raise ValueError(f"budget {H} is smaller than the {n} samples it must be split into")
+    return n, L
+
+
+def evaluate_method(method: str, policy, task: Task, prompts: Any, budgets: list[int], *, verifier=None,
+                    samples: int = 1, n_search: int = 4, temperature: float = 1.0, seed: int = 0,
+                    threshold: float = 0.5, accounting: Accounting = "shared",
+                    forcing: BudgetForcing | None = None) -> list[dict]:
+    """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` with
+    `policy` on held-out `prompts`, `samples` independent problems per prompt."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    model, task, _ = load_gpt_policy(policy_dir)
     budgets = sorted(budgets)
-    if budgets[-1] > task.cfg.horizon:
-        raise ValueError(f"budget {budgets[-1]} exceeds the policy's horizon {task.cfg.horizon}")
-    test = task.prompts("test", prompts, seed) if isinstance(prompts, int) else prompts
-    sampler = ExpertSampler(task) if method == "expert" else GPTSampler(model, task)
     if method in SEQUENTIAL:
-        T, counts = sample_and_check(sampler, task, test, budgets[-1], samples=samples,
-                                     temperature=temperature, seed=seed)
-        rows = [budget_record(T, counts.clamp(max=H), torch.zeros_like(counts), H) for H in budgets]
+        sampler = ExpertSampler(task) if method == "expert" else policy
+        if forcing is not None:
+            if method == "expert":
+                raise ValueError("the expert is not budget-forced")
+            forced = {H: draw(sampler, prompts, samples, H, temperature=temperature, seed=seed, forcing=forcing)
+                      for H in budgets}
+            rows = grade_sequential(task, prompts, samples, forced.__getitem__, budgets)
+        else:
+            ro = draw(sampler, prompts, samples, budgets[-1], temperature=temperature, seed=seed)
+            rows = grade_sequential(task, prompts, samples, lambda H: ro, budgets)
     else:
-        verifier = None
-        if method in NEEDS_VERIFIER:
-            if verifier_dir is None:
-                raise ValueError(f"method {method!r} needs a verifier run directory")
-            verifier = load_verifier(verifier_dir, task)
-        n = 1 if method == "early_stop" else n_search
-        pool = draw_pool(sampler, task, test.repeat_interleave(samples, 0), n, budgets[-1],
-                         temperature=temperature, seed=seed, verifier=verifier, accounting=accounting)
-        rows = search_budgets(pool, budgets, method, threshold=threshold)
+        problems = repeat_each(prompts, samples)
+        n, L = search_width(method, n_search, budgets[-1], accounting)
+        ro = draw(policy, problems, n, L, temperature=temperature, seed=seed)
+        rows = grade_search(method, task, problems, ro, n, budgets, verifier=verifier, accounting=accounting,
+                            threshold=threshold)
     return [{"method": method, **r} for r in rows]
 
 
-def diagnose_policy(policy_dir: str | Path, *, budget: int, prompts: int, samples: int, temperature: float = 1.0,
-                    seed: int = 0) -> dict:
-    """The diagnosis (diagnose.py) of a tiny-GPT policy on its own task's test prompts at `budget`,
-    without its per-prompt lists (a study record keeps the summary)."""
-    # imported here: diagnose.py loads transformers (for text policies), which no other job needs
-    from veriscale.config import from_dict
-    from veriscale.diagnose import DiagnoseConfig, diagnose
+def evaluate_policy(sampler, task: Task, prompts: Any, budgets: list[int], *, samples: int = 1,
+                    temperature: float = 1.0, seed: int = 0) -> list[BudgetMetrics]:
+    """J_H/H, success@H and tokens at every budget from one pass at max(budgets), T read off the
+    full traces (the pretraining table)."""
+    rep = repeat_each(prompts, samples)
+    ro = sampler.sample(rep, max(budgets), temperature=temperature, seed=seed)
+    return evaluate_budgets(task.check(rep, ro), ro.counts, sorted(budgets))
 
-    cfg = from_dict(DiagnoseConfig, {"policy": str(policy_dir), "budget": budget, "prompts": prompts,
-                                     "samples": samples, "temperature": temperature, "seed": seed,
-                                     "group_size": min(8, samples)})
-    model, task, _ = load_gpt_policy(policy_dir)
-    out = diagnose(GPTSampler(model, task), task, cfg)
-    # per-prompt lists stay out of the record, and so does wall time (records are deterministic data)
+
+def diagnose_policy(policy, task: Task, *, budget: int, prompts: int, samples: int, temperature: float = 1.0,
+                    seed: int = 0) -> dict:
+    """The diagnosis (diagnose.py) of a policy on its task's test prompts at `budget`, without
+    its per-prompt lists or wall time (a study record is deterministic data)."""
+    cfg = from_dict(DiagnoseConfig, {"budget": budget, "prompts": prompts, "samples": samples,
+                                     "temperature": temperature, "seed": seed})
+    out = diagnose(policy, task, cfg)
     return {k: v for k, v in out.items() if k not in ("per_prompt", "prompt_text", "policy", "sample_seconds")}

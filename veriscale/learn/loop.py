@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from veriscale import progress
 from veriscale.config import knob
-from veriscale.tasks.base import Rollouts
 
 
 @dataclass
@@ -38,18 +37,6 @@ class OptimConfig:
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN or inf loss."""
-
-
-def lm_batch(prompt_ids: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs, targets and loss mask for next-token training on prompt + trace.
-
-    prompt_ids (B, P), rollouts.tokens (B, L) -> inputs (B, P+L-1), targets (B, P+L-1),
-    loss_mask (B, P+L-1) True where the target is a sampled trace token (never a prompt token).
-    """
-    seq = torch.cat([prompt_ids, rollouts.tokens], 1)
-    P = prompt_ids.shape[1]
-    loss_mask = torch.cat([torch.zeros(prompt_ids.shape[0], P - 1, dtype=torch.bool), rollouts.mask], 1)
-    return seq[:, :-1], seq[:, 1:], loss_mask
 
 
 def masked_ce(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -112,7 +99,7 @@ def check_finite(loss: torch.Tensor, desc: str, step: int) -> None:
         raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at step {step}; stopped, last checkpoint kept")
 
 
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
 def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
@@ -122,7 +109,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     """Train on (N, T) inputs/targets/loss_mask for cfg.steps; returns the per-step records.
 
     `evaluate()` is called every eval_every steps and at the end; its dict joins the record.
-    `loss_fn(model, inputs, targets, loss_mask)` replaces the next-token loss (the verifier's
+    `loss_fn(model, idx)` replaces the next-token loss on the rows `idx` (the verifier's
     per-prefix loss uses it); `stop(record)`, called after each evaluation, ends training early
     when it returns True (early stopping, see `BestCheckpoint`).
     """
@@ -142,7 +129,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             w = int(loss_mask[idx].any(0).nonzero().max()) + 1 if loss_mask[idx].any() else 1
             loss = masked_ce(model(inputs[idx, :w]), targets[idx, :w], loss_mask[idx, :w])
         else:
-            loss = loss_fn(model, inputs[idx], targets[idx], loss_mask[idx])
+            loss = loss_fn(model, idx)
         check_finite(loss, desc, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,12 +152,11 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 
 
 class BestCheckpoint:
-    """Early stopping on a held-out metric (lower is better) that keeps the best weights on disk.
+    """Early stopping on a held-out metric (lower is better) that keeps the best weights.
 
-    `update(record)` calls `save()` whenever record[key] improves on the best so far and returns
-    True (stop) after `patience` consecutive evaluations without improvement (0 = never stop
-    early). The run directory therefore always holds the best checkpoint seen so far, which is
-    also what a NaN/inf stop leaves behind.
+    `update(record)` calls `save()` (a `Snapshot.take`) whenever record[key] improves on the best
+    so far and returns True (stop) after `patience` consecutive evaluations without improvement
+    (0 = never stop early).
     """
 
     def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0):
@@ -206,3 +192,34 @@ def heldout_split(n: int, share: float) -> tuple[slice, slice]:
     if held < 1:
         raise ValueError(f"cannot hold out a share of {n} item(s)")
     return slice(0, n - held), slice(n - held, n)
+
+
+class Snapshot:
+    """The best weights seen so far, kept in memory: `take()` copies every trainable parameter
+    of `module` (the early-stopping save of `BestCheckpoint`), `restore()` writes the copy back
+    before the run directory is written once. Frozen parameters never change, so they are not
+    copied."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.params = {k: p for k, p in module.named_parameters() if p.requires_grad}
+        self.state: dict[str, torch.Tensor] = {}
+
+    def take(self) -> None:
+        self.state = {k: p.detach().clone() for k, p in self.params.items()}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, p in self.params.items():
+            p.copy_(self.state[k])
+
+
+class LogitsOf(torch.nn.Module):
+    """A policy seen as the `(N, S) ids -> (N, S, V) logits` module `train_lm` trains; its
+    parameters are the policy's network's."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy, self.lm = policy, policy.model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.policy.logits(ids)

@@ -5,8 +5,9 @@ Objective: min_theta E_{x ~ train prompts, tau ~ teacher(x)} [ -sum_h log pi_the
 prompt tokens. The teacher data is a fixed set of `traces` prompt/trace pairs, so pi_b learns g
 imperfectly and copies the teacher's length distribution and error rate.
 
-Run: `veriscale pretrain --config configs/pretrain.toml [--set optim.steps=200 ...]`.
-Writes model.safetensors, config.json and metrics.jsonl (train and held-out loss) to `out`.
+Run: `veriscale train pretrain --config configs/pretrain.toml [--set optim.steps=200 ...]`.
+Writes the run directory (model.safetensors, config.json, veriscale.json) and metrics.jsonl
+(train and held-out loss) to `out`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pathlib import Path
 import torch
 
 from veriscale.config import knob, to_dict
-from veriscale.learn.loop import OptimConfig, eval_nll, jsonl_log, lm_batch, train_lm
-from veriscale.policy import checkpoint
+from veriscale.learn.data import lm_rows
+from veriscale.learn.loop import OptimConfig, eval_nll, jsonl_log, train_lm
 from veriscale.policy.gpt import GPT, GPTConfig
-from veriscale.policy.sampler import resolve_model_config
+from veriscale.policy.tiny import resolve_model_config, save_gpt
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 
@@ -49,7 +50,7 @@ def teacher_dataset(task: PlantedTask, split: str, n: int, seed: int, spread_at:
     filler lengths as at that budget (the trace length stays the task horizon)."""
     g = torch.Generator().manual_seed(seed)
     prompts = task.prompts(split, n, seed)
-    return lm_batch(task.encode(prompts), task.teacher(prompts, g, spread_at=spread_at))
+    return lm_rows(task.encode(prompts), task.teacher(prompts, g, spread_at=spread_at), task.pad)
 
 
 def warmup_task(task: PlantedTask) -> PlantedTask:
@@ -95,7 +96,4 @@ def pretrain(cfg: PretrainConfig) -> Path:
         for i, (data, optim) in enumerate(stages(cfg, task)):
             train_lm(model, *data, optim, evaluate=lambda: {"heldout_loss": eval_nll(model, *held)},
                      log=lambda rec, i=i: log({**rec, "stage": i}), desc=f"pretrain {i + 1}")
-    run_cfg = {"policy": "gpt", "stage": "pretrain", "model": to_dict(mcfg), "task": to_dict(cfg.task),
-               "run": to_dict(cfg)}
-    checkpoint.save(out, model, run_cfg)
-    return out
+    return save_gpt(out, model, {"stage": "pretrain", "task": to_dict(cfg.task), "run": to_dict(cfg)})

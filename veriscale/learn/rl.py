@@ -1,5 +1,6 @@
-"""Verifier-based (VB) policy improvement by RL: REINFORCE with a group-mean baseline, KL to the
-base policy, token-level normalisation.
+"""Verifier-based (VB) policy improvement by RL, for any policy (policy/base.py) and task:
+REINFORCE with a group-mean baseline (GRPO-style), KL to the base policy, token-level
+normalisation.
 
 Each step takes B = `prompts_per_step` of the n training prompts (shuffled epochs: the run makes
 `epochs` passes over its n prompts, at most `steps` steps, so more n is more distinct prompts)
@@ -14,18 +15,26 @@ engine. Reward, in [0, 1]:
              last prefix repeats).
 Data accounting: every sampled trace is one reward query (checker or verifier); the run's
 config.json states prompts, steps and reward queries.
-Advantage A_ij = R_ij - (1/G) sum_l R_il (group-mean baseline; no std scaling, ours). Loss:
+Advantage A_ij = R_ij - (1/G) sum_l R_il (`adv_norm = "none"`, the default, ours) or that divided
+by the group's standard deviation + 1e-4 (`"std"`, GRPO's). Loss:
   L(theta) = 1/(sum_ij |tau_ij|) * sum_ij sum_{t <= |tau_ij|} [ -A_ij log pi_theta^temp(tau_ij,t | s_ijt)
                                                              + beta KL(pi_theta(.|s_ijt) || pi_b(.|s_ijt)) ]
 with s_ijt = (x_i, tau_ij,<t). One on-policy AdamW step per batch, so the importance ratio is 1
-and the first term's gradient is REINFORCE; pi_theta^temp is the sampling distribution
+(GRPO's clipped ratio reduces to this on-policy) and the first term's gradient is REINFORCE;
+gradients accumulate over micro-batches of `micro_batch` traces, each weighted by its share of
+the batch's tokens, so the sum is exactly the token-normalised loss; pi_theta^temp is the sampling distribution
 (logits / temperature). The KL term is the exact per-state KL over the vocabulary (temperature
 1) at the visited states. Groups whose G rewards are all equal have zero advantage and give no
 policy gradient; their share is logged each step with reward, true return, KL and entropy.
 
-Run: `veriscale train rl --base runs/base-high --out runs/rl [--set reward=verifier --verifier runs/verifier]`.
-Writes model.safetensors, config.json (policy "gpt", stage "rl") and metrics.jsonl to `out`; a
-checkpoint is saved at the start and every `save_every` steps, so a NaN/inf stop keeps the last.
+Why our own loop and not TRL's GRPOTrainer: the loss, advantages, zero-variance accounting and
+records are the same for the tiny GPT and a transformers model, and sampling goes through the
+policy's own sampler (the KV-cache engines, or vLLM), which GRPOTrainer would replace.
+
+Run: `veriscale train rl --base runs/base-high --out runs/rl [--set reward=verifier --verifier runs/verifier]`,
+or `--base smollm2 --task gym:basic_arithmetic --config configs/llm/rl.toml`. Writes the run
+directory (stage "rl") and metrics.jsonl; the policy is saved every `save_every` steps and at the
+end, so a NaN/inf stop keeps the last save.
 """
 
 from __future__ import annotations
@@ -33,21 +42,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from veriscale import progress
 from veriscale.config import knob, to_dict
-from veriscale.learn.loop import check_finite, epoch_steps, jsonl_log, lm_batch, make_optimizer, minibatches
-from veriscale.learn.verifier import Verifier, load_verifier
-from veriscale.policy import checkpoint
-from veriscale.policy.engine import generate
-from veriscale.policy.sampler import load_gpt_policy
+from veriscale.learn.data import lm_rows
+from veriscale.learn.loop import LogitsOf, check_finite, epoch_steps, jsonl_log, make_optimizer, minibatches
+from veriscale.learn.samples import horizon_of
+from veriscale.learn.verifier import Verifier
 from veriscale.rewards import returns
-from veriscale.tasks.base import Rollouts
-from veriscale.tasks.planted import PlantedTask
+from veriscale.tasks.base import Rollouts, Task
 
 
 @dataclass
@@ -62,10 +69,15 @@ class RLConfig:
     reward: Literal["outcome", "return", "verifier"] = knob(
         "outcome", "outcome: 0/1 success within H (the paper's); return: the shaped bi-level return R_H/H; "
                    "verifier: the learned verifier's predicted return")
+    adv_norm: Literal["none", "std"] = knob("none", "none: R - group mean (ours); std: also / group sd (GRPO)")
     temperature: float = knob(1.0, "sampling temperature (the policy gradient uses the same)", min=0.01)
+    horizon: int = knob(0, "H of the sampled traces (0 = the tiny GPT's task horizon; text tasks need it)", min=0)
+    micro_batch: int = knob(0, "traces per forward/backward (0 = the whole batch; memory: traces x length x vocab)",
+                            min=0)
+    train_layers: int = knob(0, "train only the top k decoder blocks (0 = all; ours, for CPU)", min=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
-    save_every: int = knob(10, "steps between checkpoints", min=1)
+    save_every: int = knob(10, "steps between saves of the policy", min=1)
     seed: int = knob(0, "seed of sampling and prompt order", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/verifier by default)", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
@@ -108,7 +120,32 @@ def group_advantages(rewards: torch.Tensor, scale: bool = False) -> torch.Tensor
     return adv.flatten()
 
 
-def trace_rewards(task: PlantedTask, prompts: torch.Tensor, ro: Rollouts, verifier: Verifier | None,
+def accumulate_gradient(net, ref_net, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                        adv: torch.Tensor, cfg: RLConfig, step: int = 0) -> dict:
+    """Backpropagate the token-normalised loss of the module docstring over micro-batches.
+
+    inputs/targets/mask (N, S), adv (N,). Each micro-batch's loss (normalised over its own tokens)
+    is weighted by its share of all N traces' tokens, so the accumulated gradient is exactly the
+    full batch's (one micro-batch of all N when cfg.micro_batch is 0). Returns the loss, mean KL
+    and entropy per token and the token count."""
+    total = mask.sum().clamp(min=1)
+    out = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "tokens": int(mask.sum())}
+    size = cfg.micro_batch or len(inputs)
+    for i in range(0, len(inputs), size):
+        mb = slice(i, i + size)
+        share = (mask[mb].sum() / total).item()
+        with torch.no_grad():
+            ref_logits = ref_net(inputs[mb])
+        loss, stats = rl_loss(net(inputs[mb]), ref_logits, targets[mb], mask[mb], adv[mb], cfg.beta, cfg.temperature)
+        check_finite(loss, "rl", step)
+        (loss * share).backward()
+        out["loss"] += loss.item() * share
+        out["kl"] += stats["kl"] * share
+        out["entropy"] += stats["entropy"] * share
+    return out
+
+
+def trace_rewards(task: Task, prompts: Any, ro: Rollouts, verifier: Verifier | None,
                   reward: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(reward optimised, true normalised return R_H/H), each (N,), for N rollouts of width H."""
     H = ro.tokens.shape[1]
@@ -119,59 +156,54 @@ def trace_rewards(task: PlantedTask, prompts: torch.Tensor, ro: Rollouts, verifi
     return ((T <= H).float() if reward == "outcome" else true), true
 
 
-def train_rl(base_dir: str | Path, cfg: RLConfig, out: str | Path, verifier_dir: str | Path | None = None) -> Path:
-    """Improve pi_b by the policy gradient of the module docstring; writes `out`, returns it."""
-    if cfg.reward == "verifier" and verifier_dir is None:
-        raise ValueError("reward=verifier needs a verifier run directory")
+def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verifier | None = None,
+             meta: dict | None = None) -> Path:
+    """Improve `policy` (trained in place) by the policy gradient of the module docstring;
+    writes the run directory `out` and returns it."""
+    if cfg.reward == "verifier" and verifier is None:
+        raise ValueError("reward=verifier needs a verifier")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    policy, task, _ = load_gpt_policy(base_dir)
-    ref, _, _ = load_gpt_policy(base_dir)
-    ref.requires_grad_(False)
-    verifier = load_verifier(verifier_dir, task) if cfg.reward == "verifier" else None
-    steps = cfg.total_steps
-    H = task.cfg.horizon
+    ref = policy.frozen_copy()
+    policy.train_top(cfg.train_layers)
+    net, ref_net = LogitsOf(policy), LogitsOf(ref)
+    steps, H = cfg.total_steps, cfg.horizon or horizon_of(policy)
     prompts = task.prompts("train", cfg.n, cfg.data_seed)
-    g_data = torch.Generator().manual_seed(cfg.seed)
     g_sample = torch.Generator().manual_seed(cfg.seed + 1)
-    batches = minibatches(cfg.n, cfg.prompts_per_step, g_data)
-    opt = make_optimizer(policy, cfg.lr, cfg.weight_decay)
+    batches = minibatches(cfg.n, cfg.prompts_per_step, torch.Generator().manual_seed(cfg.seed))
+    opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    run = {**(meta or {}), "stage": "rl", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name, "horizon": H,
+           "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": steps * cfg.prompts_per_step * cfg.G}
     out = Path(out)
-    run_cfg = {"policy": "gpt", "stage": "rl", "model": to_dict(policy.cfg), "task": to_dict(task.cfg),
-               "run": to_dict(cfg), "base": str(base_dir), "verifier": None if verifier_dir is None else str(verifier_dir),
-               "steps_planned": steps, "training_prompts": cfg.n,
-               "reward_queries": steps * cfg.prompts_per_step * cfg.G}
-    checkpoint.save(out, policy, {**run_cfg, "step": 0})
+    policy.save(out, {**run, "step": 0})
     with jsonl_log(out / "metrics.jsonl") as log:
         bar = progress.bar(range(steps), desc=f"rl-{cfg.reward}")
         for step in bar:
             t0 = time.perf_counter()
-            x = prompts[next(batches)].repeat_interleave(cfg.G, 0)  # (B*G, k), G copies of each prompt
-            prompt_ids = task.encode(x)
-            policy.eval()
-            ro = generate(policy, prompt_ids, H, eos_id=task.eos, pad_id=task.pad,
-                          temperature=cfg.temperature, generator=g_sample)
+            idx = next(batches)
+            x = prompts[idx].repeat_interleave(cfg.G, 0) if isinstance(prompts, torch.Tensor) \
+                else [prompts[int(i)] for i in idx for _ in range(cfg.G)]  # G copies of each prompt
+            ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample)
             t_sample = time.perf_counter() - t0
             reward, true = trace_rewards(task, x, ro, verifier, cfg.reward)
             R = reward.view(-1, cfg.G)  # (B, G)
             w = int(ro.counts.max())  # columns past the longest trace are padding in every row
-            inputs, targets, mask = lm_batch(prompt_ids, Rollouts(ro.tokens[:, :w], ro.mask[:, :w], ro.counts))
-            policy.train()
-            with torch.no_grad():
-                ref_logits = ref(inputs)
-            loss, stats = rl_loss(policy(inputs), ref_logits, targets, mask, group_advantages(R), cfg.beta,
-                                  cfg.temperature)
-            check_finite(loss, "rl", step)
+            inputs, targets, mask = lm_rows(policy.encode_prompts(x),
+                                            Rollouts(ro.tokens[:, :w], ro.mask[:, :w], ro.counts), policy.pad_id)
+            net.train()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = accumulate_gradient(net, ref_net, inputs, targets, mask,
+                                        group_advantages(R, scale=cfg.adv_norm == "std"), cfg, step)
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
-            rec = {"step": step, "loss": loss.item(), "reward": reward.mean().item(), "return": true.mean().item(),
-                   **stats, "zero_variance_share": zero_variance_share(R), "tokens": int(mask.sum()),
-                   "time_sample": t_sample, "time_step": time.perf_counter() - t0}
+            rec = {"step": step, **stats, "reward": reward.mean().item(), "return": true.mean().item(),
+                   "zero_variance_share": zero_variance_share(R), "time_sample": t_sample,
+                   "time_step": time.perf_counter() - t0}
             log(rec)
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.4f}")
             if (step + 1) % cfg.save_every == 0 or step + 1 == steps:
-                checkpoint.save(out, policy, {**run_cfg, "step": step + 1})
+                net.eval()
+                policy.save(out, {**run, "step": step + 1})
     return out

@@ -29,7 +29,7 @@ right. One generator seeded with `seed` serves every round, so the same prompts 
 the same rollouts.
 
 Usage:
-    sampler = load_text_sampler(PATH)
+    sampler = load_policy("hf:PATH").sampler
     r = forced_sample(sampler, prompts, H=256, cfg=BudgetForcing(min_tokens=128), seed=0)
     # r is a Rollouts of width H, exactly like sampler.sample(prompts, H) returns.
 """
@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import torch
 
 from veriscale.config import knob
-from veriscale.policy.hf import text_rollouts
+from veriscale.policy.text import text_rollouts
 from veriscale.tasks.base import Rollouts
 
 
@@ -75,7 +75,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def forced_sample(sampler: Any, prompts: Sequence[Any], H: int, cfg: BudgetForcing, *, temperature: float = 1.0,
-                  seed: int = 0) -> Rollouts:
+                  seed: int = 0, generator: torch.Generator | None = None) -> Rollouts:
     """One budget-forced rollout per prompt, at most H tokens each; tokens are (B, H)."""
     cue, wait = _ids(sampler.tok, cfg.cue), _ids(sampler.tok, cfg.wait)
     C = H - len(cue) - cfg.answer_tokens if cfg.cap else H
@@ -83,7 +83,7 @@ def forced_sample(sampler: Any, prompts: Sequence[Any], H: int, cfg: BudgetForci
         raise ValueError(f"budget forcing: H={H} leaves no thinking tokens after the cue ({len(cue)} tokens) "
                          f"and answer_tokens={cfg.answer_tokens}; raise H or lower answer_tokens")
     eos = set(sampler.eos_ids.tolist())
-    g = torch.Generator().manual_seed(seed)
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
     prompt_ids = [sampler.encode(p) for p in prompts]
     rows = [_Row([]) for _ in prompts]
 

@@ -1,12 +1,7 @@
-"""A transformers causal language model behind the `Sampler` interface (text tasks).
+"""Any transformers causal LM as a `Policy` (policy/base.py), sampled by transformers on CPU or
+GPU, or by vLLM on a GPU (`sampler = "vllm"`, policy/vllm.py).
 
-`HFSampler.sample(prompts, max_new_tokens, temperature=, seed=)` takes text prompts (strings, or
-objects with a `.text` such as `grading.TextProblem`) and returns `Rollouts` with tokens, masks,
-per-row token counts, the decoded texts and, per generated token, the end character offset in
-its row's text, so a checker that finds the final answer in the text can name the token that
-completed it (the first-success index T).
-
-How it samples (all rows of one micro-batch of `batch_size` rows together):
+`HFSampler` is batched KV-cache sampling (all rows of one micro-batch of `batch_size` together):
 - prompts are wrapped in the tokenizer's chat template when it has one (`chat`), tokenised and
   left-padded; identical prompts (M samples of one question sit next to each other) are
   prefilled once and their KV cache rows copied, which saves most of the prefill when M > 1;
@@ -14,156 +9,28 @@ How it samples (all rows of one micro-batch of `batch_size` rows together):
   explicit position ids so left padding does not shift positions;
 - a row ends after an EOS token (kept and counted, like the tiny-GPT engine) or after the token
   that completes a stop string (kept); when a quarter of the live rows have ended, they are
-  dropped from the batch and the cache, so finished rows stop costing compute;
-- texts keep special tokens (an EOS shows as its string, e.g. `<|im_end|>`), so a checker can
-  tell an answer that was finished from one cut off at the budget.
+  dropped from the batch and the cache, so finished rows stop costing compute.
+Same prompts, seed and batch size give the same rollouts.
 
-Layers, so other decoding logic (budget forcing, `policy/forcing.py`) and the vLLM backend
-(`policy/vllm.py`) reuse them: `encode_prompt` (chat template or plain text) -> `generate_ids`
-(prompt ids -> generated ids; micro-batches and the progress bar live here) -> `text_rollouts`
-(ids -> Rollouts with texts and offsets). `TextSampler.sample` chains the three.
-
-Same prompts, seed and batch size give the same rollouts. Load a local model directory with
-`load_hf_policy(PATH)`, or `load_text_sampler(PATH, backend="hf"|"vllm")` (local files only:
-nothing is fetched from the model hub).
+`HFPolicy` holds the model, its tokenizer and a sampler. Training rows use the sampler's prompt
+encoding, so a learner trains on exactly what sampling reads. Nothing is fetched from the model
+hub: only local directories load (`policy/load.py`).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+import copy
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from veriscale import progress
-from veriscale.config import knob
+from veriscale.policy.base import PolicyError, write_meta
 from veriscale.policy.engine import sample_next
+from veriscale.policy.forcing import BudgetForcing, forced_sample
+from veriscale.policy.text import HFConfig, IncrementalText, TextSampler, text_rollouts
 from veriscale.tasks.base import Rollouts
-
-
-@dataclass
-class HFConfig:
-    batch_size: int = knob(64, "rows decoded together; larger is faster per token until memory runs out", min=1)
-    top_k: int = knob(0, "sample from the k most likely tokens (0 = all)", min=0)
-    chat: Literal["auto", "on", "off"] = knob("auto", "wrap prompts in the chat template (auto: when the "
-                                              "tokenizer has one)")
-    system: str = knob("", "system message for the chat template ('' = the template's own default)")
-    stop: list[str] = knob([], "stop strings: a row ends after the token that completes one")
-    dtype: Literal["float32", "bfloat16"] = knob("float32", "weights and activations dtype")
-    progress: bool = knob(True, "show a progress bar over micro-batches")
-
-
-def prompt_text(prompt: Any) -> str:
-    """The user message of a prompt: a string, or an object's `.text`."""
-    return prompt if isinstance(prompt, str) else prompt.text
-
-
-class IncrementalText:
-    """Decodes one row token by token: `text` so far and the end offset of every token in it.
-
-    Each new token is decoded together with a few preceding tokens and only the new suffix is
-    appended, so multi-token characters and tokenizers that merge spaces decode as in a full
-    decode; a token that ends inside a UTF-8 character adds nothing until the character is whole.
-    """
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-        self.ids: list[int] = []
-        self.text = ""
-        self.offsets: list[int] = []
-        self._prefix = 0  # ids[_prefix:_read] are context already emitted into `text`
-        self._read = 0
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def push(self, token: int) -> str:
-        """Append a token; returns the characters it added."""
-        self.ids.append(token)
-        before = self._decode(self.ids[self._prefix:self._read])
-        after = self._decode(self.ids[self._prefix:])
-        piece = ""
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            piece = after[len(before):]
-            self.text += piece
-            self._prefix, self._read = self._read, len(self.ids)
-        self.offsets.append(len(self.text))
-        return piece
-
-    def finish(self) -> None:
-        """At the row's end, emit what an unfinished character left pending (as U+FFFD), so
-        `text` equals a full decode of the row."""
-        if self._read < len(self.ids):
-            before = self._decode(self.ids[self._prefix:self._read])
-            self.text += self._decode(self.ids[self._prefix:])[len(before):]
-            self.offsets[-1] = len(self.text)
-
-
-def encode_prompt(tokenizer, prompt: Any, use_chat: bool, system: str) -> list[int]:
-    """Prompt token ids: the chat template (with generation prompt, and `system` as a system
-    message when not '') or the plain text."""
-    text = prompt_text(prompt)
-    if not use_chat:
-        return tokenizer(text).input_ids
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(rendered, add_special_tokens=False).input_ids
-
-
-def text_rollouts(tokenizer, rows: list[list[int]], width: int, pad_id: int) -> Rollouts:
-    """Rollouts of generated token id rows (each at most `width` long): tokens (B, width) padded
-    with pad_id, mask, counts, and each row's text and per-token end offsets."""
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    texts: list[str] = []
-    offsets: list[list[int]] = []
-    for i, ids in enumerate(rows):
-        text = IncrementalText(tokenizer)
-        for t in ids:
-            text.push(t)
-        text.finish()
-        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        texts.append(text.text)
-        offsets.append(text.offsets)
-    counts = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (B,)
-    mask = torch.arange(width)[None] < counts[:, None]  # (B, width)
-    return Rollouts(tokens=tokens, mask=mask, counts=counts, texts=texts, offsets=offsets)
-
-
-class TextSampler(ABC):
-    """What the transformers and vLLM samplers share: EOS and pad ids, prompt encoding and
-    `sample` on top of a backend's `generate_ids`."""
-
-    def __init__(self, tokenizer, cfg: HFConfig | None, gen_eos: int | list[int] | None):
-        """gen_eos: the model's generation-config EOS id(s), used besides the tokenizer's."""
-        self.tok, self.cfg = tokenizer, cfg or HFConfig()
-        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
-        self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None), dtype=torch.long)
-        if not len(self.eos_ids):
-            raise ValueError("the model and tokenizer define no EOS token")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
-        self.use_chat = self.cfg.chat == "on" or (self.cfg.chat == "auto" and bool(tokenizer.chat_template))
-        if self.cfg.chat == "on" and not tokenizer.chat_template:
-            raise ValueError("hf.chat=on but the tokenizer has no chat template")
-
-    def encode(self, prompt: Any) -> list[int]:
-        """Prompt token ids: the chat template (with generation prompt) or the plain text."""
-        return encode_prompt(self.tok, prompt, self.use_chat, self.cfg.system)
-
-    @abstractmethod
-    def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,
-                     generator: torch.Generator) -> list[list[int]]:
-        """Per prompt id row, the generated ids: a row ends after an EOS id (kept), after the
-        token that completes a stop string, or at max_new tokens. Draws from `generator`."""
-
-    def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0,
-               seed: int = 0) -> Rollouts:
-        """One rollout per prompt, at most max_new_tokens each; tokens are (B, max_new_tokens)."""
-        g = torch.Generator().manual_seed(seed)
-        rows = self.generate_ids([self.encode(p) for p in prompts], max_new_tokens, temperature=temperature,
-                                 generator=g)
-        return text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)
 
 
 class HFSampler(TextSampler):
@@ -243,26 +110,134 @@ class HFSampler(TextSampler):
         return rows
 
 
-def load_hf_policy(path: str | Path, cfg: HFConfig | None = None) -> HFSampler:
-    """An `HFSampler` for a local transformers model directory (weights + tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class HFPolicy:
+    """A transformers causal LM behind the `Policy` interface. `sampler` is the object that
+    samples (an `HFSampler` over this model, or a `VLLMSampler` reading the same directory);
+    with vLLM the torch model loads only when a learner asks for it (`model`)."""
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a transformers model directory (no config.json)")
+    kind = "hf"
+
+    def __init__(self, spec: str, path: Path | None, tokenizer, cfg: HFConfig, *, model=None, sampler=None):
+        self.spec, self.path, self.tok, self.cfg = spec, path, tokenizer, cfg
+        self._model = model
+        self.sampler = sampler if sampler is not None else HFSampler(self.model, tokenizer, cfg)
+        self.pad_id, self.eos_id = self.sampler.pad_id, int(self.sampler.eos_ids[0])
+        if tokenizer.eos_token_id is not None:  # the EOS a completion ends with when trained on
+            self.eos_id = tokenizer.eos_token_id
+        self.lora = False
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_lm(self.path, self.cfg.dtype)
+        return self._model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def encode_prompts(self, prompts: Sequence[Any]) -> list[list[int]]:
+        return [self.sampler.encode(p) for p in prompts]
+
+    def encode_completion(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids + [self.eos_id]
+
+    def decode(self, ids: list[int]) -> str:
+        """A trace's text without special tokens (an EOS never sits inside a joined trace)."""
+        return self.tok.decode(ids, skip_special_tokens=True).strip()
+
+    def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
+               generator: torch.Generator | None = None, forcing: BudgetForcing | None = None) -> Rollouts:
+        """Plain sampling, or s1-style budget forcing at H = max_new_tokens (policy/forcing.py)."""
+        if self._model is not None and isinstance(self.sampler, HFSampler):
+            self.sampler.model = self._model.eval()  # a learner may have replaced the model (LoRA merge)
+        if forcing is not None:
+            return forced_sample(self.sampler, prompts, max_new_tokens, forcing, temperature=temperature, seed=seed,
+                                 generator=generator)
+        return self.sampler.sample(prompts, max_new_tokens, temperature=temperature, seed=seed, generator=generator)
+
+    def rollouts(self, rows: list[list[int]], width: int) -> Rollouts:
+        """Rollouts of stored token id rows, with their texts and offsets (a study's draws)."""
+        return text_rollouts(self.tok, rows, width, self.pad_id)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+
+    def train_top(self, blocks: int) -> None:
+        """Train only the top `blocks` decoder blocks, the final norm and the head (0 = all):
+        frozen lower blocks need no backward pass, most of the cost of a 30-layer model on a CPU."""
+        if blocks <= 0:
+            return
+        body = self.model.base_model
+        layers = body.layers
+        if blocks > len(layers):
+            raise ValueError(f"train_layers={blocks} but the model has {len(layers)} blocks")
+        body.embed_tokens.requires_grad_(False)
+        for block in layers[:len(layers) - blocks]:
+            block.requires_grad_(False)
+
+    def add_lora(self, r: int, alpha: int, dropout: float, targets: list[str]) -> None:
+        """Train LoRA adapters (peft) on `targets` instead of the weights; merged on save."""
+        from peft import LoraConfig, get_peft_model
+
+        self._model = get_peft_model(self.model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                                            target_modules=list(targets), task_type="CAUSAL_LM"))
+        self.lora = True
+
+    def reinitialise(self, seed: int) -> None:
+        """Fresh weights of the same architecture (SFT from scratch)."""
+        torch.manual_seed(seed)
+        self._model = type(self.model)(self.model.config)
+
+    def frozen_copy(self) -> "HFPolicy":
+        model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        return HFPolicy(self.spec, self.path, self.tok, self.cfg, model=model)
+
+    def save(self, out: str | Path, meta: dict[str, Any]) -> Path:
+        """A transformers directory (safetensors) with veriscale.json; LoRA adapters are merged
+        first, so the directory is a plain model."""
+        if self.lora:
+            self._model, self.lora = self.model.merge_and_unload(), False
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tok.save_pretrained(out)
+        write_meta(out, {**meta, "policy": "hf"})
+        return out
+
+
+def load_lm(path: Path, dtype: str):
+    """The transformers model of a local directory, or PolicyError naming what is wrong."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype)).eval()
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        raise PolicyError(f"{path}: cannot load the transformers model ({first_line(e)})") from None
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def load_hf(spec: str, path: Path, cfg: HFConfig | None = None, sampler: str = "hf") -> HFPolicy:
+    """An HFPolicy for a local transformers directory (config.json, weights, tokenizer)."""
+    from transformers import AutoTokenizer
+
     cfg = cfg or HFConfig()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, cfg.dtype))
-    return HFSampler(model, tokenizer, cfg)
-
-
-def load_text_sampler(path: str | Path, cfg: HFConfig | None = None, backend: str = "hf") -> TextSampler:
-    """A sampler for a local model directory: backend "hf" (transformers, CPU or GPU) or "vllm"
-    (needs `veriscale[vllm]` and a CUDA GPU; checked before anything loads)."""
-    if backend == "hf":
-        return load_hf_policy(path, cfg)
-    if backend == "vllm":
+    if not (path / "config.json").is_file():
+        raise PolicyError(f"{path}: not a transformers model directory (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise PolicyError(f"{path}: cannot load the tokenizer ({first_line(e)})") from None
+    if sampler == "vllm":
         from veriscale.policy.vllm import VLLMSampler
 
-        return VLLMSampler(path, cfg or HFConfig())
-    raise ValueError(f"backend: expected 'hf' or 'vllm', got {backend!r}")
+        return HFPolicy(spec, path, tokenizer, cfg, sampler=VLLMSampler(path, cfg))
+    return HFPolicy(spec, path, tokenizer, cfg, model=load_lm(path, cfg.dtype))

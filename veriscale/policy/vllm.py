@@ -1,10 +1,10 @@
 """The optional vLLM sampling backend: `pip install 'veriscale[vllm]'`, and a CUDA GPU.
 
-`VLLMSampler` has the surface of `HFSampler` that sampling and budget forcing use (`tok`,
+`VLLMSampler` has the surface of `HFSampler` (policy/hf.py) that sampling and budget forcing use (`tok`,
 `eos_ids`, `pad_id`, `use_chat`, `encode`, `generate_ids`, `sample`), and shares its prompt
-encoding and Rollouts building (`TextSampler` in `policy/hf.py`), so both backends return the
+encoding and Rollouts building (`TextSampler` in `policy/text.py`), so both backends return the
 same kind of rollouts; the sampled tokens differ, since the two draw random numbers differently.
-Load it with `load_text_sampler(PATH, cfg, backend="vllm")`. Only a local model directory is
+Load it with `load_policy("hf:PATH", sampler="vllm")` (policy/load.py). Only a local model directory is
 loaded, never the model hub. `vllm` is imported inside functions, so this module imports
 without it; `check_vllm()` says what is missing.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from veriscale.policy.hf import HFConfig, TextSampler
+from veriscale.policy.text import HFConfig, TextSampler
 
 
 class BackendUnavailable(RuntimeError):

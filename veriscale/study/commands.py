@@ -9,6 +9,15 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError
+from veriscale.policy.base import PolicyError
+from veriscale.policy.load import load_policy
+from veriscale.policy.vllm import BackendUnavailable, check_vllm
+from veriscale.study.jobs import check_learner_configs
+from veriscale.study.report import write_report
+from veriscale.study.spec import load_study_config
+from veriscale.study.store import export_parquet, load_records, rows, summarize
+from veriscale.study.sweep import StudyLocked, run_study
+from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
@@ -30,50 +39,53 @@ def _study_file(path: str | None, quick: bool) -> Path:
 @click.option("--out", default=None, help="Study directory (default runs/<study name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a study field.")
 @click.option("--workers", default=0, type=click.IntRange(min=0),
-              help="Parallel runs in a local process pool [default: one per CPU core].")
+              help="Parallel jobs in a local process pool [default: one per CPU core].")
 @click.option("--threads", default=0, type=click.IntRange(min=0),
-              help="torch threads per run (default: cores divided among the workers).")
-@click.option("--backend", type=click.Choice(["local", "ray", "vllm"]), default="local", show_default=True,
-              help="local process pool, Ray, or vllm: LLM-track jobs one at a time in this process, sampling "
-                   "with vLLM on the GPU (needs veriscale[vllm] and CUDA).")
+              help="torch threads per job (default: cores divided among the workers).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where jobs run: a local process pool, or Ray (veriscale[ray]).")
+@click.option("--sampler", type=click.Choice(["hf", "vllm"]), default=None,
+              help="Sampler of a transformers policy (the study's `sampler`): vllm needs veriscale[vllm] and a "
+                   "CUDA GPU, and runs the jobs one at a time in this process.")
 @click.option("--ray-address", default=None, help="ray.init address (default: start a local instance).")
 @click.option("--no-report", is_flag=True, help="Only run the sweep.")
-def reproduce(study_file, quick, out, overrides, workers, threads, backend, ray_address, no_report) -> None:
+def reproduce(study_file, quick, out, overrides, workers, threads, executor, sampler, ray_address, no_report) -> None:
     """Run the VF-vs-VB study (resumable sweep) and write its report.
 
     Without STUDY_FILE: studies/didactic.toml, or studies/didactic-quick.toml with --quick.
     The LLM track: `veriscale reproduce studies/llm.toml` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
-    from veriscale.study.jobs import check_stage_configs
-    from veriscale.study.spec import load_study_config
-
-    if backend == "vllm":  # sampling backend of the LLM track; the jobs run here, one at a time
-        overrides, backend, workers = (*overrides, "backend=vllm"), "local", 1
+    if sampler == "vllm":  # one GPU: the jobs run here, one at a time
+        overrides, workers = (*overrides, "sampler=vllm"), 1
+    elif sampler:
+        overrides = (*overrides, f"sampler={sampler}")
     try:
         study = load_study_config(_study_file(study_file, quick), list(overrides))
-        check_stage_configs(study)
+        check_learner_configs(study)
+        if study.sampler == "vllm":
+            check_vllm()
+        if study.text:  # the model is found (or converted) before any work
+            load_policy(study.policy, hf=study.hf)
+        if executor == "ray":
+            import ray  # noqa: F401
     except ConfigError as e:
         _fail(f"config: {e}")
-    except (RuntimeError, FileNotFoundError) as e:  # a missing model, vLLM or GPU: said before any work
+    except (PolicyError, BackendUnavailable) as e:
         _fail(str(e))
-    if backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            _fail("--backend ray needs Ray: pip install 'veriscale[ray]'")
-    from veriscale.study.sweep import run_study
-
+    except ImportError:
+        _fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
     workers = workers or os.cpu_count() or 1
-    counts = run_study(study, study_dir, workers=workers, backend=backend, ray_address=ray_address,
-                       threads=threads or None)
+    try:
+        counts = run_study(study, study_dir, workers=workers, executor=executor, ray_address=ray_address,
+                           threads=threads or None)
+    except StudyLocked as e:
+        _fail(str(e))
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)
     if not no_report:
-        from veriscale.study.report import write_report
-
         click.echo(f"wrote {write_report(study_dir)}")
     if counts["error"]:
         sys.exit(1)
@@ -84,9 +96,6 @@ def reproduce(study_file, quick, out, overrides, workers, threads, backend, ray_
 @click.option("--parquet", default=None, type=click.Path(dir_okay=False), help="Also export rows to Parquet.")
 def results(study_dir: str, parquet: str | None) -> None:
     """Print a study's results (mean over seeds per method, heterogeneity, n and budget)."""
-    from veriscale.cli import format_table
-    from veriscale.study.store import export_parquet, load_records, rows, summarize
-
     flat = rows(load_records(study_dir))
     if not flat:
         _fail(f"{study_dir}: no finished records")
@@ -101,8 +110,6 @@ def results(study_dir: str, parquet: str | None) -> None:
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 def report(study_dir: str) -> None:
     """Write the PNG figures and the self-contained report.html of a study from its records."""
-    from veriscale.study.report import write_report
-
     try:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:

@@ -21,7 +21,7 @@ from pathlib import Path
 from veriscale.study import figures
 from veriscale.study.html import LEARNER_FIELDS, render
 from veriscale.study.jobs import expand
-from veriscale.study.spec import method_label
+from veriscale.study.methods import label as method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
 from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, fmt, interval, num
@@ -57,9 +57,9 @@ class Report:
         for r in self.flat:
             self.cells[(r["heterogeneity"], r["n"], r["method"], r["budget"])][r["seed"]] = r
         present = {r["method"] for r in self.flat}
-        labels = study.labels() if hasattr(study, "labels") else list(study.methods)  # the LLM track has none
+        labels = study.labels()
         self.labels = [m for m in labels if m in present]
-        self.hets = [h for h in study.heterogeneity if any(r["heterogeneity"] == h for r in self.flat)]
+        self.hets = [h for h in study.levels if any(r["heterogeneity"] == h for r in self.flat)]
         self.vf = study.vf_reference
         self.vb = [m for m in self.labels if m in study.vb_methods]
         self.didactic = study.track == "didactic"
@@ -133,7 +133,7 @@ class Report:
                 i = min(range(len(d["eps"])), key=lambda j: abs(d["eps"][j] - d["eps_ref"]))
                 diag = {"sigma_over_H": d["sigma_over_H"], "pass_rate": d["pass_rate"], "verdict": d["verdict"],
                         "c_ref": {"eps": d["eps"][i], **{k: d["mean_c"][k][i] for k in ("value", "lo", "hi")}}}
-            row = {"heterogeneity": het, "H": Hm, "n": n, "spread": spread_text(self.study.task, het, Hm),
+            row = {"heterogeneity": het, "H": Hm, "n": n, "spread": spread_text(self.study.planted, het, Hm),
                    "expert_sigma_over_H": self.iv(het, n, "expert", Hm, "sigma_over_H"),
                    "base_sigma_over_H": self.iv(het, n, "base", Hm, "sigma_over_H"), "diagnosis": diag,
                    "base_success": {H: self.iv(het, n, "base", H, "success") for H in self.budgets}}
@@ -147,7 +147,7 @@ class Report:
 
     def clones(self) -> list[dict]:
         """Each VF clone at H_max and the largest n next to the target it clones."""
-        out, Hm, n, m = [], self.Hmax, self.nmax, getattr(self.study.task, "answer_len", None)
+        out, Hm, n, m = [], self.Hmax, self.nmax, getattr(self.study.planted, "answer_len", None)
         for het in self.hets:
             for label in ("sft", "sft_homogeneous"):
                 if (het, n, label, Hm) not in self.cells:
@@ -175,7 +175,7 @@ class Report:
     def suboptimality(self) -> list[dict]:
         """Suboptimality vs n at H_max: VF = J(expert) - J(sft), VB = J*_H - J(VB), fitted."""
         out, Hm = [], self.Hmax
-        jstar = Hm - self.study.task.answer_len + 1  # answering at once, correctly
+        jstar = Hm - self.study.planted.answer_len + 1  # answering at once, correctly
         keys = [(n,) for n in self.ns]
         for het in self.hets:
             todo = [("VF", self.vf, -0.5, lambda n, h=het: self.gap_values(h, n, "expert", self.vf, Hm))]
@@ -229,7 +229,7 @@ class Report:
 
     def sigma_vs_H(self) -> list[dict]:
         """Horizon mode: measured sigma(T) of the expert and the base policy vs H, fitted."""
-        out, beta = [], self.study.task.spread_exponent
+        out, beta = [], self.study.planted.spread_exponent
         for het in self.hets:
             for label in ("expert", "base"):
                 per, pts = self.series([(H,) for H in self.budgets],

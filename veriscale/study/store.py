@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from veriscale.policy.checkpoint import write_json_atomic
+from veriscale.atomic import write_json_atomic
 
 SCHEMA = 1
 

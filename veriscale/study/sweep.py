@@ -1,29 +1,76 @@
 """Run a study's grid, resumably: locally in-process, on a local process pool, or on Ray.
 
-Jobs run in dependency levels (base policies, then learners, then RL against verifiers, then
-evaluations). Before each level the runner asks the study directory what is already done — an
-artifact directory that exists, a record that reads back with a valid digest — and runs only the
-rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
+Each job starts as soon as the artifacts it reads are finished (no barrier between stages, so no
+core idles while a slow learner of another branch trains). Before starting, the runner asks the
+study directory what is already done (an artifact directory that exists, a record that reads
+back with a valid digest) and runs only the rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
 and no duplicated records. Failed evaluations are recorded with their error and retried on the
 next run; the sweep itself goes on.
+
+One sweep at a time per study directory: `run_study` holds `study_lock` for the whole sweep, and a
+second run on the same directory fails at once with `StudyLocked`, before it writes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterator, Literal
 
 from tqdm.auto import tqdm
 
 from veriscale.config import to_dict
-from veriscale.policy.checkpoint import write_json_atomic
+from veriscale.atomic import write_json_atomic
 from veriscale.study.jobs import Job, artifact_dir, expand, record_path, run_job
-from veriscale.study.spec import StudyConfig
+from veriscale.study.spec import StudyConfig, study_from_dict
 from veriscale.study.store import read_record
 
 STUDY_FILE = "study.json"
+LOCK_FILE = ".lock"
+
+
+class StudyLocked(RuntimeError):
+    """Another process is running a sweep on this study directory (the message names it)."""
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a study directory, or raise `StudyLocked` at once.
+
+    Two sweeps on one directory would run the same jobs and trip over each other's renames and
+    temporary files, so the whole sweep runs under a non-blocking `flock` on `<study_dir>/.lock`.
+    The kernel drops a flock when its holder exits, however it exits (`kill -9` included), so a
+    lock file left behind is never stale: there is nothing to clean up or time out, and the file
+    is never deleted (deleting it would let two processes lock two different files). Its JSON
+    (pid, host, start time) only serves to name the holder to a process that is refused; a
+    refused process writes nothing. The descriptor is not inherited by worker processes.
+    """
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(path.read_text())
+                who = f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+            except (OSError, ValueError, KeyError, TypeError):  # the holder is still writing it
+                who = "another process"
+            raise StudyLocked(f"{study_dir} is in use by {who}; one sweep at a time per study directory") from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def is_done(job: Job, study_dir: Path) -> bool:
@@ -33,48 +80,71 @@ def is_done(job: Job, study_dir: Path) -> bool:
     return artifact_dir(study_dir, job.id).is_dir()
 
 
-def levels(jobs: list[Job]) -> list[list[Job]]:
-    """Group jobs so that every job's dependencies sit in earlier groups."""
-    depth: dict[str, int] = {}
-    for job in jobs:  # `expand` lists artifacts in dependency order; finished deps count as -1
-        depth[job.id] = 1 + max((depth.get(d, -1) for d in job.deps), default=-1)
-    out: list[list[Job]] = [[] for _ in range(1 + max(depth.values(), default=0))]
-    for job in jobs:
-        out[depth[job.id]].append(job)
-    return out
+def _ready(job: Job, unfinished: set[str]) -> bool:
+    return not any(d in unfinished for d in job.deps)
 
 
-def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int) -> Iterable[dict]:
-    if workers == 1:
+def _schedule(jobs: list[Job], submit, wait_any) -> Iterator[dict]:
+    """Run `jobs` (listed in dependency order) as soon as their dependencies are finished, with
+    no barrier between stages: `submit(job)` starts one, `wait_any()` returns the status dict of
+    one that ended. A job whose dependency failed still runs, and fails at once saying so."""
+    unfinished = {j.id for j in jobs}
+    queue = list(jobs)
+    running = 0
+    while queue or running:
+        ready = [j for j in queue if _ready(j, unfinished)]
+        for job in ready:
+            submit(job)
+            running += 1
+        queue = [j for j in queue if j not in ready]
+        res = wait_any()
+        running -= 1
+        unfinished.discard(res["id"])
+        yield res
+
+
+def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int) -> Iterator[dict]:
+    if workers == 1:  # in this process, in dependency order
         for job in jobs:
             yield run_job(job, study_dir, threads)
         return
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job, str(study_dir), threads) for job in jobs]
-        for fut in as_completed(futures):
-            yield fut.result()
+        futures: set = set()
+
+        def wait_any() -> dict:
+            done = next(iter(wait(futures, return_when=FIRST_COMPLETED)[0]))
+            futures.remove(done)
+            return done.result()
+
+        yield from _schedule(jobs, lambda job: futures.add(pool.submit(run_job, job, str(study_dir), threads)),
+                             wait_any)
 
 
-def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterable[dict]:
+def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterator[dict]:
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--backend ray needs Ray: pip install 'veriscale[ray]'") from None
+        raise RuntimeError("--executor ray needs Ray: pip install 'veriscale[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=threads)(run_job)
-    pending = [remote.remote(job, str(study_dir), threads) for job in jobs]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    pending: list = []
+
+    def wait_any() -> dict:
+        done, rest = ray.wait(pending, num_returns=1)
+        pending[:] = rest
+        return ray.get(done[0])
+
+    yield from _schedule(jobs, lambda job: pending.append(remote.remote(job, str(study_dir), threads)), wait_any)
 
 
 def clean_partial(study_dir: Path) -> None:
     """Remove what a killed run leaves behind: temporary record files and half-trained
-    artifact directories (both are dot-prefixed until renamed into place)."""
+    artifact directories (both are dot-prefixed until renamed into place). Only under
+    `study_lock`: in a directory that a live sweep is using, these are its work in progress."""
     import shutil
 
     for tmp in (study_dir / "records").glob(".*.tmp"):
@@ -84,16 +154,21 @@ def clean_partial(study_dir: Path) -> None:
 
 
 def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
-              backend: Literal["local", "ray"] = "local", ray_address: str | None = None,
+              executor: Literal["local", "ray"] = "local", ray_address: str | None = None,
               threads: int | None = None, progress: bool = True) -> dict:
     """Run every unfinished job of the study; returns counts of ok / failed / skipped jobs.
 
     `threads` is torch's CPU threads per job (default: the cores divided among the workers);
-    results are bit-identical across backends for the same thread count.
+    results are bit-identical across executors for the same thread count. Raises `StudyLocked`,
+    having written nothing, when another process is running a sweep on `study_dir`.
     """
+    with study_lock(study_dir):
+        return _sweep(study, Path(study_dir), workers, executor, ray_address, threads, progress)
+
+
+def _sweep(study: StudyConfig, study_dir: Path, workers: int, executor: Literal["local", "ray"],
+           ray_address: str | None, threads: int | None, progress: bool) -> dict:
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(study_dir)
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
     jobs = expand(study)
@@ -101,15 +176,14 @@ def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
     counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0}
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="job", disable=not progress, dynamic_ncols=True)
     errors = []
-    for level in levels(todo):
-        results = _ray_results(level, study_dir, threads, ray_address) if backend == "ray" \
-            else _local_results(level, study_dir, workers, threads)
-        for res in results:
-            counts[res["status"]] += 1
-            if res["status"] == "error":
-                errors.append(f"{res['id']}: {res['error']}")
-            bar.update(1)
-            bar.set_postfix(ok=counts["ok"], failed=counts["error"])
+    results = _ray_results(todo, study_dir, threads, ray_address) if executor == "ray" \
+        else _local_results(todo, study_dir, workers, threads)
+    for res in results:
+        counts[res["status"]] += 1
+        if res["status"] == "error":
+            errors.append(f"{res['id']}: {res['error']}")
+        bar.update(1)
+        bar.set_postfix(ok=counts["ok"], failed=counts["error"])
     bar.close()
     counts["errors"] = errors
     return counts
@@ -117,8 +191,6 @@ def run_study(study: StudyConfig, study_dir: str | Path, *, workers: int = 1,
 
 def load_study(study_dir: str | Path) -> StudyConfig:
     """The config a study directory was run with (validated again)."""
-    from veriscale.study.spec import study_from_dict
-
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{study_dir}: no {STUDY_FILE}; not a study directory")

@@ -69,6 +69,15 @@ class Rollouts:
                         None if self.offsets is None else [self.offsets[i] for i in pick])
 
 
+def id_rollouts(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> Rollouts:
+    """Rollouts of token id rows (each at most `width` long), without texts."""
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+    counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return Rollouts(tokens, torch.arange(width)[None] < counts[:, None], counts)
+
+
 @runtime_checkable
 class Task(Protocol):
     """A source of prompts with a ground-truth checker."""
@@ -94,3 +103,21 @@ class Sampler(Protocol):
 
     def sample(self, prompts: Any, max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0) -> Rollouts:
         """One rollout per prompt (repeat prompts to draw several), at most max_new_tokens each."""
+
+
+def other_prompts(task: Task, exclude: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """n training-split text prompts whose texts are not among `exclude`'s, drawn with `seed`: a
+    learner's validation set, disjoint from its training data and from the test set."""
+    seen = {p.text for p in exclude}
+    drawn = [p for p in task.prompts("train", n + len(seen), seed) if p.text not in seen][:n]
+    if len(drawn) < n:
+        raise ValueError(f"{task.name}: only {len(drawn)} validation prompts outside the training set, {n} wanted")
+    return drawn
+
+
+def gold_traces(prompts: Sequence[Any], homogeneous: bool) -> list[str | None]:
+    """The expert of a text task: each problem's gold worked solution (None when it has none)."""
+    if homogeneous:
+        raise ValueError("expert=homogeneous is the planted task's control; a text task's expert is its gold "
+                         "solutions, already homogeneous")
+    return [p.solution or None for p in prompts]

@@ -25,7 +25,7 @@ import torch
 
 from veriscale.config import knob
 from veriscale.grading import BOX, GradingConfig, TextProblem, box_content
-from veriscale.tasks.base import Rollouts
+from veriscale.tasks.base import Rollouts, gold_traces, other_prompts
 from veriscale.tasks.gym import hash_split
 
 INSTRUCTIONS = {
@@ -121,6 +121,14 @@ class FileTask:
             raise ValueError(f"{self.cfg.path}: asked for {n} {split} problems but the file has {len(pool)} "
                              f"(files.test_share={self.cfg.test_share})")
         return random.Random(seed).sample(pool, n)
+
+    def validation_prompts(self, exclude: list[TextProblem], n: int, seed: int) -> list[TextProblem]:
+        """n training problems not among `exclude` (a learner's validation set)."""
+        return other_prompts(self, exclude, n, seed)
+
+    def expert_traces(self, prompts: list[TextProblem], seed: int, homogeneous: bool = False) -> list[str | None]:
+        """The file's gold solutions (its `solution` column), None where a row has none."""
+        return gold_traces(prompts, homogeneous)
 
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
         """Task protocol: (B,) T of each rollout, graded with math-verify (see grading.py)."""

@@ -131,6 +131,10 @@ class PlantedTask:
             raise ValueError(f"only {len(keep)} validation prompts outside the training set, {n} wanted")
         return keep
 
+    def expert_traces(self, prompts: torch.Tensor, seed: int, homogeneous: bool = False) -> Rollouts:
+        """One expert trace per prompt at the task horizon (the data VF clones)."""
+        return self.expert(prompts, torch.Generator().manual_seed(seed), homogeneous=homogeneous)
+
     def target(self, prompts: torch.Tensor) -> torch.Tensor:
         """(B, m) the hidden target y*(x) for (B, k) prompts."""
         return (prompts[:, self.positions] + self.offsets) % self.cfg.vocab

@@ -1,0 +1,64 @@
+"""`load_policy(spec)`: the one way a policy is loaded, whatever it is.
+
+A spec is
+- a run directory written by veriscale (pretraining, SFT, RL; tiny GPT or transformers): its
+  veriscale.json says which kind, and the weights' digest recorded there is checked;
+- `hf:PATH`, a local transformers model directory (a user's own model);
+- `smollm2`, the offline SmolLM2-135M-Instruct (policy/smollm2.py);
+- a bare path to a transformers directory without veriscale.json.
+Every failure (missing, truncated, corrupted or pickle-only weights, a directory of the wrong
+kind) is a `PolicyError` with one line naming the path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from veriscale.policy.base import META, Policy, PolicyError, check_weights, read_meta
+from veriscale.policy.hf import load_hf
+from veriscale.policy.smollm2 import SmolLM2Missing, ensure_converted
+from veriscale.policy.text import HFConfig
+from veriscale.policy.tiny import load_gpt
+
+POLICY_STAGES = ("pretrain", "sft", "rl", "base")
+SPEC_HELP = "a run directory, hf:PATH (a local transformers model) or smollm2"
+
+
+def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Literal["hf", "vllm"] = "hf",
+                stages: tuple[str, ...] = POLICY_STAGES) -> Policy:
+    """The policy named by `spec`; `stages` are the run stages accepted (a verifier's run
+    directory is a policy only to the verifier loader). `hf` and `sampler` apply to
+    transformers models; the tiny GPT samples with its own engine."""
+    spec = str(spec)
+    if spec == "smollm2":
+        try:
+            return load_hf(spec, ensure_converted(), hf, sampler)
+        except SmolLM2Missing as e:
+            raise PolicyError(str(e)) from None
+    path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    if not path.is_dir():
+        raise PolicyError(f"{path}: no such directory (expected {SPEC_HELP})")
+    meta = read_meta(path)
+    if meta is None:
+        if not _is_transformers_dir(path):
+            raise PolicyError(f"{path}: not a policy (no {META} and no transformers config.json; expected {SPEC_HELP})")
+        return load_hf(spec, path, hf, sampler)
+    stage = meta.get("stage")
+    if stage not in stages:
+        raise PolicyError(f"{path}: a {stage!r} run directory, not a policy of stage {' / '.join(stages)}")
+    if meta.get("policy") == "gpt":
+        return load_gpt(path, meta)
+    if meta.get("policy") == "hf":
+        check_weights(path, meta)
+        return load_hf(spec, path, hf, sampler)
+    raise PolicyError(f"{path / META}: unknown policy kind {meta.get('policy')!r}")
+
+
+def _is_transformers_dir(path: Path) -> bool:
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg)

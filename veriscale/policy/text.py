@@ -1,0 +1,145 @@
+"""What every text sampler shares (the transformers one in `policy/hf.py`, the vLLM one in
+`policy/vllm.py`): sampling options, prompt encoding (chat template or plain text), incremental
+decoding with per-token character offsets, and `Rollouts` built from generated ids.
+
+Layers, so other decoding logic (budget forcing, `policy/forcing.py`) reuses them:
+`encode_prompt` (chat template or plain text) -> a backend's `generate_ids` (prompt ids ->
+generated ids) -> `text_rollouts` (ids -> Rollouts with texts and offsets). `TextSampler.sample`
+chains the three. Texts keep special tokens (an EOS shows as its string, e.g. `<|im_end|>`), so a
+checker can tell an answer that was finished from one cut off at the budget.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+
+from veriscale.config import knob
+from veriscale.tasks.base import Rollouts
+
+
+@dataclass
+class HFConfig:
+    batch_size: int = knob(64, "rows decoded together; larger is faster per token until memory runs out", min=1)
+    top_k: int = knob(0, "sample from the k most likely tokens (0 = all)", min=0)
+    chat: Literal["auto", "on", "off"] = knob("auto", "wrap prompts in the chat template (auto: when the "
+                                              "tokenizer has one)")
+    system: str = knob("", "system message for the chat template ('' = the template's own default)")
+    stop: list[str] = knob([], "stop strings: a row ends after the token that completes one")
+    dtype: Literal["float32", "bfloat16"] = knob("float32", "weights and activations dtype")
+    progress: bool = knob(True, "show a progress bar over micro-batches")
+
+
+def prompt_text(prompt: Any) -> str:
+    """The user message of a prompt: a string, or an object's `.text`."""
+    return prompt if isinstance(prompt, str) else prompt.text
+
+
+class IncrementalText:
+    """Decodes one row token by token: `text` so far and the end offset of every token in it.
+
+    Each new token is decoded together with a few preceding tokens and only the new suffix is
+    appended, so multi-token characters and tokenizers that merge spaces decode as in a full
+    decode; a token that ends inside a UTF-8 character adds nothing until the character is whole.
+    """
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self.offsets: list[int] = []
+        self._prefix = 0  # ids[_prefix:_read] are context already emitted into `text`
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def push(self, token: int) -> str:
+        """Append a token; returns the characters it added."""
+        self.ids.append(token)
+        before = self._decode(self.ids[self._prefix:self._read])
+        after = self._decode(self.ids[self._prefix:])
+        piece = ""
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            piece = after[len(before):]
+            self.text += piece
+            self._prefix, self._read = self._read, len(self.ids)
+        self.offsets.append(len(self.text))
+        return piece
+
+    def finish(self) -> None:
+        """At the row's end, emit what an unfinished character left pending (as U+FFFD), so
+        `text` equals a full decode of the row."""
+        if self._read < len(self.ids):
+            before = self._decode(self.ids[self._prefix:self._read])
+            self.text += self._decode(self.ids[self._prefix:])[len(before):]
+            self.offsets[-1] = len(self.text)
+
+
+def encode_prompt(tokenizer, prompt: Any, use_chat: bool, system: str) -> list[int]:
+    """Prompt token ids: the chat template (with generation prompt, and `system` as a system
+    message when not '') or the plain text."""
+    text = prompt_text(prompt)
+    if not use_chat:
+        return tokenizer(text).input_ids
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(rendered, add_special_tokens=False).input_ids
+
+
+def text_rollouts(tokenizer, rows: list[list[int]], width: int, pad_id: int) -> Rollouts:
+    """Rollouts of generated token id rows (each at most `width` long): tokens (B, width) padded
+    with pad_id, mask, counts, and each row's text and per-token end offsets."""
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    texts: list[str] = []
+    offsets: list[list[int]] = []
+    for i, ids in enumerate(rows):
+        text = IncrementalText(tokenizer)
+        for t in ids:
+            text.push(t)
+        text.finish()
+        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        texts.append(text.text)
+        offsets.append(text.offsets)
+    counts = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (B,)
+    mask = torch.arange(width)[None] < counts[:, None]  # (B, width)
+    return Rollouts(tokens=tokens, mask=mask, counts=counts, texts=texts, offsets=offsets)
+
+
+class TextSampler(ABC):
+    """What the transformers and vLLM samplers share: EOS and pad ids, prompt encoding and
+    `sample` on top of a backend's `generate_ids`."""
+
+    def __init__(self, tokenizer, cfg: HFConfig | None, gen_eos: int | list[int] | None):
+        """gen_eos: the model's generation-config EOS id(s), used besides the tokenizer's."""
+        self.tok, self.cfg = tokenizer, cfg or HFConfig()
+        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
+        self.eos_ids = torch.tensor(sorted(e for e in eos if e is not None), dtype=torch.long)
+        if not len(self.eos_ids):
+            raise ValueError("the model and tokenizer define no EOS token")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
+        self.use_chat = self.cfg.chat == "on" or (self.cfg.chat == "auto" and bool(tokenizer.chat_template))
+        if self.cfg.chat == "on" and not tokenizer.chat_template:
+            raise ValueError("hf.chat=on but the tokenizer has no chat template")
+
+    def encode(self, prompt: Any) -> list[int]:
+        """Prompt token ids: the chat template (with generation prompt) or the plain text."""
+        return encode_prompt(self.tok, prompt, self.use_chat, self.cfg.system)
+
+    @abstractmethod
+    def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,
+                     generator: torch.Generator) -> list[list[int]]:
+        """Per prompt id row, the generated ids: a row ends after an EOS id (kept), after the
+        token that completes a stop string, or at max_new tokens. Draws from `generator`."""
+
+    def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0,
+               seed: int = 0, generator: torch.Generator | None = None) -> Rollouts:
+        """One rollout per prompt, at most max_new_tokens each; tokens are (B, max_new_tokens).
+        Draws from `generator` when given, else from a generator seeded with `seed`."""
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
+        rows = self.generate_ids([self.encode(p) for p in prompts], max_new_tokens, temperature=temperature,
+                                 generator=g)
+        return text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)

@@ -1,0 +1,70 @@
+"""The one method table: every method a study can run, what it trains, how it is evaluated, and on
+which tasks it makes sense (a study refuses the others, saying why)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    evaluation: str  # the evaluation kind of evaluate.py: base | expert | sft | rl | bon | maj | wmaj | oracle | early_stop
+    doc: str
+    learner: str | None = None  # None (no training) | "sft" | "rl"
+    options: dict = field(default_factory=dict)  # learner fields the method fixes
+    verifier: bool = False  # scores with, or trains against, the learned verifier
+    samples: bool = False  # trains on checked base samples shared with the verifier (search-trace SFT)
+    vb: bool = False  # a verifier-based method (VB), compared with the VF reference
+    needs: str | None = None  # "planted" | "text": the only tasks where it makes sense
+    why: str = ""  # why not elsewhere
+
+    @property
+    def uses_data(self) -> bool:
+        """Whether the method uses training data (else one run per seed, shown at every n)."""
+        return self.learner is not None or self.verifier
+
+    @property
+    def search(self) -> bool:
+        return self.evaluation in ("bon", "maj", "wmaj", "oracle", "early_stop")
+
+    @property
+    def best_of_n(self) -> bool:
+        """Best-of-N search, run once per best-of-N accounting."""
+        return self.evaluation in ("bon", "maj", "wmaj", "oracle")
+
+
+TABLE = [
+    Method("base", "base", "the base policy pi_b, one sequential trace"),
+    Method("expert", "expert", "the planted task's expert process itself: what VF clones", needs="planted",
+           why="a text task's expert is its gold solutions, which are written, not sampled at a budget"),
+    Method("sft", "sft", "VF: SFT on the task's expert traces (planted: the level's expert; text: gold solutions)",
+           learner="sft", options={"expert": "expert"}),
+    Method("sft_homogeneous", "sft", "VF control: SFT on the homogeneous expert (filler 0, always right)",
+           learner="sft", options={"expert": "homogeneous"}, needs="planted",
+           why="a text task's gold solutions are already its homogeneous expert (method sft)"),
+    Method("sft_search", "sft", "VF: SFT on search traces (failed attempts, then a success) from base samples",
+           learner="sft", options={"expert": "search"}, samples=True, needs="text",
+           why="search traces join text attempts; the planted expert already writes them (task.expert_q)"),
+    Method("sft_extend", "sft", "VF: the sft policy with s1's extension ('Wait' before extend_share x H)",
+           learner="sft", options={"expert": "expert"}, needs="text",
+           why="budget forcing edits text decoding (an answer cue, 'Wait')"),
+    Method("bon", "bon", "VB: best-of-N by the learned verifier", verifier=True, vb=True),
+    Method("maj", "maj", "majority vote over N samples (search without a verifier)"),
+    Method("wmaj", "wmaj", "VB: verifier-weighted majority over N samples", verifier=True, vb=True),
+    Method("oracle", "oracle", "pass@N: any correct sample (the upper bound of search)"),
+    Method("early_stop", "early_stop", "VB: one trace stopped at the first prefix the verifier accepts",
+           verifier=True, vb=True),
+    Method("rl_outcome", "rl", "VB: RL on the 0/1 outcome reward (the paper's)", learner="rl",
+           options={"reward": "outcome"}, vb=True),
+    Method("rl_return", "rl", "VB: RL on the shaped return R_H/H (ours)", learner="rl", options={"reward": "return"},
+           vb=True),
+    Method("rl_verifier", "rl", "VB: RL against the learned verifier", learner="rl", options={"reward": "verifier"},
+           verifier=True, vb=True),
+]
+METHODS = {m.name: m for m in TABLE}
+
+
+def label(method: str, accounting: str | None) -> str:
+    """The name a run is reported under: best-of-N methods carry their accounting."""
+    return f"{method}:{accounting}" if accounting else method
