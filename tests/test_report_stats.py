@@ -11,7 +11,7 @@ from html import escape
 import pytest
 
 from veriscale.config import to_dict
-from veriscale.policy.checkpoint import write_json_atomic
+from veriscale.atomic import write_json_atomic
 from veriscale.study.jobs import expand
 from veriscale.study.report import Report, write_report
 from veriscale.study.spec import study_from_dict
@@ -48,7 +48,7 @@ def _make(tmp_path, **kw):
     study = study_from_dict({"name": "synthetic", "budgets": [8, 16, 32, 64], "n": [16, 32, 64, 128, 256],
                              "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "search_n": 4,
                              "methods": ["base", "expert", "sft", "bon", "rl_verifier"],
-                             "planted": {"answer_len": M}, **kw})
+                             **{"planted": {"answer_len": M}, **kw}})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval"):
         c = job.config
@@ -127,7 +127,7 @@ def test_one_seed_reports_the_within_run_interval_and_no_bootstrap(tmp_path):
 
 
 def test_horizon_mode_fits_sigma_against_beta(tmp_path):
-    study = _make(tmp_path, mode="horizon", n=[16, 32], seeds=[0, 1], task={"answer_len": M, "spread_exponent": 0.5})
+    study = _make(tmp_path, mode="horizon", n=[16, 32], seeds=[0, 1], planted={"answer_len": M, "spread_exponent": 0.5})
     fits = {(f["heterogeneity"], f["method"]): f for f in Report(study, tmp_path).sigma_vs_H()}
     high = fits[("high", "expert")]
     assert high["fit"]["alpha"] == pytest.approx(0.5) and high["configured_beta"] == 0.5

@@ -9,7 +9,7 @@ from scipy import stats
 
 from veriscale.study.jobs import Job, config_id
 from veriscale.study.store import load_records, read_record, rows, write_record
-from veriscale.study.sweep import levels
+from veriscale.study.sweep import _schedule
 from veriscale.theory import crossing, fit_power_law, scaled, t_interval, vb_shape, vf_shape
 
 X = [8, 16, 32, 64, 128]
@@ -96,11 +96,27 @@ def test_config_id_is_stable_and_sensitive():
     assert a != config_id("eval", {"x": 2, "y": [1, 2]})
 
 
-def test_levels_respect_dependencies_and_finished_deps():
+def test_schedule_starts_a_job_once_its_dependencies_end_and_never_waits_for_others():
     base = Job("base-1", "base", {})
     ver = Job("verifier-1", "verifier", {}, ("base-1",))
     rl = Job("rl-1", "rl", {}, ("base-1", "verifier-1"))
     ev = Job("eval-1", "eval", {}, ("base-1", "rl-1"))
-    assert [[j.id for j in lvl] for lvl in levels([base, ver, rl, ev])] == \
-        [["base-1"], ["verifier-1"], ["rl-1"], ["eval-1"]]
-    assert [[j.id for j in lvl] for lvl in levels([rl, ev])] == [["rl-1"], ["eval-1"]]
+    other = Job("eval-2", "eval", {}, ("done-elsewhere",))  # a finished dependency is not in the list
+    running, ended, log = [], set(), []
+
+    def submit(job):
+        assert all(d in ended or d == "done-elsewhere" for d in job.deps), job.id
+        running.append(job.id)
+        log.append(("start", job.id))
+
+    def wait_any():  # the most recent start ends first: a slow first job must not hold back the rest
+        job = running.pop()
+        ended.add(job)
+        log.append(("end", job))
+        return {"id": job, "status": "ok"}
+
+    done = [r["id"] for r in _schedule([base, ver, rl, ev, other], submit, wait_any)]
+    assert sorted(done) == ["base-1", "eval-1", "eval-2", "rl-1", "verifier-1"]
+    assert log[:2] == [("start", "base-1"), ("start", "eval-2")]  # both ready at once, no stage barrier
+    assert log.index(("start", "verifier-1")) > log.index(("end", "base-1"))
+    assert log.index(("start", "eval-1")) > log.index(("end", "rl-1"))

@@ -173,7 +173,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
     batches = minibatches(cfg.n, cfg.prompts_per_step, torch.Generator().manual_seed(cfg.seed))
     opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
     trainable = [p for p in net.parameters() if p.requires_grad]
-    run = {**(meta or {}), "stage": "rl", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name, "horizon": H,
+    run = {"base": policy.spec, "verifier": None if verifier is None else verifier.policy.spec, **(meta or {}),
+           "stage": "rl", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name, "horizon": H,
            "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": steps * cfg.prompts_per_step * cfg.G}
     out = Path(out)
     policy.save(out, {**run, "step": 0})

@@ -162,7 +162,7 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     finally:  # also after a NaN/inf stop: the best weights so far are what the directory keeps
         snapshot.restore()
         net.eval()
-        policy.save(out, {**(meta or {}), "stage": "sft", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
+        policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "sft", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "best_step": best.best_step, "steps_planned": optim.steps, "training_prompts": cfg.n,
                           "training_traces": len(traces), "validation_traces": len(val_t),
                           "val_nll_before": init["val_nll"],

@@ -245,7 +245,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                      desc="verifier", loss_fn=loss_fn, stop=best.update)
     finally:  # also after a NaN/inf stop: the best weights so far are what the directory keeps
         snapshot.restore()
-        policy.save(out, {**(meta or {}), "stage": "verifier", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
+        policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "verifier", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "hard": verifier.hard, "best_step": best.best_step, "steps_planned": optim.steps,
                           "horizon": H, "training_traces": traces, "validation_traces": len(held["seq"]),
                           "heldout": dict(best.last)})

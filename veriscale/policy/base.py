@@ -123,15 +123,21 @@ def check_weights(run_dir: str | Path, meta: dict[str, Any] | None) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / WEIGHTS
     if not path.is_file():
-        pickles = sorted(p.name for p in run_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise PolicyError(f"{run_dir}: no {WEIGHTS}, only {', '.join(pickles)} (pickle-based weights are "
-                              "refused: loading them can execute code)")
-        raise PolicyError(f"{run_dir}: no {WEIGHTS}")
+        no_weights(run_dir, WEIGHTS)
     want = (meta or {}).get("weights_sha256")
     if want and sha256_file(path) != want:
         raise PolicyError(f"{path}: digest differs from the one recorded in {META} (truncated or modified)")
     return path
+
+
+def no_weights(run_dir: Path, wanted: str) -> None:
+    """Raise the PolicyError of a directory without its safetensors weights, naming any
+    pickle-based weight files found instead (refused: loading them can execute code)."""
+    pickles = sorted(p.name for p in run_dir.glob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise PolicyError(f"{run_dir}: no {wanted}, only {', '.join(pickles)} (pickle-based weights are refused: "
+                          "loading them can execute code)")
+    raise PolicyError(f"{run_dir}: no {wanted}")
 
 
 def run_stage(run_dir: str | Path) -> str | None:

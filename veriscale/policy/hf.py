@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from veriscale import progress
-from veriscale.policy.base import PolicyError, write_meta
+from veriscale.policy.base import PolicyError, no_weights, write_meta
 from veriscale.policy.engine import sample_next
 from veriscale.policy.forcing import BudgetForcing, forced_sample
 from veriscale.policy.text import HFConfig, IncrementalText, TextSampler, text_rollouts
@@ -214,8 +214,11 @@ def load_lm(path: Path, dtype: str):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype)).eval()
+    if not any(Path(path).glob("*.safetensors")):
+        no_weights(Path(path), "*.safetensors weights")
+    try:  # use_safetensors: never fall back to a pickle-based file
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                    dtype=getattr(torch, dtype)).eval()
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise PolicyError(f"{path}: cannot load the transformers model ({first_line(e)})") from None
 

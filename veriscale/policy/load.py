@@ -32,6 +32,8 @@ def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Litera
     directory is a policy only to the verifier loader). `hf` and `sampler` apply to
     transformers models; the tiny GPT samples with its own engine."""
     spec = str(spec)
+    if sampler not in ("hf", "vllm"):
+        raise ValueError(f"sampler: expected 'hf' or 'vllm', got {sampler!r}")
     if spec == "smollm2":
         try:
             return load_hf(spec, ensure_converted(), hf, sampler)

@@ -109,7 +109,11 @@ def other_prompts(task: Task, exclude: Sequence[Any], n: int, seed: int) -> list
     """n training-split text prompts whose texts are not among `exclude`'s, drawn with `seed`: a
     learner's validation set, disjoint from its training data and from the test set."""
     seen = {p.text for p in exclude}
-    drawn = [p for p in task.prompts("train", n + len(seen), seed) if p.text not in seen][:n]
+    drawn: list[Any] = []
+    for factor in (1, 2, 4):  # a small problem space repeats questions: draw more until n are new
+        drawn = [p for p in task.prompts("train", factor * (n + len(seen)), seed) if p.text not in seen][:n]
+        if len(drawn) == n:
+            break
     if len(drawn) < n:
         raise ValueError(f"{task.name}: only {len(drawn)} validation prompts outside the training set, {n} wanted")
     return drawn
