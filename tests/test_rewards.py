@@ -2,7 +2,7 @@
 
 import torch
 
-from veriscale.policy.sampler import GPTSampler
+from veriscale.policy.tiny import GPTPolicy
 from veriscale.rewards import budget_metrics, evaluate_budgets, returns
 from veriscale.tasks.base import NEVER
 
@@ -25,7 +25,7 @@ def test_tokens_are_capped_at_each_budget():
 
 
 def test_truncation_equals_sampling_at_smaller_budget_greedy(task, tiny_gpt):
-    sampler = GPTSampler(tiny_gpt, task)
+    sampler = GPTPolicy(tiny_gpt, task)
     prompts = task.prompts("test", 32, 0)
     full = sampler.sample(prompts, 24, temperature=0.0)
     for H in (4, 9, 16):

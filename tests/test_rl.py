@@ -16,9 +16,10 @@ from veriscale.learn import rl
 from veriscale.learn.loop import NonFiniteLoss
 from veriscale.learn.rl import RLConfig, group_advantages, rl_loss, train_rl, zero_variance_share
 from veriscale.learn.verifier import Verifier
-from veriscale.policy import checkpoint
+from veriscale.policy.base import read_meta
 from veriscale.policy.gpt import GPT, GPTConfig
-from veriscale.policy.sampler import load_gpt_policy, resolve_model_config
+from veriscale.policy.load import load_policy
+from veriscale.policy.tiny import resolve_model_config, save_gpt
 from veriscale.tasks.base import Rollouts
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
@@ -66,25 +67,32 @@ def _toy_base(path, seed=0):
     task = PlantedTask(task_cfg)
     mcfg = resolve_model_config(GPTConfig(n_layer=1, n_head=2, d_model=32), task)
     torch.manual_seed(seed)
-    return checkpoint.save(path, GPT(mcfg), {"policy": "gpt", "stage": "pretrain", "model": to_dict(mcfg),
-                                             "task": to_dict(task_cfg)})
+    return save_gpt(path, GPT(mcfg), {"stage": "pretrain", "task": to_dict(task_cfg)})
+
+
+def _rl(base_dir, cfg, out, verifier=None):
+    """train_rl from a fresh copy of the base policy (the learner trains it in place)."""
+    policy = load_policy(base_dir)
+    return train_rl(policy, policy.task, cfg, out, verifier=verifier)
 
 
 def _expected_reward(run_dir, prompts) -> float:
     """E[R_H / H] on the training prompts, from 2000 samples each."""
-    return evaluate_method("base", policy_dir=run_dir, prompts=prompts, budgets=[4], samples=2000, seed=11)[0]["J_norm"]
+    policy = load_policy(run_dir)
+    return evaluate_method("base", policy, policy.task, prompts, [4], samples=2000, seed=11)[0]["J_norm"]
 
 
 def test_rl_raises_expected_reward_on_toy(tmp_path):
     base = _toy_base(tmp_path / "base")
     cfg = RLConfig(n=3, prompts_per_step=3, G=16, epochs=15, steps=15, lr=1e-2, beta=0.0)
-    out = train_rl(base, cfg, tmp_path / "rl")
-    prompts = load_gpt_policy(base)[1].prompts("train", cfg.n, cfg.data_seed)
+    out = _rl(base, cfg, tmp_path / "rl")
+    prompts = load_policy(base).task.prompts("train", cfg.n, cfg.data_seed)
     before, after = _expected_reward(base, prompts), _expected_reward(out, prompts)
     assert after > before + 0.2, (before, after)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 15 and {"reward", "kl", "entropy", "zero_variance_share", "time_sample"} <= set(records[0])
-    assert load_gpt_policy(out)[2]["stage"] == "rl"
+    run = read_meta(out)
+    assert run["stage"] == "rl" and run["step"] == 15 and run["reward_queries"] == 15 * 3 * 16
 
 
 def _digest(run_dir) -> str:
@@ -94,17 +102,15 @@ def _digest(run_dir) -> str:
 def test_rl_is_deterministic_and_verifier_reward_runs(tmp_path):
     base = _toy_base(tmp_path / "base")
     cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=2)
-    assert _digest(train_rl(base, cfg, tmp_path / "a")) == _digest(train_rl(base, cfg, tmp_path / "b"))
-    model, task, _ = load_gpt_policy(base)
-    verifier = checkpoint.save(tmp_path / "v", Verifier(model, task), {"stage": "verifier", "hard": False,
-                                                                      "model": to_dict(model.cfg),
-                                                                      "task": to_dict(task.cfg)})
+    assert _digest(_rl(base, cfg, tmp_path / "a")) == _digest(_rl(base, cfg, tmp_path / "b"))
+    verifier = Verifier(load_policy(base)).eval()  # its own body, not the policy that trains
     cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=1, reward="verifier")
-    out = train_rl(base, cfg, tmp_path / "c", verifier_dir=verifier)
+    out = _rl(base, cfg, tmp_path / "c", verifier=verifier)
     rec = json.loads((out / "metrics.jsonl").read_text())
     assert rec["reward"] == pytest.approx(0.5)  # the untrained verifier scores every prefix 1/2
     with pytest.raises(ValueError, match="needs a verifier"):
-        train_rl(base, cfg, tmp_path / "d")
+        _rl(base, cfg, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 def test_nan_loss_stops_with_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
@@ -119,9 +125,9 @@ def test_nan_loss_stops_with_error_and_keeps_last_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(rl, "rl_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match="step 3"):
-        train_rl(base, RLConfig(n=4, prompts_per_step=2, G=4, steps=6, save_every=2), tmp_path / "rl")
-    _, _, cfg = load_gpt_policy(tmp_path / "rl")
-    assert cfg["step"] == 2  # the checkpoint after step 2, the last good one
+        _rl(base, RLConfig(n=4, prompts_per_step=2, G=4, steps=6, save_every=2), tmp_path / "rl")
+    assert read_meta(tmp_path / "rl")["step"] == 2  # the checkpoint after step 2, the last good one
+    load_policy(tmp_path / "rl")  # and its weights match the digest veriscale.json records
     assert len((tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
@@ -129,6 +135,9 @@ def test_cli_train_rl_needs_a_verifier_for_verifier_reward(tmp_path):
     base = _toy_base(tmp_path / "base")
     out = tmp_path / "rl"
     res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "reward=verifier"])
+    assert res.exit_code == 2 and "--verifier" in res.output and not out.exists()
+    res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "reward=verifier",
+                                    "--verifier", str(base)])  # a policy run, not a verifier run
     assert res.exit_code == 2 and "--verifier" in res.output and not out.exists()
     res = CliRunner().invoke(main, ["train", "rl", "--base", str(base), "--out", str(out), "--set", "G=1"])
     assert res.exit_code == 2 and "G" in res.output and not out.exists()

@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from veriscale.cli import main
-from veriscale.config import to_dict
+from veriscale.config import load_config, to_dict
 from veriscale.evaluate import METHODS, evaluate_method
-from veriscale.learn.verifier import Verifier
-from veriscale.policy import checkpoint
-from veriscale.policy.sampler import GPTSampler
+from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier, train_verifier
+from veriscale.policy.load import load_policy
+from veriscale.policy.tiny import GPTPolicy, save_gpt
 from veriscale.search import Pool, budget_record, draw_pool, pass_at_k, repeat_each, search_budgets, select
 from veriscale.tasks.base import NEVER, Rollouts
 
@@ -88,12 +88,13 @@ def test_selection_rules_by_hand():
 
 
 def test_no_method_spends_more_than_its_budget(task, tiny_gpt):
-    verifier = Verifier(tiny_gpt, task).eval()
+    policy = GPTPolicy(tiny_gpt, task)
+    verifier = Verifier(policy).eval()
     torch.nn.init.normal_(verifier.value.weight, std=0.5)
     prompts = task.prompts("test", 16, 0)
     budgets = list(range(4, 25))
     for N in (1, 2, 4):
-        pool = draw_pool(GPTSampler(tiny_gpt, task), task, prompts, N, 24, seed=1, verifier=verifier)
+        pool = draw_pool(policy, task, prompts, N, 24, seed=1, verifier=verifier)
         for rule in ("bon", "maj", "wmaj", "oracle") + (("early_stop",) if N == 1 else ()):
             for row in search_budgets(pool, budgets, rule, threshold=0.7):
                 assert row["tokens"] <= row["budget"]
@@ -137,8 +138,9 @@ def test_per_sample_accounting_scores_the_selected_trace(task):
 
 def test_per_sample_pools_respect_n_times_h(task, tiny_gpt):
     prompts = task.prompts("test", 16, 0)
-    verifier = Verifier(tiny_gpt, task).eval()
-    pool = draw_pool(GPTSampler(tiny_gpt, task), task, prompts, 4, 24, seed=1, verifier=verifier,
+    policy = GPTPolicy(tiny_gpt, task)
+    verifier = Verifier(policy).eval()
+    pool = draw_pool(policy, task, prompts, 4, 24, seed=1, verifier=verifier,
                      accounting="per_sample")
     assert pool.width == 24
     for rule in ("bon", "maj", "wmaj", "oracle"):
@@ -164,32 +166,37 @@ def test_majority_votes_for_the_credited_answer(task):
 
 @pytest.fixture
 def runs(tmp_path, task, tiny_gpt):
-    """A policy run (the random tiny GPT) and a verifier run on it."""
-    meta = {"model": to_dict(tiny_gpt.cfg), "task": to_dict(task.cfg)}
-    policy = checkpoint.save(tmp_path / "policy", tiny_gpt, {"policy": "gpt", "stage": "pretrain", **meta})
-    verifier = checkpoint.save(tmp_path / "verifier", Verifier(tiny_gpt, task),
-                               {"stage": "verifier", "hard": False, **meta})
+    """A policy run (the random tiny GPT) and a verifier run on it (one training step, written by
+    the verifier learner)."""
+    policy = save_gpt(tmp_path / "policy", tiny_gpt, {"stage": "pretrain", "task": to_dict(task.cfg)})
+    body = load_policy(policy)  # its own copy: the verifier's body trains in place
+    cfg = load_config(VerifierConfig, None, ["n=8", "samples.val_prompts=8", "optim.steps=1"])
+    verifier = train_verifier(body, task, cfg, tmp_path / "verifier")
     return policy, verifier
 
 
 def test_every_method_on_the_same_prompts_and_budgets(runs):
-    policy, verifier = runs
+    policy_dir, verifier_dir = runs
+    policy = load_policy(policy_dir)
+    task = policy.task
+    verifier = load_verifier(verifier_dir, task)
+    prompts = task.prompts("test", 8, 3)
     for method in METHODS:
-        rows = evaluate_method(method, policy_dir=policy, verifier_dir=verifier, prompts=8, budgets=[8, 16, 24],
-                               samples=2, n_search=4, seed=3)
+        rows = evaluate_method(method, policy, task, prompts, [8, 16, 24], verifier=verifier, samples=2,
+                               n_search=4, seed=3)
         assert [r["budget"] for r in rows] == [8, 16, 24] and all(r["n"] == 16 for r in rows)
         assert all(r["tokens"] <= r["budget"] and r["method"] == method for r in rows)
     with pytest.raises(ValueError, match="needs a verifier"):
-        evaluate_method("bon", policy_dir=policy, budgets=[8])
+        evaluate_method("bon", policy, task, prompts, [8])
 
 
 def test_cli_evaluate_prints_one_table(runs):
     policy, verifier = runs
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--verifier", str(verifier),
                                     "--method", "base,bon", "--method", f"sft={policy}", "--budgets", "8,16",
-                                    "--prompts", "8"])
+                                    "--prompts", "8", "--samples-per-prompt", "2", "--search-n", "2"])
     assert res.exit_code == 0, res.output
     assert "verifier calls" in res.output and "sft:policy" in res.output
     assert sum(line.strip().startswith(("base", "bon", "sft")) for line in res.output.splitlines()) == 6
-    res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--method", "wmaj"])
+    res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--method", "wmaj", "--budgets", "8,16"])
     assert res.exit_code == 2 and "--verifier" in res.output

@@ -9,13 +9,16 @@ import torch
 
 from veriscale.config import load_config
 from veriscale.learn.verifier import Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
+from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.engine import generate
-from veriscale.policy.sampler import load_gpt_policy
+from veriscale.policy.load import load_policy
+from veriscale.policy.tiny import GPTPolicy
 from veriscale.tasks.base import NEVER
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
+
 def test_fast_scoring_equals_per_example_reference(task, tiny_gpt):
-    verifier = Verifier(tiny_gpt, task).eval()
+    verifier = Verifier(GPTPolicy(tiny_gpt, task)).eval()
     torch.nn.init.normal_(verifier.value.weight, std=0.5)
     prompts = task.prompts("test", 24, 0)
     # EOS = a token the random model emits often, so traces end at different lengths.
@@ -24,7 +27,9 @@ def test_fast_scoring_equals_per_example_reference(task, tiny_gpt):
     assert 0 < (ro.counts < 20).sum() < len(prompts)
     fast, slow = verifier.score(prompts, ro, batch_size=7), verifier.score_reference(prompts, ro)
     assert fast.shape == (24, 20) and torch.allclose(fast, slow, atol=1e-5)
-    assert torch.allclose(verifier.score(prompts, ro.tokens), fast, atol=1e-6)  # bare tokens: non-pad length
+    # Rollouts rebuilt from stored id rows (how a study reads its draws back) score the same.
+    rows = [ro.tokens[i, :ro.counts[i]].tolist() for i in range(len(ro))]
+    assert torch.allclose(verifier.score(prompts, verifier.policy.rollouts(rows, 20)), fast, atol=1e-6)
     # Past a trace's end, every column repeats the score of its last prefix.
     i = int((ro.counts < 20).nonzero()[0])
     c = int(ro.counts[i])
@@ -44,28 +49,35 @@ def test_auc_hand_cases():
     assert auc(torch.tensor([0.1, 0.5, 0.5, 0.9]), y) == 0.875  # one tied pair counts half
 
 
+def _train(base, overrides, out):
+    """train_verifier on a fresh copy of the base policy (its body trains in place)."""
+    policy = load_policy(base)
+    return train_verifier(policy, policy.task, load_config(VerifierConfig, None, overrides), out)
+
+
 def test_verifier_separates_heldout_prefixes(base, tmp_path):
-    cfg = load_config(VerifierConfig, None, ["n=128", "r=4", "patience=0", "optim.steps=60"])
-    out = train_verifier(base, cfg, tmp_path / "v")
+    out = _train(base, ["n=128", "samples.r=4", "patience=0", "optim.steps=60"], tmp_path / "v")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     init = records[0]
-    kept = json.loads((out / "config.json").read_text())["heldout"]  # validation metrics of the kept weights
+    run = read_meta(out)
+    kept = run["heldout"]  # validation metrics of the kept weights
+    assert run["stage"] == "verifier" and run["training_traces"] == 128 * 4 and run["validation_traces"] == 256 * 4
     assert init["heldout_auc"] == 0.5  # the zero-initialised head is a constant
     assert kept["heldout_auc"] > 0.65, kept
     assert kept["heldout_auc_at_length"] > 0.58, kept  # more than "longer prefixes are more often correct"
     assert kept["heldout_loss"] < init["heldout_loss"]
-    verifier = load_verifier(out)
-    _, task, _ = load_gpt_policy(base)
+    task = load_policy(base).task
+    verifier = load_verifier(out, task)
     prompts = task.prompts("test", 8, 0)
     s = verifier.score(prompts, task.teacher(prompts, torch.Generator().manual_seed(0)))
     assert s.shape == (8, task.cfg.horizon) and ((s > 0) & (s < 1)).all()
 
 
 def test_zero_one_verifier_is_a_thresholded_classifier(base, tmp_path):
-    cfg = load_config(VerifierConfig, None, ["n=16", "r=2", "loss=zero_one", "optim.steps=3", "optim.eval_every=3"])
-    out = train_verifier(base, cfg, tmp_path / "v01")
+    out = _train(base, ["n=16", "samples.r=2", "loss=zero_one", "optim.steps=3", "optim.eval_every=3"],
+                 tmp_path / "v01")
     verifier = load_verifier(out)
-    _, task, _ = load_gpt_policy(base)
+    task = load_policy(base).task
     prompts = task.prompts("test", 8, 0)
     s = verifier.score(prompts, task.teacher(prompts, torch.Generator().manual_seed(0)))
     assert verifier.hard and set(s.unique().tolist()) <= {0.0, 1.0}
@@ -73,12 +85,14 @@ def test_zero_one_verifier_is_a_thresholded_classifier(base, tmp_path):
 
 
 def test_load_verifier_refuses_other_runs_and_tasks(base, tmp_path):
-    with pytest.raises(ValueError, match="expected 'verifier'"):
+    with pytest.raises(PolicyError, match="not a verifier run directory"):
         load_verifier(base)
-    cfg = load_config(VerifierConfig, None, ["n=8", "r=1", "optim.steps=1"])
-    out = train_verifier(base, cfg, tmp_path / "v")
+    out = _train(base, ["n=8", "samples.r=1", "samples.val_prompts=8", "optim.steps=1"], tmp_path / "v")
     other = PlantedTask(PlantedConfig(vocab=8, prompt_len=3, answer_len=3, horizon=16, test_prompts=64, map_seed=5))
-    with pytest.raises(ValueError, match="different task"):
+    with pytest.raises(PolicyError, match="different task"):
         load_verifier(out, other)
-    with pytest.raises(ValueError, match="expected 'gpt'"):
-        load_gpt_policy(out)
+    with pytest.raises(PolicyError, match="'verifier' run directory, not a policy"):  # a verifier is no policy
+        load_policy(out)
+    (out / "value_head.safetensors").unlink()
+    with pytest.raises(PolicyError, match="no value_head.safetensors"):
+        load_verifier(out)

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from veriscale import progress
 from veriscale.policy.base import PolicyError, no_weights, write_meta
 from veriscale.policy.engine import sample_next
 from veriscale.policy.forcing import BudgetForcing, forced_sample
 from veriscale.policy.text import HFConfig, IncrementalText, TextSampler, text_rollouts
+from veriscale.policy.vllm import VLLMSampler
 from veriscale.tasks.base import Rollouts
 
 
@@ -211,7 +213,6 @@ class HFPolicy:
 
 def load_lm(path: Path, dtype: str):
     """The transformers model of a local directory, or PolicyError naming what is wrong."""
-    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     if not any(Path(path).glob("*.safetensors")):
@@ -240,7 +241,5 @@ def load_hf(spec: str, path: Path, cfg: HFConfig | None = None, sampler: str = "
     except (OSError, ValueError, KeyError) as e:
         raise PolicyError(f"{path}: cannot load the tokenizer ({first_line(e)})") from None
     if sampler == "vllm":
-        from veriscale.policy.vllm import VLLMSampler
-
         return HFPolicy(spec, path, tokenizer, cfg, sampler=VLLMSampler(path, cfg))
     return HFPolicy(spec, path, tokenizer, cfg, model=load_lm(path, cfg.dtype))

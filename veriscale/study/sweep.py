@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing as mp
 import os
+import shutil
 import socket
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Literal
@@ -108,9 +111,6 @@ def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int)
         for job in jobs:
             yield run_job(job, study_dir, threads)
         return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         futures: set = set()
 
@@ -145,8 +145,6 @@ def clean_partial(study_dir: Path) -> None:
     """Remove what a killed run leaves behind: temporary record files and half-trained
     artifact directories (both are dot-prefixed until renamed into place). Only under
     `study_lock`: in a directory that a live sweep is using, these are its work in progress."""
-    import shutil
-
     for tmp in (study_dir / "records").glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     for tmp in (study_dir / "artifacts").glob(".*"):
