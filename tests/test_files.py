@@ -73,3 +73,18 @@ def test_file_task_grades_with_math_verify(tmp_path):
     assert len(task.prompts("test", 2, seed=0)) == 2
     with pytest.raises(ValueError, match="has 2"):
         task.prompts("test", 3, seed=0)
+
+
+def test_file_task_validation_prompts_and_gold_solutions(tmp_path):
+    rows = [{**GSM, "question": f"Tom has {i} apples and buys 4. How many?",
+             "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"} for i in range(6)]
+    task = FileTask(FilesConfig(path=str(_jsonl(tmp_path / "d.jsonl", rows + [MATH])), test_share=0.0))
+    train = task.prompts("train", 3, seed=0)
+    val = task.validation_prompts(train, 4, seed=1)
+    assert len(val) == 4 and not {p.text for p in val} & {p.text for p in train}
+    with pytest.raises(ValueError):  # 7 problems: 3 taken, only 4 left
+        task.validation_prompts(train, 5, seed=1)
+    traces = task.expert_traces(task.problems, seed=0)
+    assert traces[0] == "0 + 4 = 4\n#### 4" and traces[-1] == MATH["solution"]  # the file's worked solutions
+    with pytest.raises(ValueError, match="homogeneous"):
+        task.expert_traces(train, seed=0, homogeneous=True)

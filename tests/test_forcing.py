@@ -1,9 +1,10 @@
-"""Budget forcing (policy/forcing.py) and the optional vLLM backend (policy/vllm.py).
+"""Budget forcing (policy/forcing.py) and the optional vLLM sampler (policy/vllm.py).
 
 Exact cap/extend behaviour is checked on a scripted sampler whose "model" is a Python rule, so
 the expected token rows can be written out; then forced_sample runs on the real tiny HFSampler
-(conftest's from-config Llama), and the vLLM backend is checked without vllm: its error paths,
-and its request building on a fake `vllm` module."""
+(conftest's from-config Llama), also as `HFPolicy.sample(forcing=...)` and through
+`evaluate_method`; and the vLLM sampler is checked without vllm: its error paths through
+`load_policy(..., sampler="vllm")`, and its request building on a fake `vllm` module."""
 
 import copy
 import sys
@@ -17,8 +18,12 @@ from conftest import HF_PROMPTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from veriscale.evaluate import evaluate_method
+from veriscale.policy import hf as hf_module
 from veriscale.policy.forcing import BudgetForcing, forced_sample
-from veriscale.policy.hf import HFConfig, HFSampler, TextSampler, load_text_sampler
+from veriscale.policy.hf import HFPolicy, HFSampler
+from veriscale.policy.load import load_policy
+from veriscale.policy.text import HFConfig, TextSampler
 from veriscale.policy.vllm import BackendUnavailable, VLLMSampler, check_vllm
 
 EOS, EOS2 = 1, 2  # <eos>, and <bos> playing a second EOS id
@@ -212,18 +217,37 @@ def test_real_sampler_extension_and_determinism(model, tokenizer, ids):
     assert all(cfg.wait in t for t, w in zip(a.texts, waits) if w)
 
 
-def test_check_vllm_names_the_extra(monkeypatch, tmp_path):
+def test_policy_sample_with_forcing_is_forced_sample(lm_dir, gym_task):
+    """`HFPolicy.sample(forcing=...)` is forced_sample on its own sampler, and evaluate_method
+    forces each budget's draw at that budget."""
+    p = load_policy(f"hf:{lm_dir}", hf=HFConfig(progress=False))
+    cfg = BudgetForcing(min_tokens=12, answer_tokens=3)
+    prompts = gym_task.prompts("test", 6, 0)
+    a = p.sample(prompts, 20, seed=7, forcing=cfg)
+    b = forced_sample(p.sampler, prompts, 20, cfg, seed=7)
+    assert torch.equal(a.tokens, b.tokens) and a.texts == b.texts
+    rows = evaluate_method("base", p, gym_task, prompts, [16, 20], forcing=cfg)
+    assert [r["budget"] for r in rows] == [16, 20] and all(r["tokens"] <= r["budget"] for r in rows)
+    with pytest.raises(ValueError, match="expert"):
+        evaluate_method("expert", p, gym_task, prompts, [16], forcing=cfg)
+
+
+def test_check_vllm_names_the_extra(monkeypatch, model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
     with pytest.raises(BackendUnavailable, match=r"pip install 'veriscale\[vllm\]'"):
         check_vllm()
-    with pytest.raises(BackendUnavailable, match="veriscale"):  # before the missing path is looked at
-        load_text_sampler(tmp_path / "missing", backend="vllm")
+    with pytest.raises(BackendUnavailable, match="veriscale"):
+        load_policy(f"hf:{tmp_path}", sampler="vllm")
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendUnavailable, match="needs a CUDA GPU"):
         check_vllm()
-    with pytest.raises(ValueError, match="backend"):
-        load_text_sampler(tmp_path, backend="tgi")
+    with pytest.raises(BackendUnavailable, match="needs a CUDA GPU"):
+        load_policy(f"hf:{tmp_path}", sampler="vllm")
+    with pytest.raises(ValueError, match="sampler"):  # an unknown sampler, before any path is looked at
+        load_policy(f"hf:{tmp_path / 'missing'}", sampler="tgi")
 
 
 def test_vllm_sampler_requests_and_kept_eos(monkeypatch, model, tokenizer, tmp_path):
@@ -246,8 +270,15 @@ def test_vllm_sampler_requests_and_kept_eos(monkeypatch, model, tokenizer, tmp_p
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    s = load_text_sampler(tmp_path, HFConfig(progress=False, stop=["so"]), backend="vllm")
-    assert isinstance(s, VLLMSampler) and isinstance(s, TextSampler)
+
+    def no_torch_model(*a):
+        raise AssertionError("the torch model loaded, although vLLM samples")
+
+    monkeypatch.setattr(hf_module, "load_lm", no_torch_model)
+    p = load_policy(f"hf:{tmp_path}", hf=HFConfig(progress=False, stop=["so"]), sampler="vllm")
+    s = p.sampler
+    assert isinstance(p, HFPolicy) and isinstance(s, VLLMSampler) and isinstance(s, TextSampler)
+    assert p.pad_id == s.pad_id and p.encode_prompts(["a"]) == [s.encode("a")]
     assert made["llm"] == {"model": str(tmp_path), "tokenizer": str(tmp_path), "dtype": "float32", "seed": 0}
     eos2 = model.generation_config.eos_token_id[1]
     assert s.eos_ids.tolist() == HFSampler(model, tokenizer).eos_ids.tolist()
@@ -256,7 +287,7 @@ def test_vllm_sampler_requests_and_kept_eos(monkeypatch, model, tokenizer, tmp_p
                       ([5], None, "stop"),  # ... omitted: appended
                       ([5, 6, 7], None, "length"),  # ran out: nothing added
                       ([85, 81], "so", "stop")]  # a stop string: nothing added
-    r = s.sample(["a", "a", "b", "c", "d"], 3, temperature=0.7, seed=4)
+    r = p.sample(["a", "a", "b", "c", "d"], 3, temperature=0.7, seed=4)  # the policy samples with vLLM
     assert _rows(r) == [[5, 6, eos2], [5, EOS], [5, EOS], [5, 6, 7], [85, 81]]
     assert made["prompts"] == [{"prompt_token_ids": s.encode(p)} for p in "aabcd"]
     p = made["params"][0]

