@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from veriscale.policy.hf import HFConfig, load_hf_policy
+from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
+from veriscale.policy.text import HFConfig
 from veriscale.tasks.gym import GymConfig, GymTask
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     B = args.prompts * args.samples
-    sampler = load_hf_policy(ensure_converted(), HFConfig(batch_size=B, progress=False))
+    sampler = load_policy(f"hf:{ensure_converted()}", hf=HFConfig(batch_size=B, progress=False)).sampler  # HFSampler
     problems = GymTask(GymConfig(name=args.task)).prompts("test", args.prompts, args.seed)
     rows = [p for p in problems for _ in range(args.samples)]
     print(f"SmolLM2-135M-Instruct float32, {args.prompts} {args.task} prompts x {args.samples} samples = {B} rows, "

@@ -2,7 +2,7 @@
 
     python benchmarks/learners.py [--base RUN_DIR] [--traces 256] [--rl-steps 5] [--threads 2]
 
-Without --base, a randomly initialised default-size GPT (4 layers, d_model 128) on the default
+Without --base, a randomly initialised default-size GPT (4 layers, d_model 64) on the default
 planted task at horizon 32 stands in for pi_b: a random policy never emits EOS early, so its
 sampling is the worst case. Prints markdown tables for BENCHMARKS.md.
 """
@@ -20,10 +20,11 @@ import torch
 from veriscale.config import to_dict
 from veriscale.learn.rl import RLConfig, train_rl
 from veriscale.learn.verifier import Verifier
-from veriscale.policy import checkpoint
 from veriscale.policy.engine import generate, generate_reference
 from veriscale.policy.gpt import GPT, GPTConfig
-from veriscale.policy.sampler import GPTSampler, load_gpt_policy, resolve_model_config
+from veriscale.policy.base import PolicyError
+from veriscale.policy.load import load_policy
+from veriscale.policy.tiny import GPTPolicy, resolve_model_config, save_gpt
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 
@@ -31,8 +32,19 @@ def random_base(out: Path, horizon: int) -> Path:
     task_cfg = PlantedConfig(horizon=horizon)
     mcfg = resolve_model_config(GPTConfig(), PlantedTask(task_cfg))
     torch.manual_seed(0)
-    return checkpoint.save(out, GPT(mcfg), {"policy": "gpt", "stage": "pretrain", "model": to_dict(mcfg),
-                                            "task": to_dict(task_cfg)})
+    return save_gpt(out, GPT(mcfg), {"stage": "pretrain", "task": to_dict(task_cfg)})
+
+
+def load_gpt_base(base: Path) -> GPTPolicy:
+    """The tiny-GPT policy of a run directory (a transformers policy is refused: the baselines
+    below are the tiny GPT's engines)."""
+    try:
+        policy = load_policy(base)
+    except PolicyError as e:
+        raise SystemExit(f"error: --base: {e}") from None
+    if not isinstance(policy, GPTPolicy):
+        raise SystemExit(f"error: --base: {base}: a {policy.kind!r} policy, not a tiny-GPT run directory")
+    return policy
 
 
 def best_of(fn, repeats: int) -> float:
@@ -47,10 +59,11 @@ def best_of(fn, repeats: int) -> float:
 
 
 def bench_scoring(base: Path, traces: int, repeats: int) -> str:
-    model, task, _ = load_gpt_policy(base)
-    verifier = Verifier(model, task).eval()
+    policy = load_gpt_base(base)
+    task = policy.task
+    verifier = Verifier(policy).eval()
     prompts = task.prompts("test", traces, 0)
-    ro = GPTSampler(model, task).sample(prompts, task.cfg.horizon, seed=0)
+    ro = policy.sample(prompts, task.cfg.horizon, seed=0)
     prefixes = int(ro.counts.sum())
     fast = best_of(lambda: verifier.score(prompts, ro), repeats)
     slow = best_of(lambda: verifier.score_reference(prompts, ro), max(1, repeats // 2))
@@ -69,13 +82,15 @@ def bench_scoring(base: Path, traces: int, repeats: int) -> str:
 def bench_rl(base: Path, steps: int) -> str:
     cfg = RLConfig(steps=steps, save_every=steps)
     with tempfile.TemporaryDirectory() as tmp:
-        out = train_rl(base, cfg, Path(tmp) / "rl")
+        policy = load_gpt_base(base)  # trained in place; the baselines below reload pi_b
+        out = train_rl(policy, policy.task, cfg, Path(tmp) / "rl")
         recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up
     step = sum(r["time_step"] for r in recs) / len(recs)
     sample = sum(r["time_sample"] for r in recs) / len(recs)
     tokens = sum(r["tokens"] for r in recs) / len(recs)
     # The same step's sampling with the full-recompute reference sampler (no KV cache).
-    model, task, _ = load_gpt_policy(base)
+    pi_b = load_gpt_base(base)
+    model, task = pi_b.model, pi_b.task
     ids = task.encode(task.prompts("train", cfg.prompts_per_step, 0).repeat_interleave(cfg.G, 0))
     kw = dict(eos_id=task.eos, pad_id=task.pad, temperature=cfg.temperature)
     engine = best_of(lambda: generate(model, ids, task.cfg.horizon, generator=torch.Generator().manual_seed(0), **kw), 1)

@@ -35,7 +35,7 @@ def run(name: str, args: argparse.Namespace, out: str) -> dict:
     from veriscale import progress
     from veriscale.config import deep_merge, from_dict
     from veriscale.learn.pretrain import PretrainConfig, pretrain
-    from veriscale.policy.sampler import GPTSampler, load_gpt_policy
+    from veriscale.policy.load import load_policy
     from veriscale.rewards import evaluate_budgets
 
     torch.set_num_threads(1)
@@ -46,9 +46,10 @@ def run(name: str, args: argparse.Namespace, out: str) -> dict:
     with progress.silenced():
         pretrain(cfg)
     seconds = time.perf_counter() - start
-    model, task, _ = load_gpt_policy(out)
+    policy = load_policy(out)
+    task = policy.task
     prompts = task.prompts("test", 256, 0)
-    ro = GPTSampler(model, task).sample(prompts, args.horizon, seed=0)
+    ro = policy.sample(prompts, args.horizon, seed=0)
     budgets = [b for b in (8, 16, 32, 64, 128) if b <= args.horizon]
     rows = evaluate_budgets(task.check(prompts, ro), ro.counts, budgets)
     return {"variant": name, "seconds": round(seconds, 1), **{f"success@{r.budget}": round(r.success, 3) for r in rows}}

@@ -14,7 +14,8 @@ import time
 import torch
 
 from veriscale.evaluate import evaluate_policy
-from veriscale.policy.sampler import GPTSampler, load_gpt_policy
+from veriscale.policy.base import PolicyError
+from veriscale.policy.load import load_policy
 
 
 def main() -> None:
@@ -28,8 +29,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    model, task, _ = load_gpt_policy(args.policy)
-    sampler = GPTSampler(model, task)
+    try:
+        sampler = load_policy(args.policy)  # GPTPolicy: the KV-cache engine, as the old GPTSampler
+    except PolicyError as e:
+        ap.error(f"--policy: {e}")
+    if sampler.kind != "gpt":
+        ap.error(f"--policy: {args.policy}: a {sampler.kind!r} policy; this benchmark needs a tiny-GPT run directory")
+    task = sampler.task
     prompts = task.prompts("test", args.prompts, 0)
     once, per_budget = [], []
     for _ in range(args.repeats):  # alternate the two paths so both see the same machine load

@@ -141,7 +141,7 @@ def test_pretrained_low_and_high_differ_in_sigma_as_configured(tiny_runs):
 
 def test_cli_diagnose_writes_json_pngs_and_table(tiny_runs, tmp_path):
     out = tmp_path / "diag"
-    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["high"]), "--budget", "16", "--samples", "8",
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["high"]), "--budget", "16", "--samples-per-prompt", "8",
                                     "--prompts", "6", "--out", str(out), "--set", "bootstrap=50",
                                     "--set", "margin=linear", "--set", "split=train"])
     assert res.exit_code == 0, res.output

@@ -175,6 +175,8 @@ def verdict(s: dict[str, Any], cfg: DiagnoseConfig) -> str:
 def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
     """(policy, task) named by cfg.policy and cfg.task; a text task is checked before a model loads."""
     text = is_text(cfg.task)
+    if not text and (cfg.policy == "smollm2" or cfg.policy.startswith("hf:")):
+        raise ConfigError(f"task: a transformers policy needs a text task (gym:NAME or file:PATH), not {cfg.task!r}")
     task = make_task(cfg.task, gym=cfg.gym, files=cfg.files) if text else None
     policy = load_policy(cfg.policy, hf=cfg.hf, sampler=cfg.sampler)
     if policy.kind == "gpt":
