@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from veriscale.study.spec import StudyConfig
-from veriscale.study.sweep import LOCK_FILE, StudyLocked, run_study, study_lock
+from veriscale.study.lock import LOCK_FILE, StudyLocked, study_lock
+from veriscale.study.sweep import run_study
 
 HOLDER = """
 import sys
-from veriscale.study.sweep import study_lock
+from veriscale.study.lock import study_lock
 with study_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()  # hold the lock until the test closes our stdin (or kills us)

@@ -6,6 +6,9 @@ a run directory, hf:PATH or smollm2), a task is `--task` (planted, gym:NAME, fil
 `--budgets` are token budgets H, `--prompts` held-out prompts, `--samples-per-prompt` traces
 (or search pools) per prompt, `--sampler hf|vllm` samples a transformers policy, and
 `--executor local|ray` runs a study's jobs.
+
+Each command imports the layers it runs (torch, transformers, the study machinery) inside its own
+body, so `veriscale --help` and a config error answer in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -16,26 +19,10 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
-from veriscale.bench import run_engine_bench
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
-from veriscale.diagnose import DiagnoseConfig, default_out, diagnose, resolve, summary_tables, write_report
-from veriscale.evaluate import METHODS, evaluate_method, evaluate_policy
-from veriscale.learn.pretrain import PretrainConfig, pretrain
-from veriscale.learn.rl import RLConfig, train_rl
-from veriscale.learn.sft import SFTConfig, train_sft
-from veriscale.learn.verifier import VerifierConfig, load_verifier, train_verifier
-from veriscale.policy.base import PolicyError, read_meta
-from veriscale.policy.forcing import BudgetForcing
-from veriscale.policy.load import POLICY_STAGES, load_policy
-from veriscale.policy.vllm import BackendUnavailable
-from veriscale.search import NEEDS_VERIFIER
 from veriscale.study.commands import report, reproduce, results
 from veriscale.tables import format_table
-from veriscale.tasks.files import FilesConfig
-from veriscale.tasks.gym import GymConfig
-from veriscale.tasks.load import is_text, make_task
 
 SAMPLERS = click.Choice(["hf", "vllm"])
 
@@ -85,6 +72,10 @@ for _cmd in (reproduce, results, report):
 
 def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None):
     """The policy of `spec`, or exit 2 with one line naming the flag and what is wrong."""
+    from veriscale.policy.base import PolicyError
+    from veriscale.policy.load import POLICY_STAGES, load_policy
+    from veriscale.policy.vllm import BackendUnavailable
+
     try:
         return load_policy(spec, sampler=sampler, stages=stages or POLICY_STAGES)
     except (PolicyError, BackendUnavailable) as e:
@@ -94,6 +85,11 @@ def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] |
 def _task(task: str | None, policy, overrides: dict | None = None):
     """The task named by --task; without it, the task a run directory records (a tiny GPT's own
     planted task, or the text task a learner was trained on)."""
+    from veriscale.policy.base import read_meta
+    from veriscale.tasks.files import FilesConfig
+    from veriscale.tasks.gym import GymConfig
+    from veriscale.tasks.load import is_text, make_task
+
     meta = (read_meta(policy.spec) or {}) if policy.kind == "hf" and Path(policy.spec).is_dir() else {}
     if task is None and policy.kind == "gpt":
         return policy.task
@@ -130,6 +126,9 @@ def train() -> None:
               help="Held-out prompts of that table.")
 def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
+    from veriscale.evaluate import evaluate_policy
+    from veriscale.learn.pretrain import PretrainConfig, pretrain
+
     try:
         cfg = load_config(PretrainConfig, config_path, list(overrides))
     except ConfigError as e:
@@ -195,6 +194,8 @@ def _run(train_fn, *args, **kwargs) -> None:
 @_learner_options
 def train_sft_command(config_path, overrides, base, task, out) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
+    from veriscale.learn.sft import SFTConfig, train_sft
+
     cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, out)
     _run(train_sft, policy, task_obj, cfg, out)
 
@@ -203,6 +204,8 @@ def train_sft_command(config_path, overrides, base, task, out) -> None:
 @_learner_options
 def train_verifier_command(config_path, overrides, base, task, out) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
+    from veriscale.learn.verifier import VerifierConfig, train_verifier
+
     cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, out)
     _run(train_verifier, policy, task_obj, cfg, out)
 
@@ -213,6 +216,8 @@ def train_verifier_command(config_path, overrides, base, task, out) -> None:
               help="Verifier run directory (needed for reward=verifier).")
 def train_rl_command(config_path, overrides, base, task, out, verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
+    from veriscale.learn.rl import RLConfig, train_rl
+
     cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, out)
     if cfg.reward == "verifier" and verifier_dir is None:
         _fail("--verifier: reward=verifier needs a verifier run directory")
@@ -221,6 +226,9 @@ def train_rl_command(config_path, overrides, base, task, out, verifier_dir) -> N
 
 
 def _verifier(path: str, task):
+    from veriscale.learn.verifier import load_verifier
+    from veriscale.policy.base import PolicyError
+
 
     try:
         return load_verifier(path, task)
@@ -259,6 +267,10 @@ def evaluate(policy_spec, task, methods, verifier_dir, budgets, prompts, samples
              threshold, temperature, seed, sampler) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
+    from veriscale.evaluate import METHODS, evaluate_method
+    from veriscale.policy.forcing import BudgetForcing
+    from veriscale.search import NEEDS_VERIFIER
+
     b = _budgets(budgets)
     plan = []
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
@@ -316,6 +328,12 @@ def evaluate(policy_spec, task, methods, verifier_dir, budgets, prompts, samples
               help="Override a field (margin=linear, hf.batch_size=32, gym.max_digits=2, ...).")
 def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""
+    import torch
+
+    from veriscale.diagnose import DiagnoseConfig, default_out, diagnose, resolve, summary_tables, write_report
+    from veriscale.policy.base import PolicyError
+    from veriscale.policy.vllm import BackendUnavailable
+
 
     given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler)
     try:
@@ -383,6 +401,10 @@ def bench() -> None:
               help="torch CPU threads (0 = torch's default).")
 def bench_engine(batches: str, new_tokens: int, repeats: int, threads: int) -> None:
     """Engine vs full-recompute reference vs transformers generate; training tokens/s and MFU."""
+    import torch
+
+    from veriscale.bench import run_engine_bench
+
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,4 +1,5 @@
-"""CLI commands of the study layer: `reproduce`, `results`, `report` (registered in veriscale.cli)."""
+"""CLI commands of the study layer: `reproduce`, `results`, `report` (registered in veriscale.cli).
+Each imports the study machinery in its own body, so the command line starts fast (cli.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,6 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError
-from veriscale.policy.base import PolicyError
-from veriscale.policy.load import load_policy
-from veriscale.policy.vllm import BackendUnavailable, check_vllm
-from veriscale.study.jobs import check_learner_configs
-from veriscale.study.report import write_report
-from veriscale.study.spec import load_study_config
-from veriscale.study.store import export_parquet, load_records, rows, summarize
-from veriscale.study.sweep import StudyLocked, run_study
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -56,6 +49,15 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
     The LLM track: `veriscale reproduce studies/llm.toml` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
+    from veriscale.policy.base import PolicyError
+    from veriscale.policy.load import load_policy
+    from veriscale.policy.vllm import BackendUnavailable, check_vllm
+    from veriscale.study.jobs import check_learner_configs
+    from veriscale.study.report import write_report
+    from veriscale.study.spec import load_study_config
+    from veriscale.study.lock import StudyLocked
+    from veriscale.study.sweep import run_study
+
     if sampler == "vllm":  # one GPU: the jobs run here, one at a time
         overrides, workers = (*overrides, "sampler=vllm"), 1
     elif sampler:
@@ -96,6 +98,8 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
 @click.option("--parquet", default=None, type=click.Path(dir_okay=False), help="Also export rows to Parquet.")
 def results(study_dir: str, parquet: str | None) -> None:
     """Print a study's results (mean over seeds per method, heterogeneity, n and budget)."""
+    from veriscale.study.store import export_parquet, load_records, rows, summarize
+
     flat = rows(load_records(study_dir))
     if not flat:
         _fail(f"{study_dir}: no finished records")
@@ -110,6 +114,8 @@ def results(study_dir: str, parquet: str | None) -> None:
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 def report(study_dir: str) -> None:
     """Write the PNG figures and the self-contained report.html of a study from its records."""
+    from veriscale.study.report import write_report
+
     try:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:

@@ -3,9 +3,9 @@
 A study expands into artifact jobs and evaluation jobs:
   base      the tiny GPT pretrained on the planted task (policy = "pretrain"; one per level, and
             per H in horizon mode); with a policy spec the base is that policy, no job;
-  samples   checked base samples on the n training prompts, shared by the verifier and
-            search-trace SFT (learn/samples.py); a verifier whose samples nothing else reads
-            draws them itself, the same way;
+  samples   checked base samples on the n training prompts (learn/samples.py), drawn once with
+            the study's sampler and read by the verifier and search-trace SFT of a text study; a
+            tiny-GPT verifier whose samples nothing else reads draws them itself, the same way;
   sft | verifier | rl   trained run directories (learn/);
   draw      sampled evaluation traces of one policy (`draw.json`): every evaluation that reads the
             same traces shares them (the base policy's across n, one pool across selection rules);
@@ -134,9 +134,11 @@ def expand(study: StudyConfig) -> list[Job]:
                                    "temperature": study.temperature}}, (base,))
             for n in study.n:
                 for seed in study.seeds:
-                    samples = artifact("samples", {**world, "n": n, "seed": seed, "H": H,
-                                                   "cfg": to_dict(study.samples)}, (base,)) \
-                        if any(m.samples for m in methods) else None
+                    # a text study samples once, with its sampler (vLLM on a GPU), for every learner
+                    # that reads base samples; a tiny-GPT verifier draws its own, the same way
+                    shared = any(m.samples for m in methods) or (study.text and any(m.verifier for m in methods))
+                    samples = artifact("samples", {**world, "n": n, "seed": seed, "H": H, "sampler": study.sampler,
+                                                   "cfg": to_dict(study.samples)}, (base,)) if shared else None
                     ver = artifact("verifier", {**world, "samples": samples,
                                                 "cfg": learner_config(study, "verifier", n, seed, H)},
                                    (base, samples)) if any(m.verifier for m in methods) else None

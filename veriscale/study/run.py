@@ -83,7 +83,7 @@ def make_artifact(kind: str, c: dict, dep: Dep, out: Path) -> None:
         _draw(c, task, dep, out)
     elif kind == "samples":
         cfg = from_dict(samples_.SamplesConfig, c["cfg"])
-        s = samples_.draw(base_policy(c, dep, c.get("sampler", "hf")), task, cfg, c["n"], c["H"], c["seed"], c["seed"])
+        s = samples_.draw(base_policy(c, dep, c["sampler"]), task, cfg, c["n"], c["H"], c["seed"], c["seed"])
         samples_.write(out, s, {**meta, "n": c["n"], "data_seed": c["seed"], "val_prompts": cfg.val_prompts})
     else:  # a learner: it starts from the base policy, trained with transformers when it is text
         policy = base_policy(c, dep)
