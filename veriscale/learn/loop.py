@@ -142,7 +142,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
         if evaluated:
             rec.update(evaluate())
             bar.set_postfix(loss=f"{rec['loss']:.3f}", **{k: f"{v:.3f}" for k, v in rec.items()
-                                                         if k.startswith("heldout")})
+                                                         if k.startswith(("heldout", "val_"))})
         records.append(rec)
         if log is not None:
             log(rec)
