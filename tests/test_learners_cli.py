@@ -123,3 +123,22 @@ def test_bad_input_exits_2_with_one_line(runs, lm_dir, tmp_path):
         assert isinstance(res.exception, SystemExit), (args, res.exception)  # no traceback
         errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]  # beside progress bars
         assert len(errors) == 1 and where in errors[0], (args, res.stderr)
+
+
+def test_train_sft_and_evaluate_on_a_data_file(lm_dir, tmp_path):
+    """`--task file:PATH`: SFT on the file's gold solutions, validated on other training rows,
+    then evaluated on the file's test rows by the run's recorded task."""
+    import json
+
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + {i % 7}?",
+                                          "answer": f"{i} + {i % 7} = {i + i % 7}.\n#### {i + i % 7}"})
+                              for i in range(60)))
+    out = tmp_path / "A"
+    _ok(_cli("train", "sft", "--base", f"hf:{lm_dir}", "--task", f"file:{data}", "--task-set", "test_share=0.2",
+             "--out", out, *SFT))
+    meta = read_meta(out)
+    assert meta["task_spec"] == f"file:{data}" and meta["training_traces"] == 8 and meta["validation_traces"] == 4
+    res = _ok(_cli("evaluate", "--policy", out, "--method", "sft", "--budgets", "16", "--prompts", "3"))
+    rows = _table(res.stdout)
+    assert [r[:2] for r in rows] == [["sft", "16"]] and f"file:{data}" in res.stdout

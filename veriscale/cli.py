@@ -82,29 +82,33 @@ def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] |
         _fail(f"{flag}: {e}")
 
 
-def _task(task: str | None, policy, overrides: dict | None = None):
+def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
     """The task named by --task; without it, the task a run directory records (a tiny GPT's own
-    planted task, or the text task a learner was trained on)."""
+    planted task, or the text task a learner was trained on, with its configuration). `overrides`
+    (--task-set KEY=VALUE) change a text task's configuration (tasks/gym.py, tasks/files.py)."""
     from veriscale.policy.base import read_meta
     from veriscale.tasks.files import FilesConfig
     from veriscale.tasks.gym import GymConfig
     from veriscale.tasks.load import is_text, make_task
 
-    meta = (read_meta(policy.spec) or {}) if policy.kind == "hf" and Path(policy.spec).is_dir() else {}
-    if task is None and policy.kind == "gpt":
+    if policy.kind == "gpt":
+        if task not in (None, "planted"):
+            _fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
+        if overrides:
+            _fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
         return policy.task
+    meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
     spec = task or meta.get("task_spec")
     if spec is None:
         _fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
-    if policy.kind == "gpt" and spec != "planted":
-        _fail(f"--task: a tiny-GPT policy works on its own planted task, not {spec!r}")
-    if policy.kind == "hf" and not is_text(spec):
+    if not is_text(spec):
         _fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
     own = meta.get("task") if meta.get("task_spec") == spec else None
     try:
+        table = apply_overrides(own or {}, list(overrides))
         if spec.startswith("gym:"):
-            return make_task(spec, gym=from_dict(GymConfig, own or {}))
-        return make_task(spec, files=from_dict(FilesConfig, own or {}))
+            return make_task(spec, gym=from_dict(GymConfig, table, "task-set "))
+        return make_task(spec, files=from_dict(FilesConfig, table, "task-set "))
     except (ConfigError, ValueError, OSError) as e:
         _fail(f"--task: {e}")
 
@@ -151,6 +155,8 @@ def _learner_options(f):
                      help="The policy to train from: a run directory, hf:PATH or smollm2."),
         click.option("--task", "task", default=None,
                      help="planted (a tiny GPT's own task, the default), gym:NAME or file:PATH."),
+        click.option("--task-set", "task_overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Set a text task's field (gym: max_digits=2, ...; file: test_share=0.2, ...)."),
         click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
@@ -160,7 +166,7 @@ def _learner_options(f):
     return f
 
 
-def _prepare(cls, config_path, overrides, base, task, out):
+def _prepare(cls, config_path, overrides, base, task, task_overrides, out):
     """Validated config, base policy and task, or exit 2 before anything is written."""
     try:
         cfg = load_config(cls, config_path, list(overrides))
@@ -169,7 +175,7 @@ def _prepare(cls, config_path, overrides, base, task, out):
     if Path(out).exists() and any(Path(out).iterdir()):
         _fail(f"--out: {out} exists and is not empty")
     policy = _policy(base, "--base")
-    return cfg, policy, _task(task, policy)
+    return cfg, policy, _task(task, policy, task_overrides)
 
 
 def _summary(out: Path) -> None:
@@ -192,21 +198,21 @@ def _run(train_fn, *args, **kwargs) -> None:
 
 @train.command("sft")
 @_learner_options
-def train_sft_command(config_path, overrides, base, task, out) -> None:
+def train_sft_command(config_path, overrides, base, task, task_overrides, out) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
     from veriscale.learn.sft import SFTConfig, train_sft
 
-    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, out)
+    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, task_overrides, out)
     _run(train_sft, policy, task_obj, cfg, out)
 
 
 @train.command("verifier")
 @_learner_options
-def train_verifier_command(config_path, overrides, base, task, out) -> None:
+def train_verifier_command(config_path, overrides, base, task, task_overrides, out) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
     from veriscale.learn.verifier import VerifierConfig, train_verifier
 
-    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, out)
+    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, task_overrides, out)
     _run(train_verifier, policy, task_obj, cfg, out)
 
 
@@ -214,11 +220,11 @@ def train_verifier_command(config_path, overrides, base, task, out) -> None:
 @_learner_options
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (needed for reward=verifier).")
-def train_rl_command(config_path, overrides, base, task, out, verifier_dir) -> None:
+def train_rl_command(config_path, overrides, base, task, task_overrides, out, verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
     from veriscale.learn.rl import RLConfig, train_rl
 
-    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, out)
+    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out)
     if cfg.reward == "verifier" and verifier_dir is None:
         _fail("--verifier: reward=verifier needs a verifier run directory")
     verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
@@ -242,6 +248,8 @@ def _verifier(path: str, task):
 @click.option("--policy", "policy_spec", required=True,
               help="The policy (the base policy of search methods): a run directory, hf:PATH or smollm2.")
 @click.option("--task", default=None, help="planted, gym:NAME or file:PATH [default: the run's own task].")
+@click.option("--task-set", "task_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Set a text task's field (gym: max_digits=2, ...; file: test_share=0.2, ...).")
 @click.option("--method", "methods", multiple=True, default=("base",), show_default=True,
               help="base|expert|sft|rl|bon|maj|wmaj|oracle|early_stop; repeatable or comma-separated; "
                    "NAME=RUN_DIR evaluates that run's policy instead of --policy.")
@@ -263,7 +271,7 @@ def _verifier(path: str, task):
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU).")
-def evaluate(policy_spec, task, methods, verifier_dir, budgets, prompts, samples, search_n, accounting, force_budget,
+def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, search_n, accounting, force_budget,
              threshold, temperature, seed, sampler) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
@@ -279,7 +287,7 @@ def evaluate(policy_spec, task, methods, verifier_dir, budgets, prompts, samples
             _fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler)
-    task_obj = _task(task, base)
+    task_obj = _task(task, base, task_overrides)
     if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
         _fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
     if force_budget and base.kind != "hf":
