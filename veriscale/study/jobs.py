@@ -96,85 +96,108 @@ def expand(study: StudyConfig) -> list[Job]:
     """All jobs of the grid, artifacts first (in dependency order), then evaluations.
 
     A spec policy's weights digest is part of every job's config, so a changed model never
-    reuses old results. Methods that use no training data have n = None in
-    their config: the content-addressed ids collapse their copies at every n into one run per seed.
+    reuses old results. Methods that use no training data have n = None in their config: the
+    content-addressed ids collapse their copies at every n into one run per seed.
     """
-    artifacts: dict[str, Job] = {}
-    evals: dict[str, Job] = {}
+    return _Grid(study).jobs()
 
-    def artifact(kind: str, config: dict, deps: tuple[str | None, ...] = ()) -> str:
+
+class _Grid:
+    """The job graph of one study, built point by point (`jobs`); content-addressed ids make a
+    job that two points need one job."""
+
+    def __init__(self, study: StudyConfig):
+        self.study = study
+        self.methods = [METHODS[m] for m in study.methods]
+        self.artifacts: dict[str, Job] = {}
+        self.evals: dict[str, Job] = {}
+
+    def artifact(self, kind: str, config: dict, deps: tuple[str | None, ...] = ()) -> str:
         job = Job(config_id(kind, config), kind, config, tuple(d for d in deps if d))
-        artifacts.setdefault(job.id, job)
+        self.artifacts.setdefault(job.id, job)
         return job.id
 
-    def draw(world: dict, policy: str | None, seed: int, per_prompt: int, width: int, forcing: dict | None) -> str:
-        cfg = {**world, "policy": policy, "prompts": study.eval_prompts, "per_prompt": per_prompt, "width": width,
-               "forcing": forcing, "temperature": study.temperature, "seed": seed, "sampler": study.sampler}
-        return artifact("draw", cfg, (world["base"], policy if policy != "expert" else None))
+    def evaluation(self, config: dict, deps: tuple[str | None, ...]) -> None:
+        job = Job(config_id("eval", config), "eval", config, tuple(d for d in deps if d))
+        self.evals.setdefault(job.id, job)
 
-    methods = [METHODS[m] for m in study.methods]
-    base_sha = run.spec_digest(study.policy) if study.text else None
-    horizons = [max(study.budgets)] if study.mode == "test-time" else sorted(study.budgets)
-    for het in study.levels:
-        for H in horizons:
-            base = None
-            if not study.text:
-                task_cfg = _world(study, het, H, None, None)["task_cfg"]
-                base = artifact("base", {"task": "planted", "task_cfg": task_cfg, "pretrain": to_dict(study.base)})
-            world = _world(study, het, H, base, base_sha)
-            budgets = sorted(study.budgets) if study.mode == "test-time" else [H]
-            point = {"heterogeneity": het, "horizon": H, "mode": study.mode}
-            evals_at = lambda cfg, deps: evals.setdefault(config_id("eval", cfg),  # noqa: E731
-                                                          Job(config_id("eval", cfg), "eval", cfg,
-                                                              tuple(d for d in deps if d)))
-            if study.diagnose_prompts:
-                evals_at({**world, **point, "n": None, "seed": 0, "method": "diagnose", "accounting": None,
-                          "budgets": [H], "policy": None, "verifier": None, "draws": {},
-                          "eval": {"prompts": study.diagnose_prompts, "samples": study.diagnose_samples,
-                                   "temperature": study.temperature}}, (base,))
-            for n in study.n:
-                for seed in study.seeds:
-                    # a text study samples once, with its sampler (vLLM on a GPU), for every learner
-                    # that reads base samples; a tiny-GPT verifier draws its own, the same way
-                    shared = any(m.samples for m in methods) or (study.text and any(m.verifier for m in methods))
-                    samples = artifact("samples", {**world, "n": n, "seed": seed, "H": H, "sampler": study.sampler,
-                                                   "cfg": to_dict(study.samples)}, (base,)) if shared else None
-                    ver = artifact("verifier", {**world, "samples": samples,
-                                                "cfg": learner_config(study, "verifier", n, seed, H)},
-                                   (base, samples)) if any(m.verifier for m in methods) else None
-                    for m in methods:
-                        policy, deps = None, [base]
-                        if m.learner == "sft":
-                            src = samples if m.samples else None
-                            policy = artifact("sft", {**world, "samples": src,
-                                                      "cfg": learner_config(study, "sft", n, seed, H, **m.options)},
-                                              (base, src))
-                        elif m.learner == "rl":
-                            v = ver if m.verifier else None
-                            policy = artifact("rl", {**world, "verifier": v,
-                                                     "cfg": learner_config(study, "rl", n, seed, H, **m.options)},
-                                              (base, v))
-                        if m.name == "expert":
-                            policy = "expert"
-                        deps += [policy if policy != "expert" else None]
-                        for acc in (study.accounting if m.best_of_n else [None]):
-                            if m.search:
-                                k = 1 if m.name == "early_stop" else study.search_n
-                                width = H // k if acc == "shared" else H
-                                draws = {H: draw(world, None, seed, study.eval_samples * k, width, None)}
-                            elif m.name == "sft_extend" or m.name in study.forced_methods:
-                                draws = {h: draw(world, policy, seed, study.eval_samples, h, forcing_at(study, m.name, h))
-                                         for h in budgets}
-                            else:
-                                draws = {H: draw(world, policy, seed, study.eval_samples, H, None)}
-                            verifier = ver if m.verifier else None
-                            evals_at({**world, **point, "n": n if m.uses_data else None, "seed": seed,
-                                      "method": m.name, "accounting": acc, "budgets": budgets, "policy": policy,
-                                      "verifier": verifier, "draws": {str(h): d for h, d in draws.items()},
-                                      "eval": {"prompts": study.eval_prompts, "samples": study.eval_samples,
-                                               "search_n": study.search_n, "temperature": study.temperature}},
-                                     (*deps, verifier, *draws.values()))
-    return list(artifacts.values()) + list(evals.values())
+    def draw(self, world: dict, policy: str | None, seed: int, per_prompt: int, width: int,
+             forcing: dict | None) -> str:
+        s = self.study
+        cfg = {**world, "policy": policy, "prompts": s.eval_prompts, "per_prompt": per_prompt, "width": width,
+               "forcing": forcing, "temperature": s.temperature, "seed": seed, "sampler": s.sampler}
+        return self.artifact("draw", cfg, (world["base"], policy if policy != "expert" else None))
+
+    def jobs(self) -> list[Job]:
+        s = self.study
+        base_sha = run.spec_digest(s.policy) if s.text else None
+        for het in s.levels:
+            for H in ([max(s.budgets)] if s.mode == "test-time" else sorted(s.budgets)):
+                base = None
+                if not s.text:
+                    task_cfg = _world(s, het, H, None, None)["task_cfg"]
+                    base = self.artifact("base", {"task": "planted", "task_cfg": task_cfg, "pretrain": to_dict(s.base)})
+                world = _world(s, het, H, base, base_sha)
+                point = {**world, "heterogeneity": het, "horizon": H, "mode": s.mode}
+                if s.diagnose_prompts:
+                    self.evaluation({**point, "n": None, "seed": 0, "method": "diagnose", "accounting": None,
+                                     "budgets": [H], "policy": None, "verifier": None, "draws": {},
+                                     "eval": {"prompts": s.diagnose_prompts, "samples": s.diagnose_samples,
+                                              "temperature": s.temperature}}, (base,))
+                for n in s.n:
+                    for seed in s.seeds:
+                        self.learners_and_evals(world, point, n, seed, H)
+        return list(self.artifacts.values()) + list(self.evals.values())
+
+    def learners_and_evals(self, world: dict, point: dict, n: int, seed: int, H: int) -> None:
+        """The shared samples and verifier of one (n, seed), then every method's learner, draws
+        and evaluations."""
+        s, base = self.study, world["base"]
+        # a text study samples once, with its sampler (vLLM on a GPU), for every learner that
+        # reads base samples; a tiny-GPT verifier draws its own, the same way
+        shared = any(m.samples for m in self.methods) or (s.text and any(m.verifier for m in self.methods))
+        samples = self.artifact("samples", {**world, "n": n, "seed": seed, "H": H, "sampler": s.sampler,
+                                            "cfg": to_dict(s.samples)}, (base,)) if shared else None
+        ver = self.artifact("verifier", {**world, "samples": samples,
+                                         "cfg": learner_config(s, "verifier", n, seed, H)},
+                            (base, samples)) if any(m.verifier for m in self.methods) else None
+        budgets = sorted(s.budgets) if s.mode == "test-time" else [H]
+        for m in self.methods:
+            policy = self.learner(m, world, n, seed, H, samples, ver)
+            verifier = ver if m.verifier else None
+            for acc in (s.accounting if m.best_of_n else [None]):
+                draws = self.draws(m, acc, world, policy, seed, H, budgets)
+                self.evaluation({**point, "n": n if m.uses_data else None, "seed": seed, "method": m.name,
+                                 "accounting": acc, "budgets": budgets, "policy": policy, "verifier": verifier,
+                                 "draws": {str(h): d for h, d in draws.items()},
+                                 "eval": {"prompts": s.eval_prompts, "samples": s.eval_samples,
+                                          "search_n": s.search_n, "temperature": s.temperature}},
+                                (base, policy if policy != "expert" else None, verifier, *draws.values()))
+
+    def learner(self, m, world: dict, n: int, seed: int, H: int, samples: str | None, ver: str | None) -> str | None:
+        """The policy a method evaluates: its learner's artifact, "expert", or None (the base)."""
+        s, base = self.study, world["base"]
+        if m.learner == "sft":
+            src = samples if m.samples else None
+            return self.artifact("sft", {**world, "samples": src,
+                                         "cfg": learner_config(s, "sft", n, seed, H, **m.options)}, (base, src))
+        if m.learner == "rl":
+            v = ver if m.verifier else None
+            return self.artifact("rl", {**world, "verifier": v, "cfg": learner_config(s, "rl", n, seed, H, **m.options)},
+                                 (base, v))
+        return "expert" if m.name == "expert" else None
+
+    def draws(self, m, acc: str | None, world: dict, policy: str | None, seed: int, H: int,
+              budgets: list[int]) -> dict[int, str]:
+        """budget -> the draw that answers it: one pool of base samples for search, one forced
+        draw per budget for forced methods, else one draw at H_max read off by truncation."""
+        s = self.study
+        if m.search:
+            k = 1 if m.name == "early_stop" else s.search_n
+            return {H: self.draw(world, None, seed, s.eval_samples * k, H // k if acc == "shared" else H, None)}
+        if m.name == "sft_extend" or m.name in s.forced_methods:
+            return {h: self.draw(world, policy, seed, s.eval_samples, h, forcing_at(s, m.name, h)) for h in budgets}
+        return {H: self.draw(world, policy, seed, s.eval_samples, H, None)}
 
 
 def artifact_dir(study_dir: Path, job_id: str) -> Path:
