@@ -87,9 +87,6 @@ def search_trace(attempts: list[tuple[str, bool]], max_failures: int, bridge: st
 
 def search_texts(policy, ro: Rollouts, T: torch.Tensor, r: int, cfg: SFTConfig) -> list[str | None]:
     """Per prompt, its search trace from r checked samples (rows i*r .. i*r+r-1), or None."""
-    if not hasattr(policy, "decode"):
-        raise ValueError("expert=search joins text attempts, which needs a text policy; the planted task's "
-                         "expert already writes search traces (task.expert_q)")
     out = []
     for i in range(len(ro) // r):
         attempts = [(policy.decode(ro.tokens[k, :ro.counts[k]].tolist()), bool(T[k] < NEVER))
@@ -119,6 +116,9 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     if cfg.init == "scratch":
         policy.reinitialise(cfg.optim.seed)
     search = cfg.expert == "search"
+    if search and not hasattr(policy, "decode"):
+        raise ValueError("expert=search joins text attempts, which needs a text policy; the planted task's "
+                         "expert already writes search traces (task.expert_q)")
     if search and samples is None:  # Algorithm 1's steps 1-2, as the verifier draws them
         samples = draw(policy, task, cfg.samples, cfg.n, cfg.horizon or horizon_of(policy), cfg.data_seed,
                        cfg.data_seed)

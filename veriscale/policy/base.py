@@ -13,6 +13,7 @@ A policy is a causal language model over token ids with what the algorithms need
 - `train_top(k)`: only the top k blocks train (0 = all); `frozen_copy()`: a reference for KL;
   `reinitialise(seed)`: fresh weights of the same architecture;
 - `save(out, meta)`: the run directory.
+Text policies also `decode(ids)` a trace (search traces join decoded attempts).
 
 Two implementations: `policy/tiny.py` (the tiny GPT with its KV-cache engine, for the planted
 task) and `policy/hf.py` (any transformers causal LM, sampled by transformers or vLLM).
