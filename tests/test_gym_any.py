@@ -15,10 +15,10 @@ import torch
 
 from veriscale.config import ConfigError, from_dict
 from veriscale.diagnose import DiagnoseConfig
-from veriscale.tasks import gym
+from veriscale.tasks import gym_checkers as gym
 from veriscale.tasks.base import NEVER, Rollouts
-from veriscale.tasks.gym import (CHECKER, DEFAULT_INSTRUCTION, EXECUTING_CHECKERS, OWN_COMPARISON, REFUSED,
-                                 GymConfig, GymTask, text_answer_span)
+from veriscale.tasks.gym import DEFAULT_INSTRUCTION, GymConfig, GymTask
+from veriscale.tasks.gym_checkers import CHECKER, EXECUTING_CHECKERS, OWN_COMPARISON, REFUSED, text_answer_span
 
 
 def _rollouts(texts):
