@@ -169,7 +169,9 @@ def test_results_and_report_render_from_stored_records(uninterrupted, tmp_path):
 
 def test_study_config_errors_exit_2_before_work(tiny_toml, tmp_path):
     out = tmp_path / "never"
-    for bad, field in [("methods=['base','magic']", "methods"), ("rl.G=1", "rl.G"), ("budgets=[0]", "budgets")]:
+    for bad, field in [("methods=['base','magic']", "methods"), ("rl.G=1", "rl.G"), ("budgets=[0]", "budgets"),
+                       ("methods=['base','sft_search']", "methods: sft_search needs a text task"),
+                       ("forced_methods=['sft']", "forced_methods"), ("policy='smollm2'", "policy")]:
         res = CliRunner().invoke(main, ["reproduce", str(tiny_toml), "--out", str(out), "--set", bad])
         assert res.exit_code == 2 and field in res.output, res.output
     assert not out.exists()
