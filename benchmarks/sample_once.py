@@ -30,7 +30,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     try:
-        sampler = load_policy(args.policy)  # GPTPolicy: the KV-cache engine, as the old GPTSampler
+        sampler = load_policy(args.policy)  # a GPTPolicy samples with the KV-cache engine
     except PolicyError as e:
         ap.error(f"--policy: {e}")
     if sampler.kind != "gpt":
