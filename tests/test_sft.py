@@ -4,7 +4,6 @@ stopping keeps the best checkpoint; CLI config errors exit 2 before anything is 
 import hashlib
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from veriscale.cli import main

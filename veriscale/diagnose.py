@@ -38,7 +38,7 @@ from veriscale.config import ConfigError, knob
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 from veriscale.rewards import returns
-from veriscale.tasks.base import Sampler, Task
+from veriscale.tasks.base import Sampler, Task, repeat_each
 from veriscale.tasks.files import FilesConfig
 from veriscale.tasks.gym import GymConfig
 from veriscale.tasks.load import is_text, make_task
@@ -190,17 +190,10 @@ def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
     return policy, task
 
 
-def repeat(prompts: Any, m: int) -> Any:
-    """Each prompt m times in a row: a (N, k) tensor or a list."""
-    if isinstance(prompts, torch.Tensor):
-        return prompts.repeat_interleave(m, 0)
-    return [p for p in prompts for _ in range(m)]
-
-
 def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any]:
     """Sample M traces for each of N prompts at budget H, check them, summarise."""
     prompts = task.prompts(cfg.split, cfg.prompts, cfg.seed)
-    rows = repeat(prompts, cfg.samples)  # N*M prompts, the M samples of a prompt adjacent
+    rows = repeat_each(prompts, cfg.samples)  # N*M prompts, the M samples of a prompt adjacent
     start = time.perf_counter()
     rollouts = sampler.sample(rows, cfg.budget, temperature=cfg.temperature, seed=cfg.seed)
     seconds = time.perf_counter() - start

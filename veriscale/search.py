@@ -41,19 +41,11 @@ from typing import Literal
 import torch
 
 from veriscale.rewards import budget_metrics
-from veriscale.tasks.base import NEVER, Rollouts, Sampler, Task
+from veriscale.tasks.base import NEVER, Rollouts, Sampler, Task, repeat_each
 
 Selection = Literal["bon", "maj", "wmaj", "oracle", "early_stop"]
 Accounting = Literal["shared", "per_sample"]
 NEEDS_VERIFIER = ("bon", "wmaj", "early_stop")
-
-
-def repeat_each(prompts: torch.Tensor | list, n: int) -> torch.Tensor | list:
-    """Each of the B prompts n times in a row (B*n of them: row b*n+j is copy j of prompt b);
-    prompts are a (B, k) tensor or a list."""
-    if isinstance(prompts, torch.Tensor):
-        return prompts.repeat_interleave(n, 0)
-    return [p for p in prompts for _ in range(n)]
 
 
 @dataclass

@@ -185,15 +185,6 @@ def jsonl_log(path: Path) -> Iterator[Callable[[dict], None]]:
         yield log
 
 
-def heldout_split(n: int, share: float) -> tuple[slice, slice]:
-    """(train, held-out) slices of n shuffled items; the held-out part has round(share*n) >= 1
-    items and the training part at least one."""
-    held = min(n - 1, max(1, round(share * n)))
-    if held < 1:
-        raise ValueError(f"cannot hold out a share of {n} item(s)")
-    return slice(0, n - held), slice(n - held, n)
-
-
 class Snapshot:
     """The best weights seen so far, kept in memory: `take()` copies every trainable parameter
     of `module` (the early-stopping save of `BestCheckpoint`), `restore()` writes the copy back

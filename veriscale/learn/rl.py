@@ -54,7 +54,7 @@ from veriscale.learn.loop import LogitsOf, check_finite, epoch_steps, jsonl_log,
 from veriscale.learn.samples import horizon_of
 from veriscale.learn.verifier import Verifier
 from veriscale.rewards import returns
-from veriscale.tasks.base import Rollouts, Task
+from veriscale.tasks.base import Rollouts, Task, repeat_each
 
 
 @dataclass
@@ -183,8 +183,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
         for step in bar:
             t0 = time.perf_counter()
             idx = next(batches)
-            x = prompts[idx].repeat_interleave(cfg.G, 0) if isinstance(prompts, torch.Tensor) \
-                else [prompts[int(i)] for i in idx for _ in range(cfg.G)]  # G copies of each prompt
+            chosen = prompts[idx] if isinstance(prompts, torch.Tensor) else [prompts[int(i)] for i in idx]
+            x = repeat_each(chosen, cfg.G)  # G copies of each prompt
             ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample)
             t_sample = time.perf_counter() - t0
             reward, true = trace_rewards(task, x, ro, verifier, cfg.reward)

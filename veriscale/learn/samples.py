@@ -23,7 +23,7 @@ import torch
 
 from veriscale.atomic import write_json_atomic, write_jsonl_atomic
 from veriscale.config import knob
-from veriscale.tasks.base import NEVER, Rollouts, Task
+from veriscale.tasks.base import NEVER, Rollouts, Task, repeat_each
 
 FILE = "samples.jsonl"
 META = "veriscale.json"
@@ -53,10 +53,7 @@ class Samples:
 
     def repeated(self, which: str) -> Any:
         """The prompt of every row of split `which` ("train" or "val")."""
-        prompts = self.prompts if which == "train" else self.val_prompts
-        if isinstance(prompts, torch.Tensor):
-            return prompts.repeat_interleave(self.r, 0)
-        return [p for p in prompts for _ in range(self.r)]
+        return repeat_each(self.prompts if which == "train" else self.val_prompts, self.r)
 
 
 class SamplesFileError(ValueError):
@@ -74,7 +71,7 @@ def horizon_of(policy) -> int:
 def check(policy, task: Task, prompts: Any, r: int, H: int, temperature: float,
           seed: int) -> tuple[Rollouts, torch.Tensor]:
     """r sampled traces of at most H tokens per prompt, and their (B*r,) first-success T."""
-    rep = prompts.repeat_interleave(r, 0) if isinstance(prompts, torch.Tensor) else [p for p in prompts for _ in range(r)]
+    rep = repeat_each(prompts, r)
     ro = policy.sample(rep, H, temperature=temperature, seed=seed)
     return ro, task.check(rep, ro)
 

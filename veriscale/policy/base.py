@@ -139,12 +139,3 @@ def no_weights(run_dir: Path, wanted: str) -> None:
         raise PolicyError(f"{run_dir}: no {wanted}, only {', '.join(pickles)} (pickle-based weights are refused: "
                           "loading them can execute code)")
     raise PolicyError(f"{run_dir}: no {wanted}")
-
-
-def run_stage(run_dir: str | Path) -> str | None:
-    """The stage recorded in a run directory (pretrain, sft, verifier, rl), None without metadata."""
-    meta = read_meta(run_dir)
-    return None if meta is None else meta.get("stage")
-
-
-

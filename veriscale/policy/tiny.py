@@ -111,16 +111,15 @@ def resolve_model_config(model: GPTConfig, task: PlantedTask) -> GPTConfig:
     return dataclasses.replace(model, vocab_size=vocab, max_seq_len=seq)
 
 
-def save_gpt(out: str | Path, module: torch.nn.Module, meta: dict[str, Any], model_cfg: GPTConfig | None = None) -> Path:
+def save_gpt(out: str | Path, module: torch.nn.Module, meta: dict[str, Any]) -> Path:
     """Write `module`'s weights (safetensors; tied weights stored once), the GPTConfig and
     veriscale.json (meta + digest), weights first."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model_cfg or module.cfg
     tmp = out / ".model.safetensors.tmp"
     save_model(module, str(tmp))
     tmp.replace(out / "model.safetensors")
-    write_json_atomic(out / MODEL_CONFIG, to_dict(cfg))
+    write_json_atomic(out / MODEL_CONFIG, to_dict(module.cfg))
     write_meta(out, {**meta, "policy": "gpt"})
     return out
 

@@ -105,6 +105,14 @@ class Sampler(Protocol):
         """One rollout per prompt (repeat prompts to draw several), at most max_new_tokens each."""
 
 
+def repeat_each(prompts: torch.Tensor | list, n: int) -> torch.Tensor | list:
+    """Each of the B prompts n times in a row (B*n of them: row b*n+j is copy j of prompt b);
+    prompts are a (B, k) tensor or a list."""
+    if isinstance(prompts, torch.Tensor):
+        return prompts.repeat_interleave(n, 0)
+    return [p for p in prompts for _ in range(n)]
+
+
 def other_prompts(task: Task, exclude: Sequence[Any], n: int, seed: int) -> list[Any]:
     """n training-split text prompts whose texts are not among `exclude`'s, drawn with `seed`: a
     learner's validation set, disjoint from its training data and from the test set."""
