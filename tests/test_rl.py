@@ -38,13 +38,14 @@ def test_rl_loss_hand_computed():
     logp_row1 = math.log(1 - p)  # log pi_theta(1) in row 1
     kl_row1 = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
     want = ((-1.0 * math.log(0.5)) + (1.0 * logp_row1) + beta * (0.0 + kl_row1)) / 2  # 2 unmasked tokens
-    loss, stats = rl_loss(logits, ref, targets, mask, adv, beta)
+    tok_adv = adv[:, None].expand_as(mask)[mask]  # the learner passes the M sampled tokens only
+    loss, stats = rl_loss(logits[mask], ref[mask], targets[mask], tok_adv, beta)
     assert abs(loss.item() - want) < 1e-6
     assert abs(stats["kl"] - kl_row1 / 2) < 1e-6
     entropy_row1 = -(p * math.log(p) + (1 - p) * math.log(1 - p))
     assert abs(stats["entropy"] - (math.log(2) + entropy_row1) / 2) < 1e-6
     # Temperature changes only the policy-gradient term's distribution.
-    loss_t, _ = rl_loss(logits, ref, targets, mask, adv, beta, temperature=2.0)
+    loss_t, _ = rl_loss(logits[mask], ref[mask], targets[mask], tok_adv, beta, temperature=2.0)
     q = math.exp(0.5) / (1 + math.exp(0.5))
     assert abs(loss_t.item() - ((-math.log(0.5)) + math.log(1 - q) + beta * kl_row1) / 2) < 1e-6
 

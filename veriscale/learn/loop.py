@@ -205,12 +205,29 @@ class Snapshot:
 
 
 class LogitsOf(torch.nn.Module):
-    """A policy seen as the `(N, S) ids -> (N, S, V) logits` module `train_lm` trains; its
-    parameters are the policy's network's."""
+    """A policy seen as the module `train_lm` trains: `(N, S) ids -> (N, S, V) logits`, or, with
+    the policy's `top_blocks()` split, `(N, S, d) frozen-block features -> (N, S, V) logits`
+    (`inputs` turns ids into what `forward` reads). Its parameters are the policy's network's."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, top=None):
         super().__init__()
-        self.policy, self.lm = policy, policy.model
+        self.policy, self.lm, self.top = policy, policy.model, top
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.policy.logits(ids)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.policy.logits(x) if self.top is None else self.top.logits(x)
+
+    def logits_at(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(M, V) logits at the M positions where the (N, S) mask is set: every position runs the
+        blocks (attention needs them), only these run the head, a 49k x d matmul for SmolLM2."""
+        h = self.policy.hidden(x) if self.top is None else self.top.hidden(x)  # (N, S, d)
+        return self.policy.head(h[mask])
+
+    def inputs(self, ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """What `forward` reads for (N, S) ids: the ids, or their frozen-block features
+        (N, S, d), computed once in chunks of `batch_size` rows."""
+        return ids if self.top is None else features(self.top, ids, batch_size)
+
+
+def features(top, ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N, S) ids -> (N, S, d) hidden states after the frozen lower blocks of `top`."""
+    return torch.cat([top.features(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])

@@ -23,9 +23,15 @@ with s_ijt = (x_i, tau_ij,<t). One on-policy AdamW step per batch, so the import
 (GRPO's clipped ratio reduces to this on-policy) and the first term's gradient is REINFORCE;
 gradients accumulate over micro-batches of `micro_batch` traces, each weighted by its share of
 the batch's tokens, so the sum is exactly the token-normalised loss; pi_theta^temp is the sampling distribution
-(logits / temperature). The KL term is the exact per-state KL over the vocabulary (temperature
-1) at the visited states. Groups whose G rewards are all equal have zero advantage and give no
+(logits / temperature). The KL term is the exact per-state KL over the vocabulary at the visited
+states, between pi_theta and pi_b both at `kl_temperature` (logits / kl_temperature): 1 (ours,
+the default) penalises the distance between the models themselves; set it to `temperature` for
+TRL GRPOTrainer's choice (its reference log-probabilities are taken at the sampling temperature). Groups whose G rewards are all equal have zero advantage and give no
 policy gradient; their share is logged each step with reward, true return, KL and entropy.
+
+With `train_layers` = k the lower blocks never train, and the policy and its reference share
+them: each micro-batch runs them once (no autograd) and only the top k blocks run twice (policy
+with gradients, reference without); `policy.top_blocks()`.
 
 Why our own loop and not TRL's GRPOTrainer: the loss, advantages, zero-variance accounting and
 records are the same for the tiny GPT and a transformers model, and sampling goes through the
@@ -71,6 +77,8 @@ class RLConfig:
                    "verifier: the learned verifier's predicted return")
     adv_norm: Literal["none", "std"] = knob("none", "none: R - group mean (ours); std: also / group sd (GRPO)")
     temperature: float = knob(1.0, "sampling temperature (the policy gradient uses the same)", min=0.01)
+    kl_temperature: float = knob(1.0, "temperature of both distributions in the KL term (1 = the models "
+                                      "themselves, ours; TRL uses the sampling temperature)", min=0.01)
     horizon: int = knob(0, "H of the sampled traces (0 = the tiny GPT's task horizon; text tasks need it)", min=0)
     micro_batch: int = knob(0, "traces per forward/backward (0 = the whole batch; memory: traces x length x vocab)",
                             min=0)
@@ -87,23 +95,26 @@ class RLConfig:
         return epoch_steps(self.steps, self.epochs, self.n, self.prompts_per_step)
 
 
-def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-            adv: torch.Tensor, beta: float, temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """The loss of the module docstring on one batch.
+def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, adv: torch.Tensor, beta: float,
+            temperature: float = 1.0, kl_temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """The loss of the module docstring, averaged over M sampled tokens.
 
-    logits, ref_logits (N, S, V) of pi_theta and pi_b; targets, mask (N, S) sampled tokens and
-    where they are; adv (N,) advantages. Returns the loss and per-token mean KL and entropy.
+    logits, ref_logits (M, V) of pi_theta and pi_b at the states where the tokens were sampled;
+    targets (M,) the sampled tokens; adv (M,) each token's trace advantage. Returns the loss and
+    the per-token mean KL and entropy (both at kl_temperature).
     """
-    logp = F.log_softmax(logits.float(), -1)  # (N, S, V), temperature 1: KL and entropy
-    ref_logp = F.log_softmax(ref_logits.float(), -1)
-    logp_temp = logp if temperature == 1.0 else F.log_softmax(logits.float() / temperature, -1)
-    tok_logp = logp_temp.gather(-1, targets[..., None]).squeeze(-1)  # (N, S)
-    kl = (logp.exp() * (logp - ref_logp)).sum(-1)  # (N, S) exact KL(pi_theta || pi_b) per state
-    m = mask.float()
-    denom = m.sum().clamp(min=1.0)
-    loss = ((-adv[:, None] * tok_logp + beta * kl) * m).sum() / denom
-    entropy = (-(logp.exp() * logp).sum(-1) * m).sum() / denom
-    return loss, {"kl": ((kl * m).sum() / denom).item(), "entropy": entropy.item()}
+    z = logits.float()
+    logp = F.log_softmax(z / kl_temperature, -1)  # (M, V): the KL term and the entropy
+    ref_logp = F.log_softmax(ref_logits.float() / kl_temperature, -1)
+    if temperature == kl_temperature:
+        tok_logp = logp.gather(-1, targets[:, None]).squeeze(-1)  # (M,)
+    else:  # log softmax(z / T) at the sampled token, without a second (M, V) table
+        tok_logp = z.gather(-1, targets[:, None]).squeeze(-1) / temperature - torch.logsumexp(z / temperature, -1)
+    p = logp.exp()
+    kl = (p * (logp - ref_logp)).sum(-1)  # (M,) exact KL(pi_theta || pi_b) per state
+    loss = (-adv * tok_logp + beta * kl).mean()
+    entropy = -(p * logp).sum(-1).mean()
+    return loss, {"kl": kl.mean().item(), "entropy": entropy.item()}
 
 
 def zero_variance_share(rewards: torch.Tensor) -> float:
@@ -120,28 +131,47 @@ def group_advantages(rewards: torch.Tensor, scale: bool = False) -> torch.Tensor
     return adv.flatten()
 
 
-def accumulate_gradient(net, ref_net, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                        adv: torch.Tensor, cfg: RLConfig, step: int = 0) -> dict:
+def accumulate_gradient(net: LogitsOf, ref_net: LogitsOf, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                        adv: torch.Tensor, cfg: RLConfig, step: int = 0, features: torch.Tensor | None = None) -> dict:
     """Backpropagate the token-normalised loss of the module docstring over micro-batches.
 
-    inputs/targets/mask (N, S), adv (N,). Each micro-batch's loss (normalised over its own tokens)
-    is weighted by its share of all N traces' tokens, so the accumulated gradient is exactly the
-    full batch's (one micro-batch of all N when cfg.micro_batch is 0). Returns the loss, mean KL
-    and entropy per token and the token count."""
+    inputs/targets/mask (N, S), adv (N,); `features` (N, S, d), the frozen trunk's hidden states
+    of `inputs` when the sampler kept them (else the trunk runs here). Each micro-batch's loss
+    (normalised over its own tokens) is weighted by its share of all N traces' tokens, so the
+    accumulated gradient is exactly the full batch's (one micro-batch of all N when
+    cfg.micro_batch is 0). Returns the loss, mean KL and entropy per token and the token count."""
     total = mask.sum().clamp(min=1)
     out = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "tokens": int(mask.sum())}
     size = cfg.micro_batch or len(inputs)
     for i in range(0, len(inputs), size):
         mb = slice(i, i + size)
-        share = (mask[mb].sum() / total).item()
+        m = mask[mb]  # (b, S): the sampled tokens; logits are computed there only (not prompt, not padding)
+        if not m.any():
+            continue
+        share = (m.sum() / total).item()
+        # the ids, or the frozen trunk's features (N, S, d) that both networks read
+        x = features[mb] if features is not None else net.inputs(inputs[mb], size)
         with torch.no_grad():
-            ref_logits = ref_net(inputs[mb])
-        loss, stats = rl_loss(net(inputs[mb]), ref_logits, targets[mb], mask[mb], adv[mb], cfg.beta, cfg.temperature)
+            ref_logits = ref_net.logits_at(x, m)  # (M, V)
+        tok_adv = adv[mb, None].expand_as(m)[m]  # (M,)
+        loss, stats = rl_loss(net.logits_at(x, m), ref_logits, targets[mb][m], tok_adv, cfg.beta, cfg.temperature,
+                              cfg.kl_temperature)
         check_finite(loss, "rl", step)
         (loss * share).backward()
         out["loss"] += loss.item() * share
         out["kl"] += stats["kl"] * share
         out["entropy"] += stats["entropy"] * share
+    return out
+
+
+def padded(rows: list[torch.Tensor] | None, width: int) -> torch.Tensor | None:
+    """Per-row (len_i, d) features, zero-padded on the right to (N, width, d), the layout of
+    `lm_rows` inputs (each row's prompt from column 0, its trace right after); None stays None."""
+    if rows is None:
+        return None
+    out = rows[0].new_zeros(len(rows), width, rows[0].shape[1])
+    for i, f in enumerate(rows):
+        out[i, :len(f)] = f
     return out
 
 
@@ -166,7 +196,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
         torch.set_num_threads(cfg.threads)
     ref = policy.frozen_copy()
     policy.train_top(cfg.train_layers)
-    net, ref_net = LogitsOf(policy), LogitsOf(ref)
+    top = policy.top_blocks()
+    net, ref_net = LogitsOf(policy, top), LogitsOf(ref, None if top is None else ref.top_blocks(top.frozen))
     steps, H = cfg.total_steps, cfg.horizon or horizon_of(policy)
     prompts = task.prompts("train", cfg.n, cfg.data_seed)
     g_sample = torch.Generator().manual_seed(cfg.seed + 1)
@@ -185,7 +216,7 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
             idx = next(batches)
             chosen = prompts[idx] if isinstance(prompts, torch.Tensor) else [prompts[int(i)] for i in idx]
             x = repeat_each(chosen, cfg.G)  # G copies of each prompt
-            ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample)
+            ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample, capture=top.frozen if top else 0)
             t_sample = time.perf_counter() - t0
             reward, true = trace_rewards(task, x, ro, verifier, cfg.reward)
             R = reward.view(-1, cfg.G)  # (B, G)
@@ -195,7 +226,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
             net.train()
             opt.zero_grad(set_to_none=True)
             stats = accumulate_gradient(net, ref_net, inputs, targets, mask,
-                                        group_advantages(R, scale=cfg.adv_norm == "std"), cfg, step)
+                                        group_advantages(R, scale=cfg.adv_norm == "std"), cfg, step,
+                                        features=padded(ro.features, inputs.shape[1]))
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()

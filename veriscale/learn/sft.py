@@ -147,7 +147,10 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         policy.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     else:
         policy.train_top(cfg.train_layers)
-    net = LogitsOf(policy)
+    net = LogitsOf(policy, policy.top_blocks())
+    # With a frozen trunk its features are computed once for every row (N, S, d): each epoch
+    # then runs only the top blocks.
+    data, val, test = (None if d is None else (net.inputs(d[0], cfg.eval_batch), *d[1:]) for d in (data, val, test))
     optim = replace(cfg.optim, steps=epoch_steps(cfg.optim.steps, cfg.epochs, len(traces), cfg.optim.batch_size))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

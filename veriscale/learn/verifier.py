@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from veriscale.config import knob, to_dict
 from veriscale.learn import samples as samples_
 from veriscale.learn.data import join, prefix_labels, prefix_positions
-from veriscale.learn.loop import BestCheckpoint, OptimConfig, Snapshot, epoch_steps, jsonl_log, train_lm
+from veriscale.learn.loop import BestCheckpoint, OptimConfig, Snapshot, epoch_steps, features, jsonl_log, train_lm
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
@@ -86,10 +86,13 @@ class Verifier(nn.Module):
         self.value = nn.Linear(policy.hidden_size, 1)
         nn.init.zeros_(self.value.weight)
         nn.init.zeros_(self.value.bias)
+        self.top = None  # while training with a frozen trunk: the policy's `top_blocks()` split
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """(B, S) right-padded ids -> (B, S) success logits after reading each position."""
-        return self.value(self.policy.hidden(seq)).squeeze(-1).float()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S) right-padded ids, or their (B, S, d) frozen-trunk features when training with
+        `top` set -> (B, S) success logits after reading each position."""
+        h = self.policy.hidden(x) if x.dim() == 2 else self.top.hidden(x)
+        return self.value(h).squeeze(-1).float()
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(logits)
@@ -218,6 +221,10 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     policy.train_top(cfg.train_layers)
     train = labelled(verifier, samples.repeated("train"), samples.rollouts, samples.T)
     held = labelled(verifier, samples.repeated("val"), samples.val_rollouts, samples.val_T)
+    verifier.top = policy.top_blocks()
+    if verifier.top is not None:  # the frozen trunk's features (N, S, d), computed once for every epoch
+        for d in (train, held):
+            d["seq"] = features(verifier.top, d["seq"], cfg.eval_batch)
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train["labels"][train["mask"]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())

@@ -5,12 +5,16 @@ A policy is a causal language model over token ids with what the algorithms need
 - `encode_prompts(prompts)`: prompt token ids, exactly as sampling feeds them (the planted task's
   `BOS x SEP`, or a chat template), a (B, P) tensor or a list of id lists;
 - `encode_completion(text)`: a text completion's ids, EOS appended (text policies only);
-- `sample(prompts, H, temperature=, seed=, generator=, forcing=)`: `Rollouts` of at most H tokens
-  per prompt (budget forcing is a sampling option of text policies, `policy/forcing.py`);
+- `sample(prompts, H, temperature=, seed=, generator=, forcing=, capture=)`: `Rollouts` of at most
+  H tokens per prompt (budget forcing is a sampling option of text policies, `policy/forcing.py`;
+  `capture` keeps the frozen trunk's hidden states for RL where the sampler can);
 - `rollouts(rows, width)`: stored id rows back as `Rollouts` (with texts for text policies);
 - `logits(ids)` (N, S) -> (N, S, V) and `hidden(ids)` (N, S) -> (N, S, d): the network, for the
-  training losses and for a verifier's scalar head;
-- `train_top(k)`: only the top k blocks train (0 = all); `frozen_copy()`: a reference for KL;
+  training losses and for a verifier's scalar head; `head`, the output layer (logits =
+  head(hidden)), so a loss can compute logits only where it reads them;
+- `train_top(k)`: only the top k blocks train (0 = all); `top_blocks()`: the network cut after
+  its frozen lower blocks (features computed once, then the top; None where nothing is frozen);
+  `frozen_copy()`: a reference for KL;
   `reinitialise(seed)`: fresh weights of the same architecture;
 - `save(out, meta)`: the run directory.
 Text policies also `decode(ids)` a trace (search traces join decoded attempts).
@@ -64,8 +68,9 @@ class Policy(Protocol):
         """A text completion's token ids, EOS appended (text policies only)."""
 
     def sample(self, prompts: Any, max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
-               generator: torch.Generator | None = None, forcing: Any = None) -> Rollouts:
-        """One rollout per prompt; `generator`, when given, is drawn from instead of `seed`."""
+               generator: torch.Generator | None = None, forcing: Any = None, capture: int = 0) -> Rollouts:
+        """One rollout per prompt; `generator`, when given, is drawn from instead of `seed`;
+        `capture` = k asks for the hidden states after k blocks (`Rollouts.features`)."""
 
     def rollouts(self, rows: list[list[int]], width: int) -> Rollouts:
         """Rollouts of stored token id rows (texts and offsets included for text policies)."""
@@ -76,8 +81,17 @@ class Policy(Protocol):
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """(N, S) right-padded ids -> (N, S, hidden_size) final hidden states."""
 
+    @property
+    def head(self) -> torch.nn.Module:
+        """The output layer: logits(ids) == head(hidden(ids))."""
+
     def train_top(self, blocks: int) -> None:
         """Only the top `blocks` decoder blocks (and what sits above them) train; 0 = all."""
+
+    def top_blocks(self, frozen: int | None = None) -> Any:
+        """After `train_top`, an object with `features(ids)` (N, S) -> (N, S, d) through the
+        frozen lower blocks (or the lower `frozen` blocks) and `logits(h)` / `hidden(h)` through
+        the rest; None when the policy cannot be split (nothing frozen)."""
 
     def reinitialise(self, seed: int) -> None:
         """Fresh weights of the same architecture."""

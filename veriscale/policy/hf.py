@@ -46,16 +46,30 @@ class HFSampler(TextSampler):
                      generator: torch.Generator) -> list[list[int]]:
         """Per prompt id row, the generated ids, in micro-batches of cfg.batch_size rows that
         draw from `generator` in order (so the result depends on the batch size)."""
+        return self.generate_features(ids, max_new, temperature=temperature, generator=generator, layer=0)[0]
+
+    def generate_features(self, ids: list[list[int]], max_new: int, *, temperature: float,
+                          generator: torch.Generator, layer: int) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """`generate_ids`, plus per row the hidden states after `layer` blocks at every fed token
+        (layer 0: no features, an empty list): the decoding computes them anyway, so RL with a
+        frozen trunk need not run the trunk again."""
         bs = self.cfg.batch_size
         bar = progress.bar(range(0, len(ids), bs), desc="sample", unit="batch",
                            disable=not self.cfg.progress or len(ids) <= bs)
-        return [row for start in bar for row in self._generate(ids[start:start + bs], max_new, temperature, generator)]
+        rows: list[list[int]] = []
+        feats: list[torch.Tensor] = []
+        for start in bar:
+            r, f = self._generate(ids[start:start + bs], max_new, temperature, generator, layer)
+            rows += r
+            feats += f
+        return rows, feats
 
     @torch.inference_mode()
-    def _prefill(self, ids: list[list[int]]):
+    def _prefill(self, ids: list[list[int]], layer: int):
         """Prefill the distinct prompts once, then copy their cache rows to every sample.
 
-        Returns (cache, attn (b, P) left-padding mask, pos (b,) next position id, logits (b, V)).
+        Returns (cache, attn (b, P) left-padding mask, pos (b,) next position id, logits (b, V),
+        and with layer > 0 the hidden states after `layer` blocks (b, P, d), else None).
         """
         from transformers import DynamicCache
 
@@ -71,18 +85,22 @@ class HFSampler(TextSampler):
         position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # (U, P): real tokens count 0, 1, ...
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=inp, attention_mask=attn, position_ids=position_ids, cache=cache,
-                         use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, output_hidden_states=layer > 0)
         cache.batch_select_indices(row_of)
-        return cache, attn[row_of], attn.sum(1)[row_of], out.logits[row_of, -1].float()
+        hidden = out.hidden_states[layer][row_of] if layer > 0 else None
+        return cache, attn[row_of], attn.sum(1)[row_of], out.logits[row_of, -1].float(), hidden
 
     @torch.inference_mode()
-    def _generate(self, ids: list[list[int]], max_new: int, temperature: float,
-                  g: torch.Generator) -> list[list[int]]:
-        """Sample one micro-batch; returns each row's generated ids."""
+    def _generate(self, ids: list[list[int]], max_new: int, temperature: float, g: torch.Generator,
+                  layer: int = 0) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Sample one micro-batch; returns each row's generated ids and, with layer > 0, its
+        features (hidden states after `layer` blocks at the prompt and every fed trace token)."""
         rows: list[list[int]] = [[] for _ in ids]
         # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
         texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
-        cache, attn, pos, logits = self._prefill(ids)
+        cache, attn, pos, logits, hidden = self._prefill(ids, layer)
+        P = attn.shape[1]
+        feats = [[hidden[i, P - len(r):]] for i, r in enumerate(ids)] if layer > 0 else []  # left padding cut off
         live = torch.arange(len(ids))  # (b,) which output row each batch row writes
         done = torch.zeros(len(ids), dtype=torch.bool)  # (b,) ended, not yet dropped
         longest_stop = max((len(s) for s in self.cfg.stop), default=0)
@@ -106,10 +124,14 @@ class HFSampler(TextSampler):
                 live, nxt, done, attn, pos = live[keep], nxt[keep], done[keep], attn[keep], pos[keep]
             attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], 1)  # (b, P+t+1)
             out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
-                             use_cache=True)
+                             use_cache=True, output_hidden_states=layer > 0)
+            if layer > 0:  # the fed token of every row still going (an ended row's last token is never an input)
+                h = out.hidden_states[layer][:, -1]  # (b, d)
+                for j in (~done).nonzero().squeeze(1).tolist():
+                    feats[int(live[j])].append(h[j:j + 1])
             pos = pos + 1
             logits = out.logits[:, -1].float()
-        return rows
+        return rows, [torch.cat(f) for f in feats]
 
 
 class HFPolicy:
@@ -127,6 +149,8 @@ class HFPolicy:
         if tokenizer.eos_token_id is not None:  # the EOS a completion ends with when trained on
             self.eos_id = tokenizer.eos_token_id
         self.lora = False
+        self.frozen_blocks = 0  # lower decoder blocks that train_top froze
+        self._head_checked = False
 
     @property
     def model(self):
@@ -149,14 +173,17 @@ class HFPolicy:
         return self.tok.decode(ids, skip_special_tokens=True).strip()
 
     def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
-               generator: torch.Generator | None = None, forcing: BudgetForcing | None = None) -> Rollouts:
-        """Plain sampling, or s1-style budget forcing at H = max_new_tokens (policy/forcing.py)."""
+               generator: torch.Generator | None = None, forcing: BudgetForcing | None = None,
+               capture: int = 0) -> Rollouts:
+        """Plain sampling, or s1-style budget forcing at H = max_new_tokens (policy/forcing.py);
+        `capture` = k keeps the hidden states after k blocks where the sampler can (`Rollouts.features`)."""
         if self._model is not None and isinstance(self.sampler, HFSampler):
             self.sampler.model = self._model.eval()  # a learner may have replaced the model (LoRA merge)
         if forcing is not None:
             return forced_sample(self.sampler, prompts, max_new_tokens, forcing, temperature=temperature, seed=seed,
                                  generator=generator)
-        return self.sampler.sample(prompts, max_new_tokens, temperature=temperature, seed=seed, generator=generator)
+        return self.sampler.sample(prompts, max_new_tokens, temperature=temperature, seed=seed, generator=generator,
+                                   capture=capture)
 
     def rollouts(self, rows: list[list[int]], width: int) -> Rollouts:
         """Rollouts of stored token id rows, with their texts and offsets (a study's draws)."""
@@ -167,6 +194,22 @@ class HFPolicy:
 
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+
+    @property
+    def head(self) -> torch.nn.Module:
+        """The output layer, (..., d) final hidden states -> (..., V) logits. Checked once
+        against the full forward: a model that post-processes its logits (e.g. soft-capping)
+        is refused rather than trained on different logits than it samples from."""
+        head = self.model.get_output_embeddings()
+        if not self._head_checked:
+            probe = torch.arange(1, 9)[None] % self.model.config.vocab_size  # (1, 8)
+            with torch.no_grad():
+                same = torch.allclose(head(self.hidden(probe)), self.logits(probe), atol=1e-4, rtol=1e-4)
+            if not same:
+                raise PolicyError(f"{self.spec}: the model's logits are not its output layer applied to its final "
+                                  f"hidden states; the RL learner cannot train it")
+            self._head_checked = True
+        return head
 
     def train_top(self, blocks: int) -> None:
         """Train only the top `blocks` decoder blocks, the final norm and the head (0 = all):
@@ -180,6 +223,16 @@ class HFPolicy:
         body.embed_tokens.requires_grad_(False)
         for block in layers[:len(layers) - blocks]:
             block.requires_grad_(False)
+        self.frozen_blocks = len(layers) - blocks
+
+    def top_blocks(self, frozen: int | None = None) -> "TopBlocks | None":
+        """The model split after its frozen lower blocks (`train_top`; or `frozen` of them, for
+        a reference copy), or None when nothing below the top is frozen (all blocks train, or
+        LoRA adapts every block) or the split does not reproduce the full forward."""
+        frozen = self.frozen_blocks if frozen is None else frozen
+        if frozen <= 0 or self.lora:
+            return None
+        return TopBlocks.checked(self.model, frozen)
 
     def add_lora(self, r: int, alpha: int, dropout: float, targets: list[str]) -> None:
         """Train LoRA adapters (peft) on `targets` instead of the weights; merged on save."""
@@ -209,6 +262,55 @@ class HFPolicy:
         self.tok.save_pretrained(out)
         write_meta(out, {**meta, "policy": "hf"})
         return out
+
+
+class TopBlocks:
+    """A decoder-only transformers model cut after its lower `frozen` blocks, which never train:
+    `features(ids)` runs the embedding and those blocks once, without autograd, and
+    `hidden(h)`/`logits(h)` run the top blocks, final norm and head on them. A learner that
+    caches the features (SFT and the verifier reread the same rows every epoch) or shares them
+    (RL: the policy and its reference have the same frozen blocks) skips most of the forward.
+
+    It reruns the model's own forward with its block list swapped (`inputs_embeds` carries the
+    features into the top), so masks and rotary positions are the model's; `checked` compares
+    the two halves with the full forward once and refuses a model where they differ (e.g. one
+    that rescales `inputs_embeds`)."""
+
+    def __init__(self, model, frozen: int):
+        self.model, self.frozen = model, frozen
+        self.body = model.base_model
+
+    @classmethod
+    def checked(cls, model, frozen: int) -> "TopBlocks | None":
+        body = getattr(model, "base_model", None)
+        if not all(hasattr(body, a) for a in ("embed_tokens", "layers", "norm")):
+            return None
+        top = cls(model, frozen)
+        probe = torch.arange(1, 9)[None] % model.config.vocab_size  # (1, 8)
+        with torch.no_grad():
+            full, split = model(input_ids=probe, use_cache=False).logits, top.logits(top.features(probe))
+        return top if torch.allclose(full, split, atol=1e-4, rtol=1e-4) else None
+
+    def _run(self, blocks: list, norm, **inputs) -> torch.Tensor:
+        full_blocks, full_norm = self.body.layers, self.body.norm
+        self.body.layers, self.body.norm = torch.nn.ModuleList(blocks), norm
+        try:
+            return self.body(**inputs, use_cache=False).last_hidden_state
+        finally:
+            self.body.layers, self.body.norm = full_blocks, full_norm
+
+    @torch.no_grad()
+    def features(self, ids: torch.Tensor) -> torch.Tensor:
+        """(N, S) right-padded ids -> (N, S, d) hidden states after the frozen blocks."""
+        return self._run(list(self.body.layers[:self.frozen]), torch.nn.Identity(), input_ids=ids)
+
+    def hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, S, d) features -> (N, S, d) final hidden states (after the final norm)."""
+        return self._run(list(self.body.layers[self.frozen:]), self.body.norm, inputs_embeds=h)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, S, d) features -> (N, S, V) next-token logits."""
+        return self.model.get_output_embeddings()(self.hidden(h))
 
 
 def load_lm(path: Path, dtype: str):

@@ -135,11 +135,24 @@ class TextSampler(ABC):
         """Per prompt id row, the generated ids: a row ends after an EOS id (kept), after the
         token that completes a stop string, or at max_new tokens. Draws from `generator`."""
 
+    def generate_features(self, ids: list[list[int]], max_new: int, *, temperature: float,
+                          generator: torch.Generator, layer: int) -> tuple[list[list[int]], list[torch.Tensor]] | None:
+        """`generate_ids` that also keeps, per row, the hidden states after `layer` blocks at
+        every fed token, (len(prompt) + len(row) - 1, d); None where the backend cannot."""
+        return None
+
     def sample(self, prompts: Sequence[Any], max_new_tokens: int, *, temperature: float = 1.0,
-               seed: int = 0, generator: torch.Generator | None = None) -> Rollouts:
+               seed: int = 0, generator: torch.Generator | None = None, capture: int = 0) -> Rollouts:
         """One rollout per prompt, at most max_new_tokens each; tokens are (B, max_new_tokens).
-        Draws from `generator` when given, else from a generator seeded with `seed`."""
+        Draws from `generator` when given, else from a generator seeded with `seed`. With
+        `capture` = k > 0 the rollouts carry the hidden states after k blocks (`features`) where
+        the backend can keep them."""
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
-        rows = self.generate_ids([self.encode(p) for p in prompts], max_new_tokens, temperature=temperature,
-                                 generator=g)
-        return text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)
+        ids = [self.encode(p) for p in prompts]
+        kept = self.generate_features(ids, max_new_tokens, temperature=temperature, generator=g,
+                                      layer=capture) if capture else None
+        rows, feats = kept if kept is not None else (self.generate_ids(ids, max_new_tokens, temperature=temperature,
+                                                                       generator=g), None)
+        ro = text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)
+        ro.features = feats
+        return ro

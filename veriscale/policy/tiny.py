@@ -48,8 +48,9 @@ class GPTPolicy:
         raise ValueError("the tiny GPT reads token ids, not text: its expert traces come from the planted task")
 
     def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
-               generator: torch.Generator | None = None, forcing: Any = None) -> Rollouts:
-        """KV-cache sampling (policy/engine.py)."""
+               generator: torch.Generator | None = None, forcing: Any = None, capture: int = 0) -> Rollouts:
+        """KV-cache sampling (policy/engine.py); `capture` is unused: nothing below the top is
+        frozen (`top_blocks`)."""
         if forcing is not None:
             raise ValueError("budget forcing edits text decoding; the tiny GPT has no answer cue to force")
         self.model.eval()
@@ -78,6 +79,16 @@ class GPTPolicy:
             self.model.pos.requires_grad_(False)
         for block in self.model.blocks[:len(self.model.blocks) - blocks]:
             block.requires_grad_(False)
+
+    @property
+    def head(self) -> torch.nn.Module:
+        """(..., d) final hidden states -> (..., V) logits (tied to the token embedding)."""
+        return self.model.head
+
+    def top_blocks(self, frozen: int | None = None) -> None:
+        """No split: the head is tied to the token embedding, which trains with it, so nothing
+        below the top blocks stays fixed (learners run the whole network)."""
+        return None
 
     def reinitialise(self, seed: int) -> None:
         """Fresh weights of the same architecture (SFT from scratch)."""

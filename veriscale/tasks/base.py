@@ -29,6 +29,9 @@ class Rollouts:
     texts:  decoded continuation per row, for text tasks (None for token tasks).
     offsets: per row, the end character offset in `texts[i]` of every generated token, so a
         checker that finds an answer span in text can map it back to a token index.
+    features: per row, (len(prompt) + counts[i] - 1, d) hidden states after a policy's frozen
+        lower blocks at every token the sampler fed (prompt, then the trace but its last token),
+        when sampling was asked to keep them (`capture`, RL with a frozen trunk); else None.
     """
 
     tokens: torch.Tensor
@@ -36,6 +39,7 @@ class Rollouts:
     counts: torch.Tensor
     texts: list[str] | None = None
     offsets: list[list[int]] | None = None
+    features: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.shape != self.mask.shape:
