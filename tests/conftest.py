@@ -100,7 +100,7 @@ def gym_task():
 @pytest.fixture(scope="session")
 def lm_dir(tmp_path_factory, gym_task):
     """A saved tiny Llama (2 layers, width 32) and a BPE tokenizer trained on the task's text."""
-    problems = gym_task.prompts("train", 200, 0) + gym_task.prompts("test", 50, 0)
+    problems = gym_task.prompts("train", 150, 0) + gym_task.prompts("test", 40, 0)
     corpus = [p.text for p in problems] + [p.solution for p in problems] + [" Wait Final answer:"] * 5
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),

@@ -70,7 +70,7 @@ def test_validation_prompts_and_gold_expert_traces():
     train = task.prompts("train", 20, seed=0)
     val = task.validation_prompts(train, 10, 7919)
     assert len(val) == 10 and val == task.validation_prompts(train, 10, 7919)
-    test = {p.text for p in task.prompts("test", 50, seed=0)}
+    test = {p.text for p in task.prompts("test", 40, seed=0)}
     assert not {p.text for p in val} & ({p.text for p in train} | test)
     traces = task.expert_traces(train, seed=0)
     assert traces == [p.solution for p in train] and all(traces)
@@ -78,3 +78,12 @@ def test_validation_prompts_and_gold_expert_traces():
     assert (T < NEVER).all()
     with pytest.raises(ValueError, match="homogeneous"):
         task.expert_traces(train, seed=0, homogeneous=True)
+
+
+def test_prompts_are_distinct_and_a_too_narrow_task_says_so():
+    wide = GymTask(GymConfig(max_digits=2))
+    test = wide.prompts("test", 200, 0)
+    assert len({p.text for p in test}) == 200  # 200 held-out prompts are 200 different questions
+    narrow = GymTask(GymConfig())  # two one-digit terms, + and -: a few hundred questions in all
+    with pytest.raises(ValueError, match="distinct test problems.*widen the task"):
+        narrow.prompts("test", 200, 0)

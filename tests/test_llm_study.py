@@ -27,7 +27,7 @@ def _study(lm_dir, **kw):
             "rl": {"steps": 1, "prompts_per_step": 2, "G": 2, "adv_norm": "std"},
             # a random tiny model never succeeds, so it has no search traces (tested on hand-made
             # samples in test_text_learners.py)
-            "methods": ["base", "sft", "sft_extend", "bon", "maj", "wmaj", "rl_outcome"], "forced_methods": ["sft"],
+            "methods": ["base", "sft", "bon", "maj", "wmaj", "rl_outcome"], "forced_methods": ["sft"],
             **kw}
     return study_from_dict(data)
 
@@ -60,13 +60,10 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
     assert len(base) == 1  # the base policy's traces do not depend on n
     sft = [j for j in evals if j.config["method"] == "sft"][0]
     assert sorted(sft.config["draws"]) == ["24", "32"]
-    ext = [j for j in evals if j.config["method"] == "sft_extend"][0]
-    assert ext.config["policy"] == sft.config["policy"]  # the same SFT policy, decoded differently
     draws = {j.id: j for j in jobs if j.kind == "draw"}
-    for H, draw_id in ext.config["draws"].items():
+    for H, draw_id in sft.config["draws"].items():  # s1's two edits: the cap, and "Wait" before extend_share x H
         forcing = draws[draw_id].config["forcing"]
         assert forcing["min_tokens"] == round(study.extend_share * int(H)) and forcing["cap"]
-        assert draws[sft.config["draws"][H]].config["forcing"]["min_tokens"] == 0  # plain sft only caps
     search = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] in ("bon", "maj", "wmaj")}
     assert len(search) == 1  # one pool of base samples serves every selection rule and n
 
@@ -77,6 +74,16 @@ def test_rerun_skips_everything_and_report_renders(done):
     assert again["ok"] == 0 and again["skipped"] == again["jobs"]
     html = write_report(out).read_text()
     assert "transformers model" in html and "Apache-2.0" not in html and (out / "fig_tokens.png").is_file()
+    assert "(h) The learners" in html and (out / "fig_h_learners.png").is_file()  # verifier and RL curves
+
+
+def test_records_carry_the_learners_curves(done):
+    study, out, _ = done
+    recs = {r["config"]["method"]: r for r in load_records(out) if r["config"]["method"] in ("bon", "rl_outcome")}
+    ver, rl = recs["bon"]["learner"]["verifier"], recs["rl_outcome"]["learner"]["rl"]
+    assert [p["step"] for p in ver["curve"]][0] == -1 and all("heldout_auc_final" in p for p in ver["curve"])
+    assert len(rl["curve"]) == rl["steps"] == study.rl["steps"] and rl["stopped"] == "steps"
+    assert recs["rl_outcome"]["data"]["reward_queries"] == rl["steps"] * study.rl["prompts_per_step"] * study.rl["G"]
 
 
 def test_a_changed_base_model_is_never_reused(done, lm_dir, tmp_path):

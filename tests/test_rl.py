@@ -159,3 +159,23 @@ def test_outcome_reward_is_zero_one_and_return_is_the_shaped_one(task):
     assert outcome.tolist() == [1.0, 1.0, 0.0]
     shaped, _ = rl.trace_rewards(task, prompts, ro, None, "return")
     assert shaped.tolist() == pytest.approx([(8 - 3 + 1) / 8, 1 / 8, 0.0]) and torch.equal(shaped, true)
+
+
+def test_plateau_compares_the_last_window_with_the_one_before():
+    from veriscale.learn.rl import plateaued
+    assert not plateaued([0.1, 0.2, 0.3], 2, 0.0)  # fewer than two windows
+    assert not plateaued([0.1, 0.1, 0.3, 0.3], 2, 0.0)  # still rising
+    assert plateaued([0.3, 0.3, 0.3, 0.3], 2, 0.0)
+    assert plateaued([0.1, 0.1, 0.15, 0.15], 2, 0.1)  # a rise below the tolerance
+    assert not plateaued([0.3, 0.3, 0.3, 0.3, 0.3], 2, 0.0)  # checked only at multiples of the window
+    assert not plateaued([0.3] * 8, 0, 0.0)  # 0 = never
+
+
+def test_rl_stops_at_a_reward_plateau_and_counts_what_it_spent(tmp_path):
+    base = _toy_base(tmp_path / "base")
+    cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=12, plateau=2, plateau_tol=1.0)  # any rise is within tol
+    out = _rl(base, cfg, tmp_path / "rl")
+    meta = read_meta(out)
+    assert meta["stopped"] == "plateau" and meta["step"] == 4  # checked first after 2 windows of 2 steps
+    assert meta["reward_queries"] == 4 * 2 * 4
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4

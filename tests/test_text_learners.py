@@ -51,6 +51,9 @@ def test_search_trace_keeps_failures_before_the_first_success():
     assert search_trace(attempts, 1, "|") == "b|c"
     assert search_trace(attempts, 0, "|") == "c"
     assert search_trace([("a", False)], 3, "|") is None
+    assert search_trace(attempts, 1, "|", checks=1, check_bridge="+") == "b|c+e"  # goes on after a success
+    assert search_trace(attempts, 1, "|", checks=5, check_bridge="+") == "b|c+e"  # only successes follow
+    assert search_trace([("a", True)], 1, "|", checks=2, check_bridge="+") == "a"
 
 
 @pytest.mark.parametrize("lora", [0, 4])

@@ -14,7 +14,10 @@ engine. Reward, in [0, 1]:
              predicts (Algorithm 1's policy-improvement step; past a trace's end the score of its
              last prefix repeats).
 Data accounting: every sampled trace is one reward query (checker or verifier); the run's
-config.json states prompts, steps and reward queries.
+veriscale.json states prompts, steps and the reward queries spent. Training runs `steps` steps,
+or stops earlier at a plateau of the training reward (`plateau` = W > 0): after every W steps
+from 2W on, when the mean reward of the last W steps is at most that of the W steps before plus
+`plateau_tol`; veriscale.json says which (`stopped`).
 Advantage A_ij = R_ij - (1/G) sum_l R_il (`adv_norm = "none"`, the default, ours) or that divided
 by the group's standard deviation + 1e-4 (`"std"`, GRPO's). Loss:
   L(theta) = 1/(sum_ij |tau_ij|) * sum_ij sum_{t <= |tau_ij|} [ -A_ij log pi_theta^temp(tau_ij,t | s_ijt)
@@ -85,6 +88,10 @@ class RLConfig:
     train_layers: int = knob(0, "train only the top k decoder blocks (0 = all; ours, for CPU)", min=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
+    plateau: int = knob(0, "stop when the mean training reward of the last `plateau` steps is not above that "
+                           "of the `plateau` steps before by more than plateau_tol (0 = run every step; ours)", min=0)
+    plateau_tol: float = knob(0.0, "smallest rise of the windowed mean reward that counts as still improving",
+                              min=0.0)
     save_every: int = knob(10, "steps between saves of the policy", min=1)
     seed: int = knob(0, "seed of sampling and prompt order", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/verifier by default)", min=0)
@@ -164,6 +171,16 @@ def accumulate_gradient(net: LogitsOf, ref_net: LogitsOf, inputs: torch.Tensor, 
     return out
 
 
+def plateaued(rewards: list[float], window: int, tol: float) -> bool:
+    """Whether the training reward stopped rising: at a multiple of `window` steps, from
+    2 x window on, the mean of the last window is at most the mean of the one before + tol."""
+    k = len(rewards)
+    if window <= 0 or k < 2 * window or k % window:
+        return False
+    last, before = rewards[k - window:], rewards[k - 2 * window:k - window]
+    return sum(last) / window <= sum(before) / window + tol
+
+
 def padded(rows: list[torch.Tensor] | None, width: int) -> torch.Tensor | None:
     """Per-row (len_i, d) features, zero-padded on the right to (N, width, d), the layout of
     `lm_rows` inputs (each row's prompt from column 0, its trace right after); None stays None."""
@@ -206,9 +223,10 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
     trainable = [p for p in net.parameters() if p.requires_grad]
     run = {"base": policy.spec, "verifier": None if verifier is None else verifier.policy.spec, **(meta or {}),
            "stage": "rl", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name, "horizon": H,
-           "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": steps * cfg.prompts_per_step * cfg.G}
+           "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": 0, "stopped": "steps"}
     out = Path(out)
     policy.save(out, {**run, "step": 0})
+    rewards: list[float] = []
     with jsonl_log(out / "metrics.jsonl") as log:
         bar = progress.bar(range(steps), desc=f"rl-{cfg.reward}")
         for step in bar:
@@ -235,8 +253,15 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
                    "zero_variance_share": zero_variance_share(R), "time_sample": t_sample,
                    "time_step": time.perf_counter() - t0}
             log(rec)
+            rewards.append(rec["reward"])
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.4f}")
-            if (step + 1) % cfg.save_every == 0 or step + 1 == steps:
+            run["reward_queries"] += len(ro)
+            stop = plateaued(rewards, cfg.plateau, cfg.plateau_tol)
+            if stop:
+                run["stopped"] = "plateau"
+            if (step + 1) % cfg.save_every == 0 or step + 1 == steps or stop:
                 net.eval()
                 policy.save(out, {**run, "step": step + 1})
+            if stop:
+                break
     return out

@@ -11,7 +11,9 @@ template included), averaged over tokens. Expert traces (`expert`):
   homogeneous  the planted task's homogeneous control (filler 0, always right);
   search       search traces from checked base samples (`learn/samples.py`, text tasks): the
                failed attempts before a prompt's first success (at most `max_failures`), then
-               that success, joined by `bridge`. Prompts without a success have no trace
+               that success, joined by `bridge`; then up to `checks` later successful attempts,
+               each after `check_bridge`, so the traces also go on after a "Wait" that follows a
+               right answer (what s1's extension inserts at evaluation). Prompts without a success have no trace
                (rejection sampling), so n' can be below n; the traces are heterogeneous by
                construction. Without given samples, r = `samples.r` are drawn per prompt at H =
                `horizon`, the verifier's way (learn/samples.py).
@@ -60,6 +62,9 @@ class SFTConfig:
     patience: int = knob(5, "validation evaluations without improvement before stopping (0 = never; ours)", min=0)
     max_failures: int = knob(1, "search: most failed attempts kept before the success (ours)", min=0)
     bridge: str = knob("\nWait, that is wrong. Let me try again.\n", "search: text joining attempts (ours)")
+    checks: int = knob(0, "search: most later successful attempts kept after the first success (ours)", min=0)
+    check_bridge: str = knob("\nWait, let me check that again.\n", "search: text before each kept later "
+                             "success (ours)")
     train_layers: int = knob(0, "train only the top k decoder blocks (0 = all; ours, for CPU)", min=0)
     lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning; transformers policies)", min=0)
     lora_alpha: int = knob(16, "LoRA alpha", min=1)
@@ -75,14 +80,17 @@ class SFTConfig:
                                           eval_every=10), "optimizer (learn/loop.py); ours")
 
 
-def search_trace(attempts: list[tuple[str, bool]], max_failures: int, bridge: str) -> str | None:
+def search_trace(attempts: list[tuple[str, bool]], max_failures: int, bridge: str, checks: int = 0,
+                 check_bridge: str = "") -> str | None:
     """The failed attempts before the first success (at most the last `max_failures` of them),
-    then the success, joined by `bridge`; None when no attempt succeeded."""
+    then the success, joined by `bridge`, then the next `checks` successful attempts after it,
+    each after `check_bridge`; None when no attempt succeeded."""
     first = next((i for i, (_, ok) in enumerate(attempts) if ok), None)
     if first is None:
         return None
     failures = [t for t, _ in attempts[:first]][max(0, first - max_failures):] if max_failures else []
-    return bridge.join([*failures, attempts[first][0]])
+    later = [t for t, ok in attempts[first + 1:] if ok][:checks]
+    return "".join([bridge.join([*failures, attempts[first][0]]), *(check_bridge + t for t in later)])
 
 
 def search_texts(policy, ro: Rollouts, T: torch.Tensor, r: int, cfg: SFTConfig) -> list[str | None]:
@@ -91,7 +99,7 @@ def search_texts(policy, ro: Rollouts, T: torch.Tensor, r: int, cfg: SFTConfig) 
     for i in range(len(ro) // r):
         attempts = [(policy.decode(ro.tokens[k, :ro.counts[k]].tolist()), bool(T[k] < NEVER))
                     for k in range(i * r, i * r + r)]
-        out.append(search_trace(attempts, cfg.max_failures, cfg.bridge))
+        out.append(search_trace(attempts, cfg.max_failures, cfg.bridge, cfg.checks, cfg.check_bridge))
     return out
 
 

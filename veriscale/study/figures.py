@@ -329,7 +329,7 @@ def draw_all(rep: Report, s: dict) -> list[tuple[Path, str]]:
     for setting in ("fixed_n", "diagonal"):
         if entries := [g for g in s["gap_vs_H"] if g["setting"] == setting]:
             figs.append(fig_gap(rep, entries, setting))
-    if rep.didactic and any(":" in m for m in rep.labels):
+    if any(":" in m for m in rep.labels):
         figs.append(fig_best_of_n(rep))
     if s.get("sigma_vs_H"):
         figs.append(fig_sigma_vs_H(rep, s["sigma_vs_H"]))

@@ -75,11 +75,10 @@ def check_learner_configs(study: StudyConfig) -> None:
             raise ConfigError(f"{kind}.{e}") from None
 
 
-def forcing_at(study: StudyConfig, method: str, H: int) -> dict:
-    """The budget forcing of a forced draw at budget H: the cap, plus for sft_extend "Wait" in
+def forcing_at(study: StudyConfig, H: int) -> dict:
+    """The budget forcing of a forced draw at budget H, s1's two edits: the cap, and "Wait" in
     place of an end-of-thinking before extend_share x H tokens."""
-    extra = {"min_tokens": round(study.extend_share * H)} if method == "sft_extend" else {}
-    return {**to_dict(study.forcing), **extra}
+    return {**to_dict(study.forcing), "min_tokens": round(study.extend_share * H)}
 
 
 def _world(study: StudyConfig, het: str, H: int, base: str | None, base_sha: str | None) -> dict:
@@ -195,8 +194,8 @@ class _Grid:
         if m.search:
             k = 1 if m.name == "early_stop" else s.search_n
             return {H: self.draw(world, None, seed, s.eval_samples * k, H // k if acc == "shared" else H, None)}
-        if m.name == "sft_extend" or m.name in s.forced_methods:
-            return {h: self.draw(world, policy, seed, s.eval_samples, h, forcing_at(s, m.name, h)) for h in budgets}
+        if m.name in s.forced_methods:
+            return {h: self.draw(world, policy, seed, s.eval_samples, h, forcing_at(s, h)) for h in budgets}
         return {H: self.draw(world, policy, seed, s.eval_samples, H, None)}
 
 

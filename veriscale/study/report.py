@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from veriscale.study import figures
+from veriscale.study import curves, figures
 from veriscale.study.html import LEARNER_FIELDS, render
 from veriscale.study.jobs import expand
 from veriscale.study.methods import label as method_label
@@ -339,7 +339,7 @@ def write_report(study_dir: str | Path) -> Path:
     rep.best_of_n()
     s["learners"], s["multipliers"], s["results"] = rep.learners(), rep.multipliers() if has_vf else [], rep.results()
     s["findings"] = rep.findings
-    figs = figures.draw_all(rep, s)
+    figs = figures.draw_all(rep, s) + [f for f in [curves.fig_learners(rep)] if f is not None]
     (study_dir / "summary.json").write_text(json.dumps(_clean(s), indent=1))
     out = study_dir / "report.html"
     out.write_text(render(rep, s, figs))

@@ -156,7 +156,9 @@ def learner_summary(c: dict, dep: Dep) -> dict[str, Any]:
     queries (online RL: checker or verifier calls), validation traces (used only to stop).
     `learner`: per learner, the evidence that it moved from its start (SFT: validation and test
     NLL of the expert before/after; verifier: validation loss and AUC at its start and at the
-    kept step; RL: mean reward over its first and last steps) and where it stopped.
+    kept step; RL: mean reward over its first and last steps) and where it stopped, with its
+    training curve (`curve`: the verifier's validation loss and final-prefix AUC at every
+    evaluation, RL's reward at every step) for the report's learner figure.
     """
     data = {"prompts": 0, "expert_traces": 0, "labelled_traces": 0, "reward_queries": 0, "validation_traces": 0}
     learner: dict = {}
@@ -169,7 +171,10 @@ def learner_summary(c: dict, dep: Dep) -> dict[str, Any]:
                     validation_traces=vmeta["validation_traces"])
         learner["verifier"] = {"best_step": vmeta["best_step"], "steps_planned": vmeta["steps_planned"],
                                "start": {k: v for k, v in vlog[0].items() if k.startswith("heldout")},
-                               "kept": vmeta["heldout"]}
+                               "kept": vmeta["heldout"],
+                               "curve": [{"step": r["step"], "heldout_loss": r["heldout_loss"],
+                                          "heldout_auc_final": r["heldout_auc_final"]}
+                                         for r in vlog if "heldout_loss" in r]}
     if m.learner == "sft":
         pmeta, _ = _read_run(dep(c["policy"]))
         data.update(prompts=pmeta["run"]["n"], expert_traces=pmeta["training_traces"],
@@ -183,7 +188,9 @@ def learner_summary(c: dict, dep: Dep) -> dict[str, Any]:
         mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
         learner["rl"] = {"steps": len(plog), "reward_first": mean(plog[:k], "reward"),
                          "reward_last": mean(plog[-k:], "reward"), "return_first": mean(plog[:k], "return"),
-                         "return_last": mean(plog[-k:], "return"), "kl_last": mean(plog[-k:], "kl")}
+                         "return_last": mean(plog[-k:], "return"), "kl_last": mean(plog[-k:], "kl"),
+                         "stopped": pmeta.get("stopped", "steps"),
+                         "curve": [{"step": r["step"], "reward": r["reward"]} for r in plog]}
     return {"data": data, "learner": learner}
 
 

@@ -83,8 +83,8 @@ class StudyConfig:
     forced_methods: list[str] = knob([], "sequential methods of a text policy sampled once per budget with budget "
                                      "forcing (ours: the VF methods, as in s1)")
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
-    extend_share: float = knob(0.5, "sft_extend: suppress end-of-thinking before this share of H (ours)",
-                               min=0.0, max=1.0)
+    extend_share: float = knob(0.5, "forced methods: an end-of-thinking before this share of H becomes "
+                                    "forcing.wait (s1's extension; 0 = cap only; ours)", min=0.0, max=1.0)
     sampler: Literal["hf", "vllm"] = knob("hf", "sampler of a transformers policy's evaluation traces and labelled "
                                           "samples: transformers (CPU/GPU) or vLLM (GPU); learners train with "
                                           "transformers")
@@ -172,7 +172,7 @@ class StudyConfig:
                 raise ConfigError(f"forced_methods: {m!r} is not a sequential method of this study")
         if "shared" in self.accounting and self.search_n > min(self.budgets):
             raise ConfigError(f"search_n: {self.search_n} samples sharing H need budgets >= {self.search_n}")
-        forced = any(m in self.forced_methods for m in self.methods) or "sft_extend" in self.methods
+        forced = any(m in self.forced_methods for m in self.methods)
         if forced and self.forcing.cap and min(self.budgets) <= self.forcing.answer_tokens + 1:
             raise ConfigError(f"forcing.answer_tokens: {self.forcing.answer_tokens} reserved answer tokens "
                               f"leave no room to think at budget {min(self.budgets)}")

@@ -189,7 +189,8 @@ class GymTask:
         return hash_split(entry["question"], self.cfg.test_share, self.cfg.split_seed)
 
     def prompts(self, split: str, n: int, seed: int) -> list[TextProblem]:
-        """n problems of `split`, reproducible for a seed (drawn from reasoning-gym's stream `seed`)."""
+        """n distinct problems of `split` (a question drawn again is skipped: a repeated prompt adds
+        no evidence), reproducible for a seed (drawn from reasoning-gym's stream `seed`)."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         size = 50 * n + 1000  # problems are generated lazily; this only bounds the search
@@ -197,16 +198,18 @@ class GymTask:
         # gsm_symbolic's template of each item (list_functions has task_indices too, but is hash-split)
         templates = getattr(ds, "task_indices", None) if self.cfg.name == "gsm_symbolic" else None
         out: list[TextProblem] = []
+        seen: set[str] = set()
         for idx in range(size):
             entry = ds[idx]
             template = templates[idx] if templates is not None else None
-            if self._split_of(entry, template) != split:
+            if self._split_of(entry, template) != split or entry["question"] in seen:
                 continue
+            seen.add(entry["question"])
             out.append(self._problem(entry, template, f"seed {seed}, size {size}, item {idx}"))
             if len(out) == n:
                 return out
-        raise ValueError(f"{self.name}: only {len(out)} {split} problems among {size} drawn; "
-                         f"change gym.test_share (now {self.cfg.test_share})")
+        raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems among {size} drawn; "
+                         f"change gym.test_share (now {self.cfg.test_share}) or widen the task (more digits or terms)")
 
     def _problem(self, entry: dict, template: int | None, where: str) -> TextProblem:
         text, gold = f"{entry['question']} {self.instruction}", str(entry["answer"])
