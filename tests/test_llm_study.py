@@ -112,6 +112,11 @@ def test_llm_study_config_errors_name_the_field(lm_dir, tmp_path):
     assert res.exit_code == 2 and "rl." in res.output and not (tmp_path / "x").exists()
     res = CliRunner().invoke(main, ["reproduce", str(bad), "--sampler", "vllm", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and not (tmp_path / "y").exists()
+    res = CliRunner().invoke(main, ["reproduce", str(bad), "--quick", "--out", str(tmp_path / "z")])
+    assert res.exit_code == 2 and "bad-quick.toml" in res.output and not (tmp_path / "z").exists()
+    (tmp_path / "bad-quick.toml").write_text(bad.read_text().replace("stepz", "stepq"))  # --quick reads the sibling
+    res = CliRunner().invoke(main, ["reproduce", str(bad), "--quick", "--out", str(tmp_path / "z")])
+    assert res.exit_code == 2 and "stepq" in res.output and not (tmp_path / "z").exists()
 
 
 def test_vllm_sampler_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):

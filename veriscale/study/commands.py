@@ -21,14 +21,22 @@ def _fail(msg: str) -> None:
 
 
 def _study_file(path: str | None, quick: bool) -> Path:
-    if path:
+    """The study to run: the given file, or with --quick its `<stem>-quick.toml` sibling (the
+    same study on a smaller grid); without a file, the didactic study."""
+    if not path:
+        return STUDIES / ("didactic-quick.toml" if quick else "didactic.toml")
+    if not quick:
         return Path(path)
-    return STUDIES / ("didactic-quick.toml" if quick else "didactic.toml")
+    small = Path(path).with_name(f"{Path(path).stem}-quick.toml")
+    if not small.is_file():
+        _fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
+    return small
 
 
 @click.command()
 @click.argument("study_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--quick", is_flag=True, help="Run the shipped quick study (studies/didactic-quick.toml).")
+@click.option("--quick", is_flag=True, help="Run the quick grid: studies/didactic-quick.toml, or STUDY_FILE's "
+                                            "<name>-quick.toml sibling.")
 @click.option("--out", default=None, help="Study directory (default runs/<study name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a study field.")
 @click.option("--workers", default=0, type=click.IntRange(min=0),
@@ -46,7 +54,7 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
     """Run the VF-vs-VB study (resumable sweep) and write its report.
 
     Without STUDY_FILE: studies/didactic.toml, or studies/didactic-quick.toml with --quick.
-    The LLM track: `veriscale reproduce studies/llm.toml` (SmolLM2 on reasoning-gym).
+    The LLM track: `veriscale reproduce studies/llm.toml [--quick]` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
     from veriscale.policy.base import PolicyError

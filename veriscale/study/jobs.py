@@ -59,10 +59,12 @@ class Job:
 
 def learner_config(study: StudyConfig, kind: str, n: int, seed: int, H: int, **fixed) -> dict:
     """The full config dict of learner `kind` at one grid point: the study's overrides, then what
-    the grid point fixes (n, seeds, horizon, the method's options)."""
+    the grid point fixes (n, seeds, horizon, the method's options). RL trains at H unless the
+    study's [rl] table sets a shorter training horizon (cheaper; the policy is still evaluated at
+    every budget)."""
     point = {"sft": {"n": n, "data_seed": seed, "optim": {"seed": seed}},
              "verifier": {"n": n, "seed": seed, "data_seed": seed, "horizon": H, "samples": to_dict(study.samples)},
-             "rl": {"n": n, "seed": seed, "data_seed": seed, "horizon": H}}[kind]
+             "rl": {"n": n, "seed": seed, "data_seed": seed, "horizon": study.rl.get("horizon") or H}}[kind]
     return deep_merge(getattr(study, kind), {**point, **fixed})
 
 
