@@ -24,7 +24,7 @@ from veriscale.config import ConfigError, apply_overrides, describe, from_dict, 
 from veriscale.study.commands import report, reproduce, results
 from veriscale.tables import format_table
 
-SAMPLERS = click.Choice(["hf", "vllm"])
+SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
 
 
 def _fail(msg: str) -> None:
@@ -270,7 +270,8 @@ def _verifier(path: str, task):
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
-              help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU).")
+              help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
+                   "CPU, veriscale[cpu]).")
 def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, search_n, accounting, force_budget,
              threshold, temperature, seed, sampler) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
@@ -330,7 +331,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
 @click.option("--prompts", type=click.IntRange(min=2), default=None, help="N: prompts [64].")
 @click.option("--out", default=None, help="Output directory [runs/diagnose/<policy>-<task>].")
 @click.option("--sampler", type=SAMPLERS, default=None,
-              help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU.")
+              help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
+                   "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field (margin=linear, hf.batch_size=32, gym.max_digits=2, ...).")

@@ -68,7 +68,8 @@ class DiagnoseConfig:
                            min=0.0, max=1.0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
-    sampler: Literal["hf", "vllm"] = knob("hf", "text sampler: transformers, or vLLM (GPU; veriscale[vllm])")
+    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
+                                                 "CTranslate2 (CPU; veriscale[cpu])")
     hf: HFConfig = field(default_factory=HFConfig)
     gym: GymConfig = field(default_factory=GymConfig)
     files: FilesConfig = field(default_factory=FilesConfig)

@@ -6,6 +6,9 @@ A spec is
 - `hf:PATH`, a local transformers model directory (a user's own model);
 - `smollm2`, the offline SmolLM2-135M-Instruct (policy/smollm2.py);
 - a bare path to a transformers directory without veriscale.json.
+A transformers policy samples with `sampler`: "hf" (transformers, policy/hf.py), "vllm" (a GPU,
+policy/vllm.py) or "ct2" (CTranslate2 on CPU, policy/ct2.py); with "ct2" the torch model still
+loads, since learners and verifiers read it.
 Every failure (missing, truncated, corrupted or pickle-only weights, a directory of the wrong
 kind) is a `PolicyError` with one line naming the path and what is wrong.
 """
@@ -17,26 +20,27 @@ from pathlib import Path
 from typing import Literal
 
 from veriscale.policy.base import META, Policy, PolicyError, check_weights, read_meta
-from veriscale.policy.hf import load_hf
+from veriscale.policy.hf import HFPolicy, first_line, load_hf
 from veriscale.policy.smollm2 import SmolLM2Missing, ensure_converted
 from veriscale.policy.text import HFConfig
 from veriscale.policy.tiny import load_gpt
 
 POLICY_STAGES = ("pretrain", "sft", "rl", "base")
 SPEC_HELP = "a run directory, hf:PATH (a local transformers model) or smollm2"
+SAMPLERS = ("hf", "vllm", "ct2")
 
 
-def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Literal["hf", "vllm"] = "hf",
+def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Literal["hf", "vllm", "ct2"] = "hf",
                 stages: tuple[str, ...] = POLICY_STAGES) -> Policy:
     """The policy named by `spec`; `stages` are the run stages accepted (a verifier's run
     directory is a policy only to the verifier loader). `hf` and `sampler` apply to
     transformers models; the tiny GPT samples with its own engine."""
     spec = str(spec)
-    if sampler not in ("hf", "vllm"):
-        raise ValueError(f"sampler: expected 'hf' or 'vllm', got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected 'hf', 'vllm' or 'ct2', got {sampler!r}")
     if spec == "smollm2":
         try:
-            return load_hf(spec, ensure_converted(), hf, sampler)
+            return _load_hf(spec, ensure_converted(), hf, sampler)
         except SmolLM2Missing as e:
             raise PolicyError(str(e)) from None
     path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
@@ -46,7 +50,7 @@ def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Litera
     if meta is None:
         if not _is_transformers_dir(path):
             raise PolicyError(f"{path}: not a policy (no {META} and no transformers config.json; expected {SPEC_HELP})")
-        return load_hf(spec, path, hf, sampler)
+        return _load_hf(spec, path, hf, sampler)
     stage = meta.get("stage")
     if stage not in stages:
         raise PolicyError(f"{path}: a {stage!r} run directory, not a policy of stage {' / '.join(stages)}")
@@ -54,8 +58,27 @@ def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Litera
         return load_gpt(path, meta)
     if meta.get("policy") == "hf":
         check_weights(path, meta)
-        return load_hf(spec, path, hf, sampler)
+        return _load_hf(spec, path, hf, sampler)
     raise PolicyError(f"{path / META}: unknown policy kind {meta.get('policy')!r}")
+
+
+def _load_hf(spec: str, path: Path, hf: HFConfig | None, sampler: str) -> HFPolicy:
+    """load_hf, with a CT2Sampler over the same directory in place of HFSampler for "ct2"."""
+    if sampler != "ct2":
+        return load_hf(spec, path, hf, sampler)
+    from veriscale.policy.ct2 import CT2Sampler, check_ct2
+    from veriscale.policy.vllm import BackendUnavailable
+
+    try:
+        check_ct2()  # before the model loads
+    except BackendUnavailable as e:
+        raise PolicyError(str(e)) from None
+    policy = load_hf(spec, path, hf, "hf")
+    try:
+        policy.sampler = CT2Sampler(path, policy.tok, policy.cfg)
+    except (NotImplementedError, ValueError, RuntimeError, OSError) as e:  # e.g. an unsupported architecture
+        raise PolicyError(f"{path}: cannot convert to CTranslate2 ({first_line(e)})") from None
+    return policy
 
 
 def _is_transformers_dir(path: Path) -> bool:

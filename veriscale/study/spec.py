@@ -85,9 +85,9 @@ class StudyConfig:
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
     extend_share: float = knob(0.5, "forced methods: an end-of-thinking before this share of H becomes "
                                     "forcing.wait (s1's extension; 0 = cap only; ours)", min=0.0, max=1.0)
-    sampler: Literal["hf", "vllm"] = knob("hf", "sampler of a transformers policy's evaluation traces and labelled "
-                                          "samples: transformers (CPU/GPU) or vLLM (GPU); learners train with "
-                                          "transformers")
+    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "sampler of a transformers policy's evaluation traces and "
+                                                 "labelled samples: transformers (CPU/GPU), vLLM (GPU) or CTranslate2 "
+                                                 "(CPU; veriscale[cpu]); learners train with transformers")
     # planted.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
     planted: PlantedConfig = field(default_factory=PlantedConfig)
     gym: GymConfig = field(default_factory=GymConfig)
