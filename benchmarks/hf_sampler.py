@@ -16,39 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
+
+from sampler_speed import plain_generate, sampled  # benchmarks/ is on the path of a script run from it
 
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
 from veriscale.policy.text import HFConfig
 from veriscale.tasks.gym import GymConfig, GymTask
-
-
-def plain_generate(sampler, rows: list, new_tokens: int, seed: int) -> tuple[float, int, int]:
-    """(seconds, padded tokens, useful tokens) of one left-padded `model.generate` call."""
-    model = sampler.model
-    ids = [sampler.encode(r) for r in rows]
-    P = max(map(len, ids))
-    inp = torch.tensor([[sampler.pad_id] * (P - len(i)) + i for i in ids])
-    attn = torch.tensor([[0] * (P - len(i)) + [1] * len(i) for i in ids])
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    out = model.generate(inp, attention_mask=attn, max_new_tokens=new_tokens, do_sample=True, temperature=1.0,
-                         top_k=0, top_p=1.0, pad_token_id=sampler.pad_id, eos_token_id=sampler.eos_ids.tolist())
-    seconds = time.perf_counter() - start
-    gen = out[:, P:]  # (B, L) new tokens, pad after EOS
-    is_eos = torch.isin(gen, sampler.eos_ids)
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((len(rows),), gen.shape[1]))
-    return seconds, gen.numel(), int(first.sum())
-
-
-def ours(sampler, rows: list, new_tokens: int, seed: int) -> tuple[float, int, int]:
-    start = time.perf_counter()
-    r = sampler.sample(rows, new_tokens, temperature=1.0, seed=seed)
-    seconds = time.perf_counter() - start
-    return seconds, len(rows) * int(r.counts.max()), int(r.counts.sum())
 
 
 def main() -> None:
@@ -70,8 +46,8 @@ def main() -> None:
           f"load average before {os.getloadavg()[0]:.1f}\n")
     print("| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens |")
     print("|---|---|---|---|---|")
-    for name, fn in (("transformers generate", plain_generate), ("HFSampler", ours)):
-        s, padded, useful = fn(sampler, rows, args.new_tokens, args.seed)
+    for name, fn in (("transformers generate", plain_generate), ("HFSampler", sampled)):
+        s, padded, useful = fn(sampler, rows, args.new_tokens, 1.0, args.seed)
         print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
