@@ -31,6 +31,28 @@ def test_toml_file_and_override_precedence(tmp_path):
     assert isinstance(cfg.task.q, float)
 
 
+def test_extends_merges_table_by_table_and_refuses_cycles(tmp_path):
+    (tmp_path / "base.toml").write_text('out = "b"\n[task]\nvocab = 12\nq = 0.3\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[task]\nq = 0.5\n')
+    (tmp_path / "grandchild.toml").write_text('extends = "child.toml"\nout = "g"\n')
+    cfg = load_config(PretrainConfig, tmp_path / "grandchild.toml", ["task.vocab=14"])
+    assert (cfg.out, cfg.task.vocab, cfg.task.q) == ("g", 14, 0.5)
+    (tmp_path / "base.toml").write_text('extends = "grandchild.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(PretrainConfig, tmp_path / "child.toml")
+
+
+def test_llm_studies_state_only_what_differs():
+    """The quick grids and the second task extend studies/llm.toml (and each other) and differ
+    from it only where they say so."""
+    from veriscale.study.commands import STUDIES
+    from veriscale.study.spec import load_study_config
+    full, quick, terms = (load_study_config(STUDIES / f"{f}.toml") for f in ("llm", "llm-quick", "llm-terms-quick"))
+    assert quick.methods == full.methods and quick.budgets == full.budgets and quick.gym == full.gym
+    assert (quick.eval_prompts, full.eval_prompts, len(full.seeds)) == (48, 200, 3)
+    assert terms.rl == quick.rl and (terms.gym.max_terms, terms.gym.max_digits) == (3, 1)
+
+
 def test_cli_config_error_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["train", "pretrain", "--set", f"out={out}", "--set", "task.horizon=-3"])

@@ -143,14 +143,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML config as a dict. A top-level `extends = "other.toml"` (relative to this file)
+    starts from that file's fields, which this file's own fields override table by table: a
+    study's quick grid or second task states only what differs."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if "extends" not in data:
+        return data
+    base = data.pop("extends")
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: extends: a cycle through {' -> '.join(str(p) for p in _seen)}")
+    return deep_merge(read_toml(path.parent / base, (*_seen, path.resolve())), data)
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
