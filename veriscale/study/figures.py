@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from veriscale.study.report import Report
 
 MARKS = "Downward triangles on the bottom edge mark non-positive means (values in the findings)."
+MARKERS = "osD^vPX*<>"
 
 
 def _save(fig, path: Path) -> Path:
@@ -62,7 +63,7 @@ def _points(ax, xs, ivs: list[dict], log: bool = True, **kw) -> str:
     keep = np.isfinite(m) & (m > 0) if log else np.isfinite(m)
     if log:
         el = np.minimum(el, 0.999 * np.where(keep, m, 1.0))
-    bars = ax.errorbar(x[keep], m[keep], yerr=[el[keep], eh[keep]], marker="o", capsize=3, **kw)
+    bars = ax.errorbar(x[keep], m[keep], yerr=[el[keep], eh[keep]], capsize=3, **{"marker": "o", **kw})
     if bars[1]:  # a lower bound near 0 must not stretch a log axis: _log_y ignores these caps
         bars[1][0].set_gid("lower")
     color = bars[0].get_color()
@@ -130,11 +131,12 @@ def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
     for j, het in enumerate(rep.hets):
         for i, (key, name) in enumerate([("J_norm", "J_H / H"), ("success", "success@H")]):
             ax = axes[i][j]
-            for m in rep.labels:
+            for k, m in enumerate(rep.labels):
                 cells = [(x, (het, rep.nmax, m, x) if along == "H" else (het, x, m, rep.Hmax)) for x in xs]
                 cells = [(x, c) for x, c in cells if c in rep.cells]
-                if cells:
-                    _points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False, label=m)
+                if cells:  # up to 20 methods, each its own colour and marker
+                    _points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False,
+                            label=rep.legend(m), color=plt.get_cmap("tab20")(k % 20), marker=MARKERS[k % len(MARKERS)])
             ax.set_xscale("log", base=2)
             _ticks(ax, xs)
             fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"

@@ -21,6 +21,7 @@ from pathlib import Path
 from veriscale.study import curves, figures
 from veriscale.study.html import LEARNER_FIELDS, render
 from veriscale.study.jobs import expand
+from veriscale.study.methods import METHODS
 from veriscale.study.methods import label as method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
@@ -87,6 +88,14 @@ class Report:
         sd of the first-success index over successful traces, per budget token)."""
         return {s: r["T_std"] / r["budget"] if key == "sigma_over_H" else r[key]
                 for s, r in self.cells.get((het, n, label, H), {}).items()}
+
+    def legend(self, label: str) -> str:
+        """A method's label with its role in the comparison: the VF reference, a VB method, or
+        another SFT policy drawn as a control (e.g. gold-trace SFT beside search-trace SFT)."""
+        method = METHODS[label.split(":")[0]]
+        role = ("VF" if method.name == self.vf else "VB" if method.vb else
+                "VF control" if method.learner == "sft" else None)
+        return f"{label} ({role})" if role else label
 
     def iv(self, het, n, label, H, key) -> dict:
         """Interval over seeds of one cell's metric; one seed: its within-run interval if stored."""
