@@ -48,8 +48,8 @@ def test_llm_studies_state_only_what_differs():
     from veriscale.study.commands import STUDIES
     from veriscale.study.spec import load_study_config
     full, quick, terms = (load_study_config(STUDIES / f"{f}.toml") for f in ("llm", "llm-quick", "llm-terms-quick"))
-    assert quick.methods == full.methods and quick.budgets == full.budgets and quick.gym == full.gym
-    assert (quick.eval_prompts, full.eval_prompts, len(full.seeds)) == (48, 200, 3)
+    assert quick.methods == full.methods and quick.gym == full.gym and set(quick.budgets) <= set(full.budgets)
+    assert (quick.eval_prompts, full.eval_prompts, len(full.seeds)) == (24, 200, 3)
     assert terms.rl == quick.rl and (terms.gym.max_terms, terms.gym.max_digits) == (3, 1)
 
 

@@ -12,7 +12,8 @@ from veriscale.theory import band, fit_text, fmt, num
 # What the learners table states per run: data consumed, and the evidence that each learner moved.
 LEARNER_FIELDS = ([f"data.{k}" for k in ("prompts", "expert_traces", "labelled_traces", "reward_queries",
                                          "validation_traces")]
-                  + [f"learner.sft.{k}" for k in ("test_nll_before", "test_nll_after", "best_step", "steps_planned")]
+                  + [f"learner.sft.{k}" for k in ("test_nll_before", "test_nll_after", "val_nll_before",
+                                                   "val_nll_after", "best_step", "steps_planned")]
                   + [f"learner.verifier.{k}" for k in ("start.heldout_loss", "kept.heldout_loss",
                                                        "start.heldout_auc_at_length", "kept.heldout_auc_at_length",
                                                        "best_step", "steps_planned")]
@@ -28,7 +29,8 @@ def _evidence(r: dict) -> str:
     g = lambda k: num(r.get(k))  # noqa: E731
     parts = []
     if "sft.best_step" in r:
-        parts.append(f"SFT test NLL {g('sft.test_nll_before')} -> {g('sft.test_nll_after')}, kept step "
+        parts.append(f"SFT test NLL {g('sft.test_nll_before')} -> {g('sft.test_nll_after')}, validation NLL "
+                     f"{g('sft.val_nll_before')} -> {g('sft.val_nll_after')}, kept step "
                      f"{g('sft.best_step')}/{g('sft.steps_planned')}")
     if "verifier.best_step" in r:
         parts.append(f"verifier validation loss {g('verifier.start.heldout_loss')} -> {g('verifier.kept.heldout_loss')}"
