@@ -77,6 +77,16 @@ def test_rerun_skips_everything_and_report_renders(done):
     assert "(h) The learners" in html and (out / "fig_h_learners.png").is_file()  # verifier and RL curves
 
 
+def test_figure_legends_name_each_methods_role(done):
+    from veriscale.study.report import Report
+    study, out, _ = done
+    rep = Report(study, out)
+    assert [rep.legend(m) for m in ("base", "sft", "bon:shared", "maj:shared", "rl_outcome")] == \
+        ["base", "sft (VF)", "bon:shared (VB)", "maj:shared", "rl_outcome (VB)"]
+    rep.vf = "sft_search"  # the LLM studies' reference: gold-trace SFT becomes the drawn control
+    assert rep.legend("sft") == "sft (VF control)" and rep.legend("sft_search") == "sft_search (VF)"
+
+
 def test_records_carry_the_learners_curves(done):
     study, out, _ = done
     recs = {r["config"]["method"]: r for r in load_records(out) if r["config"]["method"] in ("bon", "rl_outcome")}
