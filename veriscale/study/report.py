@@ -21,8 +21,7 @@ from pathlib import Path
 from veriscale.study import curves, figures
 from veriscale.study.html import LEARNER_FIELDS, render
 from veriscale.study.jobs import expand
-from veriscale.study.methods import METHODS
-from veriscale.study.methods import label as method_label
+from veriscale.study.methods import METHODS, label as method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
 from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, fmt, interval, num
