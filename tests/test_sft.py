@@ -79,6 +79,14 @@ def test_best_checkpoint_saves_improvements_and_stops_after_patience():
     assert stops == [False, False, False, False, True]  # patience ran out at step 1, but the warm-up lasts to 4
 
 
+def test_best_checkpoint_can_maximise_and_nan_never_improves():
+    saved = []
+    best = BestCheckpoint("auc", patience=2, save=lambda: saved.append(best.best_step), higher=True)
+    stops = [best.update({"step": s, "auc": v}) for s, v in enumerate([0.5, 0.7, float("nan"), 0.8, 0.6, 0.75])]
+    assert saved == [0, 1, 3] and best.last["auc"] == 0.8
+    assert stops == [False, False, False, False, False, True]
+
+
 def test_cli_train_sft_config_error_exits_2_and_writes_nothing(base, tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["train", "sft", "--base", str(base), "--out", str(out),

@@ -73,6 +73,24 @@ def test_verifier_separates_heldout_prefixes(base, tmp_path):
     assert s.shape == (8, task.cfg.horizon) and ((s > 0) & (s < 1)).all()
 
 
+def test_select_keeps_the_best_evaluation_by_its_own_metric(base, tmp_path):
+    """The same run (same seeds, so the same trajectory) kept by loss and by final-prefix AUC."""
+    kept = {}
+    for select in ("loss", "auc"):
+        out = _train(base, ["n=32", "samples.r=2", f"select={select}", "patience=0", "optim.steps=12",
+                            "optim.eval_every=3", "optim.warmup=0"], tmp_path / select)
+        evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                 if "heldout_auc_final" in line]
+        run = read_meta(out)
+        assert len(evals) == 5 and run["run"]["select"] == select
+        kept[select] = (run["best_step"], evals)
+    (loss_step, evals), (auc_step, again) = kept["loss"], kept["auc"]
+    assert [r["heldout_loss"] for r in evals] == [r["heldout_loss"] for r in again]
+    assert loss_step == min(evals, key=lambda r: r["heldout_loss"])["step"]
+    assert auc_step == max(evals, key=lambda r: r["heldout_auc_final"])["step"]  # the first of equals
+    assert loss_step != auc_step  # here the loss falls while the final prefix's AUC does not rise
+
+
 def test_zero_one_verifier_is_a_thresholded_classifier(base, tmp_path):
     out = _train(base, ["n=16", "samples.r=2", "loss=zero_one", "optim.steps=3", "optim.eval_every=3"],
                  tmp_path / "v01")

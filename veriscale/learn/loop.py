@@ -152,22 +152,24 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 
 
 class BestCheckpoint:
-    """Early stopping on a held-out metric (lower is better) that keeps the best weights.
+    """Early stopping on a held-out metric (lower is better, or higher with `higher=True`) that
+    keeps the best weights.
 
     `update(record)` calls `save()` (a `Snapshot.take`) whenever record[key] improves on the best
     so far and returns True (stop) after `patience` consecutive evaluations without improvement
-    (0 = never stop early).
+    (0 = never stop early). A NaN metric never improves.
     """
 
-    def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0):
+    def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0, higher: bool = False):
         self.key, self.patience, self.save, self.min_step = key, patience, save, min_step
+        self.sign = -1.0 if higher else 1.0  # compare sign * value, lower is better
         self.best, self.best_step, self.bad, self.last = math.inf, -1, 0, {}
 
     def update(self, rec: dict) -> bool:
         """Save on improvement; True (stop) after `patience` evaluations without one, never
         before step `min_step` (the end of the warm-up)."""
-        if rec[self.key] < self.best:
-            self.best, self.best_step, self.bad = rec[self.key], rec["step"], 0
+        if self.sign * rec[self.key] < self.best:
+            self.best, self.best_step, self.bad = self.sign * rec[self.key], rec["step"], 0
             self.last = rec
             self.save()
             return False

@@ -19,7 +19,9 @@ its scores are thresholded, r_hat in {0, 1} = 1{sigmoid(.) >= 1/2}.
 Data accounting: the verifier trains on n prompts x r rollouts (r = 1 by default, so it sees n
 labelled base traces, as SFT sees n expert traces). It is evaluated every `optim.eval_every`
 steps on `samples.val_prompts` other training prompts x r rollouts (validation data, used only
-to choose when to stop and counted in veriscale.json as `validation_traces`); each evaluation
+to choose when to stop and counted in veriscale.json as `validation_traces`; `select` says by
+what: the validation loss, or the final prefix's AUC, which can rise while the loss does not);
+each evaluation
 logs validation loss, AUC over all prefixes, AUC among prefixes of equal length (longer
 prefixes are more often correct, so the pooled AUC rewards knowing the length alone), AUC of the
 final prefix against trace success, and 0/1 error beside the error of the best constant.
@@ -54,6 +56,9 @@ from veriscale.policy.text import HFConfig
 from veriscale.tasks.base import Rollouts, Task
 
 Loss = Literal["log", "squared", "zero_one"]
+Select = Literal["loss", "auc"]
+# What `select` stops on and keeps the best of: (metric key, higher is better).
+SELECT = {"loss": ("heldout_loss", False), "zero_one": ("heldout_error", False), "auc": ("heldout_auc_final", True)}
 HEAD = "value_head.safetensors"
 
 
@@ -61,6 +66,9 @@ HEAD = "value_head.safetensors"
 class VerifierConfig:
     n: int = knob(128, "n: training prompts, the VB data budget", min=1)
     loss: Loss = knob("log", "log (Alg. 1), squared (Alg. 1), or zero_one (Alg. 2: thresholded classifier)")
+    select: Select = knob("loss", "early stopping and the kept weights: loss (held-out loss; held-out 0/1 error "
+                          "for zero_one) or auc (held-out AUC of the final prefix against trace success: the "
+                          "ranking best-of-N, weighted majority and RL read; ours)")
     epochs: int = knob(40, "most passes over the n x r rollouts (ours)", min=1)
     patience: int = knob(5, "validation evaluations without improvement before stopping (0 = never; ours)", min=0)
     train_layers: int = knob(0, "train only the top k blocks of the body (0 = all; ours, for CPU)", min=0)
@@ -228,7 +236,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train["labels"][train["mask"]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())
-    key = "heldout_error" if cfg.loss == "zero_one" else "heldout_loss"
+    key, higher = SELECT["zero_one" if cfg.select == "loss" and cfg.loss == "zero_one" else cfg.select]
     traces = len(train["seq"])
     optim = replace(cfg.optim, steps=epoch_steps(cfg.optim.steps, cfg.epochs, traces, cfg.optim.batch_size))
     out = Path(out)
@@ -242,7 +250,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
         return verifier_loss(model(train["seq"][idx]).gather(1, train["pos"][idx]), train["labels"][idx],
                              train["mask"][idx], cfg.loss)
 
-    best = BestCheckpoint(key, cfg.patience, snapshot.take, min_step=optim.warmup)
+    best = BestCheckpoint(key, cfg.patience, snapshot.take, min_step=optim.warmup, higher=higher)
     try:
         with jsonl_log(out / "metrics.jsonl") as log:
             init = {"step": -1, **evaluate()}

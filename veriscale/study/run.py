@@ -170,6 +170,7 @@ def learner_summary(c: dict, dep: Dep) -> dict[str, Any]:
         data.update(prompts=vmeta["run"]["n"], labelled_traces=vmeta["training_traces"],
                     validation_traces=vmeta["validation_traces"])
         learner["verifier"] = {"best_step": vmeta["best_step"], "steps_planned": vmeta["steps_planned"],
+                               "select": vmeta["run"].get("select", "loss"),
                                "start": {k: v for k, v in vlog[0].items() if k.startswith("heldout")},
                                "kept": vmeta["heldout"],
                                "curve": [{"step": r["step"], "heldout_loss": r["heldout_loss"],
