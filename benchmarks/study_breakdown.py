@@ -1,11 +1,11 @@
 """Where a finished study's time went: time per artifact kind (pretraining, samples, SFT,
-verifier, RL, draws) and grading time per evaluation method, from the wall times stored with
+verifier, RL, draws, a verifier's scores of a search pool) and grading time per evaluation method, from the wall times stored with
 each artifact (job.json) and each record. Times are per job; a sweep runs `--workers` jobs at
 once, so the sum exceeds the study's wall time by about that factor.
 
 Evaluation traces are sampled by `draw` jobs (one per policy, sampling width and pool size,
-shared by every evaluation that reads them), so a draw's time is sampling time and an `eval`
-record's time is grading (checker, verifier scoring) only. Draws are grouped by the policy they
+shared by every evaluation that reads them) and scored by the verifier once per pool (`scores`
+jobs), so a draw's time is sampling time and an `eval` record's time is grading only. Draws are grouped by the policy they
 sample (base, expert, sft, rl with its reward), with search pools (more than one sample per
 prompt) and budget-forced draws apart.
 

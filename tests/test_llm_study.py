@@ -6,11 +6,16 @@ model is refused, and config errors stop before any work."""
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from veriscale.cli import main
 from veriscale.config import ConfigError
-from veriscale.study.jobs import expand
+from veriscale.learn.verifier import load_verifier
+from veriscale.search import repeat_each
+from veriscale.study.jobs import artifact_dir, expand
+from veriscale.study.run import DRAW_FILE, SCORES_FILE, task_of
 from veriscale.study.report import write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows
@@ -66,6 +71,22 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
         assert forcing["min_tokens"] == round(study.extend_share * int(H)) and forcing["cap"]
     search = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] in ("bon", "maj", "wmaj")}
     assert len(search) == 1  # one pool of base samples serves every selection rule and n
+
+
+def test_a_search_pool_is_scored_once_as_the_per_example_reference_scores_it(done):
+    study, out, _ = done
+    jobs = {j.id: j for j in expand(study)}
+    evals = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "wmaj")]
+    assert len(evals) == 2 * len(study.n) and len({j.config["scores"] for j in evals}) == len(study.n)
+    c = jobs[evals[0].config["scores"]].config
+    task = task_of(c)
+    verifier = load_verifier(artifact_dir(out, c["verifier"]), task)
+    stored = load_file(str(artifact_dir(out, evals[0].config["scores"]) / SCORES_FILE))["scores"]
+    d = json.loads((artifact_dir(out, c["draw"]) / DRAW_FILE).read_text())
+    prompts = repeat_each(task.prompts("test", c["prompts"], 0), d["per_prompt"])
+    ro = verifier.policy.rollouts(d["ids"], d["width"])
+    assert stored.shape == (study.eval_prompts * study.search_n, d["width"])
+    assert torch.allclose(stored, verifier.score_reference(prompts, ro), atol=1e-5)
 
 
 def test_rerun_skips_everything_and_report_renders(done):

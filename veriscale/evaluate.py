@@ -61,14 +61,20 @@ def grade_sequential(task: Task, prompts: Any, per_prompt: int, traces: Callable
 
 
 def grade_search(method: str, task: Task, prompts: Any, rollouts: Rollouts, n: int, budgets: list[int], *,
-                 verifier=None, accounting: Accounting = "shared", threshold: float = 0.5) -> list[dict]:
+                 verifier=None, scores: torch.Tensor | None = None, accounting: Accounting = "shared",
+                 threshold: float = 0.5) -> list[dict]:
     """One record per budget for selection rule `method` over a pool of n samples per problem
-    (`rollouts`: B*n rows of width L(H_max)), every budget read off by truncation."""
-    scores = None
+    (`rollouts`: B*n rows of width L(H_max)), every budget read off by truncation. A method that
+    needs a verifier reads `scores` ((B*n, L), the verifier's score of every prefix, as
+    `Verifier.score` returns them) or scores the pool with `verifier`."""
     if method in NEEDS_VERIFIER:
-        if verifier is None:
+        if scores is None and verifier is None:
             raise ValueError(f"method {method!r} needs a verifier")
-        scores = verifier.score(repeat_each(prompts, n), rollouts).view(len(prompts), n, -1)
+        if scores is None:
+            scores = verifier.score(repeat_each(prompts, n), rollouts)
+        scores = scores.view(len(prompts), n, -1)
+    else:
+        scores = None
     pool = Pool(task, prompts, rollouts, n, scores, accounting)
     return search_budgets(pool, budgets, method, threshold=threshold)
 

@@ -168,12 +168,16 @@ class _Grid:
             verifier = ver if m.verifier else None
             for acc in (s.accounting if m.best_of_n else [None]):
                 draws = self.draws(m, acc, world, policy, seed, H, budgets)
+                # the verifier scores a search pool once, for every method that reads it (bon, wmaj, ...)
+                scores = self.artifact("scores", {**world, "prompts": s.eval_prompts, "verifier": verifier,
+                                                  "draw": draws[H]}, (base, verifier, draws[H])) \
+                    if m.search and verifier else None
                 self.evaluation({**point, "n": n if m.uses_data else None, "seed": seed, "method": m.name,
                                  "accounting": acc, "budgets": budgets, "policy": policy, "verifier": verifier,
-                                 "draws": {str(h): d for h, d in draws.items()},
+                                 "scores": scores, "draws": {str(h): d for h, d in draws.items()},
                                  "eval": {"prompts": s.eval_prompts, "samples": s.eval_samples,
                                           "search_n": s.search_n, "temperature": s.temperature}},
-                                (base, policy if policy != "expert" else None, verifier, *draws.values()))
+                                (base, policy if policy != "expert" else None, verifier, scores, *draws.values()))
 
     def learner(self, m, world: dict, n: int, seed: int, H: int, samples: str | None, ver: str | None) -> str | None:
         """The policy a method evaluates: its learner's artifact, "expert", or None (the base)."""

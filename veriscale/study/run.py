@@ -1,6 +1,7 @@
 """What each job of a study does (the jobs themselves: study/jobs.py), for any policy and task.
 
-`make_artifact` writes a base, samples, learner or draw directory; `evaluate` grades an eval
+`make_artifact` writes a base, samples, learner, draw or scores directory (a verifier's scores of
+a search pool, read by every method that selects from that pool); `evaluate` grades an eval
 job's draws into one metrics row per budget; `learner_summary` states what the method's
 learners did and the data they consumed. `dep(id)` is an artifact's directory.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Callable
+
+from safetensors.torch import load_file, save_file
 
 from veriscale.atomic import write_json_atomic
 from veriscale.config import from_dict
@@ -33,6 +36,7 @@ from veriscale.tasks.load import is_text, make_task
 from veriscale.tasks.planted import PlantedConfig
 
 DRAW_FILE = "draw.json"
+SCORES_FILE = "scores.safetensors"
 Dep = Callable[[str], Path]
 
 
@@ -81,6 +85,12 @@ def make_artifact(kind: str, c: dict, dep: Dep, out: Path) -> None:
         pretrain(from_dict(PretrainConfig, {**c["pretrain"], "task": c["task_cfg"], "out": str(out)}))
     elif kind == "draw":
         _draw(c, task, dep, out)
+    elif kind == "scores":
+        verifier = load_verifier(dep(c["verifier"]), task, _hf(c))
+        d = json.loads((dep(c["draw"]) / DRAW_FILE).read_text())
+        prompts = repeat_each(task.prompts("test", c["prompts"], 0), d["per_prompt"])
+        out.mkdir(parents=True, exist_ok=True)  # (B * per_prompt, width) score of every prefix
+        save_file({"scores": verifier.score(prompts, _read_draw(dep(c["draw"]), verifier.policy))}, str(out / SCORES_FILE))
     elif kind == "samples":
         cfg = from_dict(samples_.SamplesConfig, c["cfg"])
         s = samples_.draw(base_policy(c, dep, c["sampler"]), task, cfg, c["n"], c["H"], c["seed"], c["seed"])
@@ -133,10 +143,10 @@ def evaluate(c: dict, dep: Dep) -> list[dict]:
     prompts = task.prompts("test", e["prompts"], 0)  # every method and seed: the same prompts
     draws = {int(h): _read_draw(dep(d), decoder) for h, d in c["draws"].items()}
     if m.search:
-        verifier = load_verifier(dep(c["verifier"]), task, _hf(c)) if c["verifier"] else None
+        scores = load_file(str(dep(c["scores"]) / SCORES_FILE))["scores"] if c.get("scores") else None
         k = 1 if m.name == "early_stop" else e["search_n"]
         rows = grade_search(m.evaluation, task, repeat_each(prompts, e["samples"]), draws[max(draws)], k,
-                            c["budgets"], verifier=verifier, accounting=c["accounting"] or "shared")
+                            c["budgets"], scores=scores, accounting=c["accounting"] or "shared")
     else:
         rows = grade_sequential(task, prompts, e["samples"], lambda H: draws.get(H, draws[max(draws)]), c["budgets"])
     return [{"method": m.evaluation, **r} for r in rows]
