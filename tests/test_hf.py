@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from veriscale.policy import smollm2
 from veriscale.policy.base import META, PolicyError, read_meta
+from veriscale.policy import hf
 from veriscale.policy.hf import HFPolicy, HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig, text_rollouts
@@ -26,10 +27,15 @@ def _sampler(model, tokenizer, **kw) -> HFSampler:
     return HFSampler(model, tokenizer, HFConfig(progress=False, **kw))
 
 
-def test_greedy_equals_generate_row_by_row(model, tokenizer):
-    """Left padding, the shared KV cache and compaction change nothing at temperature 0."""
-    s = _sampler(model, tokenizer, batch_size=4)  # two micro-batches
+@pytest.mark.parametrize("batch_size,refill", [(4, False), (4, True), (2, True)])
+def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_size, refill):
+    """Left padding, the shared KV cache, compaction and refill (rows joining a running batch,
+    padded to its width or it to theirs) change nothing at temperature 0."""
+    joins = []
+    monkeypatch.setattr(hf, "_join", lambda *a, _join=hf._join: joins.append(1) or _join(*a))
+    s = _sampler(model, tokenizer, batch_size=batch_size, refill=refill)  # 5 prompts: more than a batch
     r = s.sample(PROMPTS, 20, temperature=0.0)
+    assert bool(joins) == refill  # without refill, rows wait for the batch to empty
     eos = model.generation_config.eos_token_id
     for i, p in enumerate(PROMPTS):
         ids = torch.tensor([tokenizer(p).input_ids])

@@ -9,7 +9,9 @@ GPU, or by vLLM on a GPU (`sampler = "vllm"`, policy/vllm.py).
   explicit position ids so left padding does not shift positions;
 - a row ends after an EOS token (kept and counted, like the tiny-GPT engine) or after the token
   that completes a stop string (kept); when a quarter of the live rows have ended, they are
-  dropped from the batch and the cache, so finished rows stop costing compute.
+  dropped from the batch and the cache, so finished rows stop costing compute, and (`refill`,
+  continuous batching) waiting rows take their places, so a batch does not run its longest
+  rows alone while others wait: on a CPU a step of a few rows costs almost what a full one does.
 Same prompts, seed and batch size give the same rollouts.
 
 `HFPolicy` holds the model, its tokenizer and a sampler. Training rows use the sampler's prompt
@@ -53,16 +55,10 @@ class HFSampler(TextSampler):
         """`generate_ids`, plus per row the hidden states after `layer` blocks at every fed token
         (layer 0: no features, an empty list): the decoding computes them anyway, so RL with a
         frozen trunk need not run the trunk again."""
-        bs = self.cfg.batch_size
-        bar = progress.bar(range(0, len(ids), bs), desc="sample", unit="batch",
-                           disable=not self.cfg.progress or len(ids) <= bs)
-        rows: list[list[int]] = []
-        feats: list[torch.Tensor] = []
-        for start in bar:
-            r, f = self._generate(ids[start:start + bs], max_new, temperature, generator, layer)
-            rows += r
-            feats += f
-        return rows, feats
+        bar = progress.bar(None, desc="sample", unit="row", total=len(ids),
+                           disable=not self.cfg.progress or len(ids) <= self.cfg.batch_size)
+        with bar:
+            return self._generate(ids, max_new, temperature, generator, layer, bar.update)
 
     @torch.inference_mode()
     def _prefill(self, ids: list[list[int]], layer: int):
@@ -92,37 +88,74 @@ class HFSampler(TextSampler):
 
     @torch.inference_mode()
     def _generate(self, ids: list[list[int]], max_new: int, temperature: float, g: torch.Generator,
-                  layer: int = 0) -> tuple[list[list[int]], list[torch.Tensor]]:
-        """Sample one micro-batch; returns each row's generated ids and, with layer > 0, its
-        features (hidden states after `layer` blocks at the prompt and every fed trace token)."""
+                  layer: int = 0, finished=lambda n: None) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Sample every row, at most `batch_size` at a time; returns each row's generated ids and,
+        with layer > 0, its features (hidden states after `layer` blocks at the prompt and every
+        fed trace token). `finished(k)` is told as k more rows end.
+
+        Rows enter in order. Ended rows stay in the batch until a quarter of it has ended; then
+        they are dropped from the batch and the cache (compaction) and, with `cfg.refill`, as many
+        waiting rows are prefilled and joined to it, so the batch stays full instead of running
+        its last rows alone (without refill, the next rows enter when the batch is empty: fixed
+        micro-batches). A joined row's cache is left-padded to the batch's width (or the batch's
+        to its); columns that are padding in every row are cut off.
+        """
+        bs = self.cfg.batch_size
         rows: list[list[int]] = [[] for _ in ids]
         # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
         texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
-        cache, attn, pos, logits, hidden = self._prefill(ids, layer)
-        P = attn.shape[1]
-        feats = [[hidden[i, P - len(r):]] for i, r in enumerate(ids)] if layer > 0 else []  # left padding cut off
-        live = torch.arange(len(ids))  # (b,) which output row each batch row writes
-        done = torch.zeros(len(ids), dtype=torch.bool)  # (b,) ended, not yet dropped
+        feats: list[list[torch.Tensor]] = [[] for _ in ids] if layer > 0 else []
         longest_stop = max((len(s) for s in self.cfg.stop), default=0)
-        for t in range(max_new):
-            nxt = sample_next(logits, temperature, self.cfg.top_k, g)  # (b,)
-            ended = torch.isin(nxt, self.eos_ids)
-            for j in (~done).nonzero().squeeze(1).tolist():
-                i = int(live[j])
-                rows[i].append(int(nxt[j]))
+        cache, attn = None, torch.zeros(0, 0, dtype=torch.long)  # attn (b, S): 1 at real tokens
+        live = torch.zeros(0, dtype=torch.long)  # (b,) which output row each batch row writes
+        done = torch.zeros(0, dtype=torch.bool)  # (b,) ended, not yet dropped
+        pos = torch.zeros(0, dtype=torch.long)  # (b,) position id of the next fed token
+        nxt = torch.zeros(0, dtype=torch.long)  # (b,) the token sampled last, fed next
+        waiting = 0  # ids[waiting:] have not entered
+
+        def take(tokens: torch.Tensor, rows_of: torch.Tensor, was_done: torch.Tensor) -> torch.Tensor:
+            """Append each going row's sampled token; (b,) True where the row ends with it."""
+            ended = torch.isin(tokens, self.eos_ids)
+            for j in (~was_done).nonzero().squeeze(1).tolist():
+                i = int(rows_of[j])
+                rows[i].append(int(tokens[j]))
                 if texts:
                     start = max(0, len(texts[i].text) - longest_stop + 1)
-                    texts[i].push(int(nxt[j]))
-                    if any(s in texts[i].text[start:] for s in self.cfg.stop):
-                        ended[j] = True
-            done = done | ended
-            if t + 1 == max_new or done.all():
-                break
+                    texts[i].push(int(tokens[j]))
+                    ended[j] |= any(s in texts[i].text[start:] for s in self.cfg.stop)
+                ended[j] |= len(rows[i]) == max_new
+            finished(int((ended & ~was_done).sum()))
+            return was_done | ended
+
+        while True:
             if (~done).sum() <= 0.75 * len(live):  # drop ended rows from the batch and the cache
                 keep = (~done).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                live, nxt, done, attn, pos = live[keep], nxt[keep], done[keep], attn[keep], pos[keep]
-            attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], 1)  # (b, P+t+1)
+                if len(keep) < len(live):
+                    cache.batch_select_indices(keep)
+                    live, nxt, done, attn, pos = live[keep], nxt[keep], done[keep], attn[keep], pos[keep]
+                    cut = int((attn.sum(0) > 0).nonzero()[0]) if len(keep) else attn.shape[1]
+                    if cut and _editable(cache):  # columns that are padding in every row
+                        for lay in cache.layers:
+                            lay.keys, lay.values = lay.keys[:, :, cut:], lay.values[:, :, cut:]
+                        attn = attn[:, cut:]
+                room = bs - len(live) if not len(live) or (self.cfg.refill and _editable(cache)) else 0
+                if room and waiting < len(ids):  # rows enter: prefill, sample their first token, join
+                    new = torch.arange(waiting, min(len(ids), waiting + room))
+                    waiting += len(new)
+                    c2, a2, p2, logits, hidden = self._prefill([ids[i] for i in new.tolist()], layer)
+                    for j, i in enumerate(new.tolist()):
+                        if layer > 0:  # the prompt's features, left padding cut off
+                            feats[i].append(hidden[j, hidden.shape[1] - len(ids[i]):])
+                    n2 = sample_next(logits, temperature, self.cfg.top_k, g)
+                    d2 = take(n2, new, torch.zeros(len(new), dtype=torch.bool))
+                    cache, attn = (c2, a2) if cache is None or not len(live) else _join(cache, attn, c2, a2)
+                    live, nxt, done = torch.cat([live, new]), torch.cat([nxt, n2]), torch.cat([done, d2])
+                    pos = torch.cat([pos, p2])
+            if done.all():
+                if waiting == len(ids):
+                    break
+                continue  # every row in the batch has ended: the next rows enter
+            attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], 1)  # (b, S+1)
             out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
                              use_cache=True, output_hidden_states=layer > 0)
             if layer > 0:  # the fed token of every row still going (an ended row's last token is never an input)
@@ -130,8 +163,29 @@ class HFSampler(TextSampler):
                 for j in (~done).nonzero().squeeze(1).tolist():
                     feats[int(live[j])].append(h[j:j + 1])
             pos = pos + 1
-            logits = out.logits[:, -1].float()
+            nxt = sample_next(out.logits[:, -1].float(), temperature, self.cfg.top_k, g)
+            done = take(nxt, live, done)
         return rows, [torch.cat(f) for f in feats]
+
+
+def _editable(cache) -> bool:
+    """Whether every layer of the cache is a plain growing (b, heads, S, d) one, whose columns
+    `_generate` may pad, join and cut (a sliding-window layer is not)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(lay) is DynamicLayer for lay in cache.layers)
+
+
+def _join(cache, attn: torch.Tensor, c2, a2: torch.Tensor):
+    """Two batches' caches (layers of (b, heads, S, d) keys and values) and masks (b, S) as one,
+    both right-aligned: the narrower is left-padded with masked zeros. Returns (cache, attn)."""
+    W = max(attn.shape[1], a2.shape[1])
+    pad = lambda x, S: torch.nn.functional.pad(x, (0, 0, W - S, 0))  # noqa: E731  left, along S
+    S1, S2 = attn.shape[1], a2.shape[1]
+    for lay, new in zip(cache.layers, c2.layers):
+        lay.keys = torch.cat([pad(lay.keys, S1), pad(new.keys, S2)])
+        lay.values = torch.cat([pad(lay.values, S1), pad(new.values, S2)])
+    return cache, torch.cat([torch.nn.functional.pad(attn, (W - S1, 0)), torch.nn.functional.pad(a2, (W - S2, 0))])
 
 
 class HFPolicy:

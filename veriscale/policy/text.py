@@ -30,7 +30,9 @@ class HFConfig:
     system: str = knob("", "system message for the chat template ('' = the template's own default)")
     stop: list[str] = knob([], "stop strings: a row ends after the token that completes one")
     dtype: Literal["float32", "bfloat16"] = knob("float32", "weights and activations dtype")
-    progress: bool = knob(True, "show a progress bar over micro-batches")
+    refill: bool = knob(True, "continuous batching (transformers sampler): waiting rows take the places of "
+                              "ended ones (off: fixed micro-batches of batch_size rows)")
+    progress: bool = knob(True, "show a progress bar over the rows")
 
 
 def prompt_text(prompt: Any) -> str:
