@@ -3,7 +3,7 @@
 Exact cap/extend behaviour is checked on a scripted sampler whose "model" is a Python rule, so
 the expected token rows can be written out; then forced_sample runs on the real tiny HFSampler
 (conftest's from-config Llama), also as `HFPolicy.sample(forcing=...)` and through
-`evaluate_method`; and the vLLM sampler is checked without vllm: its error paths through
+`evaluate_method`, and its one-pass (inline) decoding equals the rounds greedily; and the vLLM sampler is checked without vllm: its error paths through
 `load_policy(..., sampler="vllm")`, and its request building on a fake `vllm` module."""
 
 import copy
@@ -215,6 +215,25 @@ def test_real_sampler_extension_and_determinism(model, tokenizer, ids):
     waits = [sum(r[i:i + len(ids.wait)] == ids.wait for i in range(len(r))) for r in _rows(a)]
     assert max(waits) >= 1 and max(waits) <= 2  # the tiny model ends early, so some rows got a Wait
     assert all(cfg.wait in t for t, w in zip(a.texts, waits) if w)
+
+
+@pytest.mark.parametrize("cfg", [BudgetForcing(min_tokens=24, max_waits=2, answer_tokens=3),
+                                 BudgetForcing(min_tokens=30, max_waits=3, answer_tokens=2, wait=" Wait, check"),
+                                 BudgetForcing(cap=False, min_tokens=20)])
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_one_pass_equals_rounds_at_temperature_0(model, tokenizer, monkeypatch, cfg, batch_size):
+    """The transformers sampler forces inline, in one generate call; the rounds (the reference)
+    give the same rows greedily, with rows joining running batches (batch_size 3) or not."""
+    s = HFSampler(model, tokenizer, HFConfig(progress=False, batch_size=batch_size))
+    calls = []
+    monkeypatch.setattr(s, "generate_ids", lambda *a, _g=s.generate_ids, **k: calls.append(1) or _g(*a, **k))
+    one = forced_sample(s, HF_PROMPTS * 2, 36, cfg, temperature=0.0)
+    passes = len(calls)
+    ref = forced_sample(s, HF_PROMPTS * 2, 36, cfg, temperature=0.0, rounds=True)
+    assert passes == 1 and len(calls) > 2  # the rounds took several calls
+    assert _rows(one) == _rows(ref) and one.texts == ref.texts
+    assert any(_has(r, tokenizer(cfg.wait, add_special_tokens=False).input_ids) for r in _rows(one))
+    assert any(_has(r, tokenizer(cfg.cue, add_special_tokens=False).input_ids) for r in _rows(one)) == cfg.cap
 
 
 def test_policy_sample_with_forcing_is_forced_sample(lm_dir, gym_task):

@@ -22,11 +22,17 @@ forced ones (cue, Wait) included: they are charged like sampled ones.
 - Any other ending (an EOS otherwise, or a sampler stop string completed before C) ends the row
   as sampled.
 
-Decoding runs in rounds over the rows still going: each round is one `generate_ids` call for all
-of them on prompt + generated-so-far, with the largest remaining allowance as max_new; each row's
-continuation is cut at its own allowance, which is exact because tokens are sampled left to
-right. One generator seeded with `seed` serves every round, so the same prompts and seed give
-the same rollouts.
+Two ways to decode, one set of rules (`_Rules`, a machine over each row's tokens):
+- inline (the transformers sampler, `edits_inline`): one pass; after each sampled token the
+  rules say whether the row ends, keeps the token, or has tokens forced in (the cue, "Wait"),
+  which the model reads one per step before it samples again. A batch runs once to its longest
+  row.
+- rounds (any sampler; the reference): each round is one `generate_ids` call for the rows still
+  going on prompt + generated-so-far, with the largest remaining allowance as max_new; each
+  row's continuation is read up to its allowance and up to the first token the rules end or
+  edit at (what follows read another trace). Every round runs to its longest row again.
+One generator seeded with `seed` serves the whole draw, so the same prompts and seed give the same
+rollouts (inline and rounds draw different numbers; at temperature 0 they agree).
 
 Usage:
     sampler = load_policy("hf:PATH").sampler
@@ -66,8 +72,58 @@ class _Row:
 
     ids: list[int]
     waits: int = 0
-    answering: bool = False  # the cue is in; the next continuation is the answer
+    answering: bool = False  # the cue is in; what follows is the answer
+    left: int = 0  # answer tokens still allowed, once answering
     done: bool = False
+
+
+class _Rules:
+    """The rules of the module docstring as a machine over one row's tokens, so decoding in
+    rounds and decoding with inline edits apply the same rules."""
+
+    def __init__(self, cfg: BudgetForcing, cue: list[int], wait: list[int], C: int, eos: set[int]):
+        self.cfg, self.cue, self.wait, self.C, self.eos = cfg, cue, wait, C, eos
+
+    def allowance(self, row: _Row) -> int:
+        """Tokens the row may still sample before the rules step in."""
+        return row.left if row.answering else self.C - len(row.ids)
+
+    def push(self, row: _Row, t: int) -> list[int] | None:
+        """Take sampled token t: None when the row has ended, else the tokens it added (t and/or
+        forced ones), which the model reads before it samples again."""
+        if row.answering:
+            row.ids.append(t)
+            row.left -= 1
+            row.done = t in self.eos or row.left == 0
+            return None if row.done else [t]
+        if t in self.eos:
+            n = len(row.ids)  # thinking tokens before the EOS
+            fits = n + len(self.wait) <= self.C
+            if n < self.cfg.min_tokens and row.waits < self.cfg.max_waits and (fits or self.cfg.cap):
+                if not fits:
+                    return self._cue(row, [])  # the EOS is dropped
+                row.ids += self.wait
+                row.waits += 1
+                return self._capped(row, list(self.wait))
+            row.ids.append(t)
+            row.done = True
+            return None
+        row.ids.append(t)
+        return self._capped(row, [t])
+
+    def _capped(self, row: _Row, added: list[int]) -> list[int] | None:
+        """After thinking tokens were added: at the cap C, force the cue (or, cap off, end)."""
+        if len(row.ids) < self.C:
+            return added
+        if self.cfg.cap:
+            return self._cue(row, added)
+        row.done = True
+        return None
+
+    def _cue(self, row: _Row, added: list[int]) -> list[int]:
+        row.ids += self.cue
+        row.answering, row.left = True, self.cfg.answer_tokens
+        return added + self.cue
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -75,53 +131,34 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def forced_sample(sampler: Any, prompts: Sequence[Any], H: int, cfg: BudgetForcing, *, temperature: float = 1.0,
-                  seed: int = 0, generator: torch.Generator | None = None) -> Rollouts:
-    """One budget-forced rollout per prompt, at most H tokens each; tokens are (B, H)."""
+                  seed: int = 0, generator: torch.Generator | None = None, rounds: bool = False) -> Rollouts:
+    """One budget-forced rollout per prompt, at most H tokens each; tokens are (B, H). A sampler
+    that can edit rows while decoding (`edits_inline`, no stop strings) decodes in one pass;
+    others, or any with `rounds`, decode in rounds (the reference the one pass is tested against)."""
     cue, wait = _ids(sampler.tok, cfg.cue), _ids(sampler.tok, cfg.wait)
     C = H - len(cue) - cfg.answer_tokens if cfg.cap else H
     if C < 1:
         raise ValueError(f"budget forcing: H={H} leaves no thinking tokens after the cue ({len(cue)} tokens) "
                          f"and answer_tokens={cfg.answer_tokens}; raise H or lower answer_tokens")
-    eos = set(sampler.eos_ids.tolist())
+    rules = _Rules(cfg, cue, wait, C, set(sampler.eos_ids.tolist()))
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     prompt_ids = [sampler.encode(p) for p in prompts]
     rows = [_Row([]) for _ in prompts]
-
-    def force_cue(row: _Row) -> None:
-        row.ids += cue
-        row.answering = True
-
+    if getattr(sampler, "edits_inline", False) and not sampler.cfg.stop and not rounds:
+        sampler.generate_ids(prompt_ids, H, temperature=temperature, generator=g,
+                             editor=lambda i, t: rules.push(rows[i], t))
+        return text_rollouts(sampler.tok, [row.ids for row in rows], H, sampler.pad_id)
     while True:
-        for row in rows:  # a thinking row at its cap is forced (or, cap off, stops) before sampling
-            if not row.done and not row.answering and len(row.ids) >= C:
-                if cfg.cap:
-                    force_cue(row)
-                else:
-                    row.done = True
         active = [i for i, row in enumerate(rows) if not row.done]
         if not active:
             break
-        allow = [cfg.answer_tokens if rows[i].answering else C - len(rows[i].ids) for i in active]
+        allow = [rules.allowance(rows[i]) for i in active]
         conts = sampler.generate_ids([prompt_ids[i] + rows[i].ids for i in active], max(allow),
                                      temperature=temperature, generator=g)
         for i, a, cont in zip(active, allow, conts):
-            row, cont = rows[i], cont[:a]
-            if row.answering:
-                row.ids += cont
-                row.done = True
-                continue
-            ended_eos = bool(cont) and cont[-1] in eos
-            n = len(row.ids) + len(cont) - ended_eos  # thinking tokens before the EOS, if any
-            fits = n + len(wait) <= C
-            if ended_eos and n < cfg.min_tokens and row.waits < cfg.max_waits and (fits or cfg.cap):
-                row.ids += cont[:-1]  # the EOS is dropped
-                if fits:
-                    row.ids += wait
-                    row.waits += 1
-                else:
-                    force_cue(row)
+            for t in cont[:a]:
+                if rules.push(rows[i], t) != [t]:
+                    break  # ended, or edited: the rest of this continuation read another trace
             else:
-                row.ids += cont
-                # ended (EOS or stop string) unless it ran to its allowance, then capped next round
-                row.done = len(cont) < a or ended_eos
+                rows[i].done = True  # it ended before its allowance without an EOS: a stop string
     return text_rollouts(sampler.tok, [row.ids for row in rows], H, sampler.pad_id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -36,6 +36,9 @@ from veriscale.policy.text import HFConfig, IncrementalText, TextSampler, text_r
 from veriscale.policy.vllm import VLLMSampler
 from veriscale.tasks.base import Rollouts
 
+# editor(row index, sampled token) -> None (the row ends) or the tokens the model reads next
+Editor = Callable[[int, int], "list[int] | None"]
+
 
 class HFSampler(TextSampler):
     """Batched KV-cache sampling from a transformers causal LM; see the module docstring."""
@@ -44,19 +47,29 @@ class HFSampler(TextSampler):
         super().__init__(tokenizer, cfg, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.model = model.eval()
 
+    edits_inline = True  # generate_ids takes an `editor` (budget forcing in one pass, policy/forcing.py)
+
     def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,
-                     generator: torch.Generator) -> list[list[int]]:
-        """Per prompt id row, the generated ids, in micro-batches of cfg.batch_size rows that
-        draw from `generator` in order (so the result depends on the batch size)."""
-        return self.generate_features(ids, max_new, temperature=temperature, generator=generator, layer=0)[0]
+                     generator: torch.Generator, editor: Editor | None = None) -> list[list[int]]:
+        """Per prompt id row, the generated ids, at most cfg.batch_size rows at a time, drawing
+        from `generator` in order (so the result depends on the batch size). With an `editor`,
+        each sampled token of row i goes to editor(i, token), which returns None to end the row
+        or the tokens the model reads next (the token, or tokens forced in its place or after
+        it), and the rows it returns are empty: the editor keeps the rows."""
+        bar = self._bar(len(ids))
+        with bar:
+            return self._generate(ids, max_new, temperature, generator, 0, bar.update, editor)[0]
+
+    def _bar(self, rows: int):
+        return progress.bar(None, desc="sample", unit="row", total=rows,
+                            disable=not self.cfg.progress or rows <= self.cfg.batch_size)
 
     def generate_features(self, ids: list[list[int]], max_new: int, *, temperature: float,
                           generator: torch.Generator, layer: int) -> tuple[list[list[int]], list[torch.Tensor]]:
         """`generate_ids`, plus per row the hidden states after `layer` blocks at every fed token
         (layer 0: no features, an empty list): the decoding computes them anyway, so RL with a
         frozen trunk need not run the trunk again."""
-        bar = progress.bar(None, desc="sample", unit="row", total=len(ids),
-                           disable=not self.cfg.progress or len(ids) <= self.cfg.batch_size)
+        bar = self._bar(len(ids))
         with bar:
             return self._generate(ids, max_new, temperature, generator, layer, bar.update)
 
@@ -88,10 +101,11 @@ class HFSampler(TextSampler):
 
     @torch.inference_mode()
     def _generate(self, ids: list[list[int]], max_new: int, temperature: float, g: torch.Generator,
-                  layer: int = 0, finished=lambda n: None) -> tuple[list[list[int]], list[torch.Tensor]]:
+                  layer: int = 0, finished=lambda n: None,
+                  editor: Editor | None = None) -> tuple[list[list[int]], list[torch.Tensor]]:
         """Sample every row, at most `batch_size` at a time; returns each row's generated ids and,
         with layer > 0, its features (hidden states after `layer` blocks at the prompt and every
-        fed trace token). `finished(k)` is told as k more rows end.
+        fed trace token). `finished(k)` is told as k more rows end; `editor`: see `generate_ids`.
 
         Rows enter in order. Ended rows stay in the batch until a quarter of it has ended; then
         they are dropped from the batch and the cache (compaction) and, with `cfg.refill`, as many
@@ -100,7 +114,9 @@ class HFSampler(TextSampler):
         micro-batches). A joined row's cache is left-padded to the batch's width (or the batch's
         to its); columns that are padding in every row are cut off.
         """
-        bs = self.cfg.batch_size
+        if editor is not None and (layer or self.cfg.stop):
+            raise ValueError("an editor decodes without features or stop strings")
+        bs, eos = self.cfg.batch_size, set(self.eos_ids.tolist())
         rows: list[list[int]] = [[] for _ in ids]
         # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
         texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
@@ -113,18 +129,29 @@ class HFSampler(TextSampler):
         nxt = torch.zeros(0, dtype=torch.long)  # (b,) the token sampled last, fed next
         waiting = 0  # ids[waiting:] have not entered
 
+        forced: list[list[int]] = [[] for _ in ids]  # per row, editor tokens still to feed
+
         def take(tokens: torch.Tensor, rows_of: torch.Tensor, was_done: torch.Tensor) -> torch.Tensor:
-            """Append each going row's sampled token; (b,) True where the row ends with it."""
-            ended = torch.isin(tokens, self.eos_ids)
+            """Append each going row's sampled token, or hand it to the editor (which may put
+            other tokens in `tokens`, the next fed ones); (b,) True where the row ends."""
+            ended = torch.zeros_like(was_done)
             for j in (~was_done).nonzero().squeeze(1).tolist():
-                i = int(rows_of[j])
-                rows[i].append(int(tokens[j]))
-                if texts:
-                    start = max(0, len(texts[i].text) - longest_stop + 1)
-                    texts[i].push(int(tokens[j]))
-                    ended[j] |= any(s in texts[i].text[start:] for s in self.cfg.stop)
-                ended[j] |= len(rows[i]) == max_new
-            finished(int((ended & ~was_done).sum()))
+                i, t = int(rows_of[j]), int(tokens[j])
+                if forced[i]:  # a forced token is fed in place of what was sampled
+                    tokens[j] = forced[i].pop(0)
+                elif editor is not None:
+                    feed = editor(i, t)
+                    ended[j] = feed is None
+                    if feed is not None:
+                        tokens[j], forced[i] = feed[0], feed[1:]
+                else:
+                    rows[i].append(t)
+                    ended[j] = t in eos or len(rows[i]) == max_new
+                    if texts:
+                        start = max(0, len(texts[i].text) - longest_stop + 1)
+                        texts[i].push(t)
+                        ended[j] |= any(s in texts[i].text[start:] for s in self.cfg.stop)
+            finished(int(ended.sum()))
             return was_done | ended
 
         while True:

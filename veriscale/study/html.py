@@ -16,6 +16,7 @@ LEARNER_FIELDS = ([f"data.{k}" for k in ("prompts", "expert_traces", "labelled_t
                                                    "val_nll_after", "best_step", "steps_planned")]
                   + [f"learner.verifier.{k}" for k in ("start.heldout_loss", "kept.heldout_loss",
                                                        "start.heldout_auc_at_length", "kept.heldout_auc_at_length",
+                                                       "start.heldout_auc_final", "kept.heldout_auc_final",
                                                        "best_step", "steps_planned")]
                   + [f"learner.rl.{k}" for k in ("reward_first", "reward_last", "return_first", "return_last",
                                                  "kl_last", "steps")])
@@ -35,7 +36,9 @@ def _evidence(r: dict) -> str:
     if "verifier.best_step" in r:
         parts.append(f"verifier validation loss {g('verifier.start.heldout_loss')} -> {g('verifier.kept.heldout_loss')}"
                      f", AUC at length {g('verifier.start.heldout_auc_at_length')} -> "
-                     f"{g('verifier.kept.heldout_auc_at_length')}, kept step {g('verifier.best_step')}/"
+                     f"{g('verifier.kept.heldout_auc_at_length')}, final-prefix AUC "
+                     f"{g('verifier.start.heldout_auc_final')} -> {g('verifier.kept.heldout_auc_final')}, kept step "
+                     f"{g('verifier.best_step')}/"
                      f"{g('verifier.steps_planned')}")
     if "rl.steps" in r:
         parts.append(f"RL reward {g('rl.reward_first')} -> {g('rl.reward_last')}, return {g('rl.return_first')} -> "
