@@ -43,7 +43,7 @@ from dataclasses import replace
 import torch
 
 from veriscale.policy.ct2 import CT2Sampler
-from veriscale.policy.hf import HFSampler
+from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
 from veriscale.policy.text import HFConfig, text_rollouts

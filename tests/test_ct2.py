@@ -17,7 +17,8 @@ from veriscale.policy import ct2 as ct2_mod  # noqa: E402
 from veriscale.policy.base import PolicyError  # noqa: E402
 from veriscale.policy.ct2 import CT2Sampler  # noqa: E402
 from veriscale.policy.forcing import BudgetForcing, forced_sample  # noqa: E402
-from veriscale.policy.hf import HFPolicy, HFSampler  # noqa: E402
+from veriscale.policy.hf import HFPolicy  # noqa: E402
+from veriscale.policy.hf_sampler import HFSampler  # noqa: E402
 from veriscale.policy.load import load_policy  # noqa: E402
 from veriscale.policy.text import HFConfig  # noqa: E402
 

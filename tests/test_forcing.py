@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from veriscale.evaluate import evaluate_method
 from veriscale.policy import hf as hf_module
 from veriscale.policy.forcing import BudgetForcing, forced_sample
-from veriscale.policy.hf import HFPolicy, HFSampler
+from veriscale.policy.hf import HFPolicy
+from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig, TextSampler
 from veriscale.policy.vllm import BackendUnavailable, VLLMSampler, check_vllm

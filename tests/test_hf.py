@@ -18,8 +18,9 @@ from transformers import PreTrainedTokenizerFast
 
 from veriscale.policy import smollm2
 from veriscale.policy.base import META, PolicyError, read_meta
-from veriscale.policy import hf
-from veriscale.policy.hf import HFPolicy, HFSampler
+from veriscale.policy import hf_sampler
+from veriscale.policy.hf import HFPolicy
+from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig, text_rollouts
 
@@ -33,7 +34,7 @@ def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_
     """Left padding, the shared KV cache, compaction and refill (rows joining a running batch,
     padded to its width or it to theirs) change nothing at temperature 0."""
     joins = []
-    monkeypatch.setattr(hf, "_join", lambda *a, _join=hf._join: joins.append(1) or _join(*a))
+    monkeypatch.setattr(hf_sampler, "_join", lambda *a, _join=hf_sampler._join: joins.append(1) or _join(*a))
     s = _sampler(model, tokenizer, batch_size=batch_size, refill=refill)  # 5 prompts: more than a batch
     r = s.sample(PROMPTS, 20, temperature=0.0)
     assert bool(joins) == refill  # without refill, rows wait for the batch to empty

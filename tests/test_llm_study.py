@@ -157,7 +157,7 @@ def test_vllm_sampler_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
 
 
 def test_learners_train_with_transformers_under_the_vllm_sampler(lm_dir):
-    from veriscale.policy.hf import HFSampler
+    from veriscale.policy.hf_sampler import HFSampler
     from veriscale.policy.vllm import BackendUnavailable
     from veriscale.study.run import base_policy
 
