@@ -9,8 +9,11 @@ runs once to the longest row. Reported: seconds, useful tokens (what the rows ho
 the ratio of rates, and the pass rate of each (different random draws: a check that both still
 solve the task, not a paired comparison).
 
-Run: `python benchmarks/forcing_speed.py --threads 1 [--prompts 24 --H 256 --rounds 2]` (a study
-sweep runs each job on 1 thread); prints Markdown.
+`--greedy N` also decodes N prompts at temperature 0 both ways and counts the rows that are
+identical (they should all be: the same rules, the same model; only the batching differs).
+
+Run: `python benchmarks/forcing_speed.py --threads 1 [--prompts 24 --H 256 --rounds 2 --greedy 16]`
+(a study sweep runs each job on 1 thread); prints Markdown.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--greedy", type=int, default=0, help="prompts to compare at temperature 0 (0 = none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sampler = load_policy("smollm2", hf=HFConfig(progress=False)).sampler
@@ -53,6 +57,13 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, {args.threads} thread(s), {args.prompts} basic_arithmetic prompts (two terms, up "
           f"to two digits), H = {args.H}, temperature {args.temperature}, {args.rounds} round(s); load average "
           f"after {os.getloadavg()[0]:.1f}\n")
+    if args.greedy:
+        rows = lambda r: [r.tokens[i, :r.counts[i]].tolist() for i in range(len(r))]  # noqa: E731
+        few = task.prompts("test", args.greedy, 0)
+        one, ref = (forced_sample(sampler, few, args.H, cfg, temperature=0.0, rounds=k) for k in (False, True))
+        same = sum(a == b for a, b in zip(rows(one), rows(ref)))
+        print(f"temperature 0, {args.greedy} prompts: {same}/{args.greedy} rows identical in one pass and in rounds "
+              f"(mean {float(one.counts.float().mean()):.1f} tokens a row)\n")
     base = totals["rounds (reference)"]
     print("| forced sampling | seconds | useful tokens | useful tokens/s | vs rounds | pass rate |")
     print("|---|---|---|---|---|---|")
