@@ -65,6 +65,8 @@ def main() -> None:
         print(f"temperature 0, {args.greedy} prompts: {same}/{args.greedy} rows identical in one pass and in rounds "
               f"(mean {float(one.counts.float().mean()):.1f} tokens a row)\n")
     base = totals["rounds (reference)"]
+    if not args.rounds:
+        return
     print("| forced sampling | seconds | useful tokens | useful tokens/s | vs rounds | pass rate |")
     print("|---|---|---|---|---|---|")
     for name, (s, tokens, ok) in totals.items():
