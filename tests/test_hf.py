@@ -163,6 +163,7 @@ def test_policy_interface(model, tokenizer, tmp_path):
     p.reinitialise(1)  # SFT from scratch: same architecture, other weights
     assert set(p.model.state_dict()) == set(ref.model.state_dict())
     assert not torch.equal(p.model.lm_head.weight, ref.model.lm_head.weight)
+    assert p.sampler.model is p.model  # and samples them
 
 
 def test_run_directory_round_trip_digest_and_stage(model, tokenizer, tmp_path):

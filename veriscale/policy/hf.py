@@ -137,6 +137,8 @@ class HFPolicy:
         """Fresh weights of the same architecture (SFT from scratch)."""
         torch.manual_seed(seed)
         self._model = type(self.model)(self.model.config)
+        if isinstance(self.sampler, HFSampler):  # it samples the new weights, not the old ones
+            self.sampler.model = self._model
 
     def frozen_copy(self) -> "HFPolicy":
         model = copy.deepcopy(self.model).eval().requires_grad_(False)
