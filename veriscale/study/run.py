@@ -90,7 +90,8 @@ def make_artifact(kind: str, c: dict, dep: Dep, out: Path) -> None:
         d = json.loads((dep(c["draw"]) / DRAW_FILE).read_text())
         prompts = repeat_each(task.prompts("test", c["prompts"], 0), d["per_prompt"])
         out.mkdir(parents=True, exist_ok=True)  # (B * per_prompt, width) score of every prefix
-        save_file({"scores": verifier.score(prompts, _read_draw(dep(c["draw"]), verifier.policy))}, str(out / SCORES_FILE))
+        rollouts = verifier.policy.rollouts(d["ids"], d["width"])  # the draw file, read once
+        save_file({"scores": verifier.score(prompts, rollouts)}, str(out / SCORES_FILE))
     elif kind == "samples":
         cfg = from_dict(samples_.SamplesConfig, c["cfg"])
         s = samples_.draw(base_policy(c, dep, c["sampler"]), task, cfg, c["n"], c["H"], c["seed"], c["seed"])
