@@ -3,7 +3,9 @@ the one study machinery: every method writes one record per budget, no method sp
 H, base draws are shared across n, a rerun skips everything, the report renders, a changed base
 model is refused, and config errors stop before any work."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -98,6 +100,20 @@ def test_rerun_skips_everything_and_report_renders(done):
     assert "(h) The learners" in html and (out / "fig_h_learners.png").is_file()  # verifier and RL curves
 
 
+def test_records_alone_resume_without_rebuilding_artifacts(done, tmp_path):
+    """A study kept as records/ + study.json (artifacts deleted) reruns nothing; a new seed
+    builds only its own artifacts."""
+    study, out, counts = done
+    shutil.copytree(out / "records", tmp_path / "records")
+    shutil.copy(out / "study.json", tmp_path / "study.json")
+    again = run_study(study, tmp_path, workers=1, threads=1, progress=False)
+    assert again["ok"] == again["error"] == 0 and again["skipped"] == again["jobs"]
+    wider = dataclasses.replace(study, seeds=[0, 1], methods=["base", "sft"])
+    new = [j for j in expand(wider) if j.id not in {k.id for k in expand(study)}]
+    ran = run_study(wider, tmp_path, workers=1, threads=1, progress=False)
+    assert ran["ok"] == len(new) > 0 and ran["error"] == 0  # no artifact of seed 0 was rebuilt
+
+
 def test_figure_legends_name_each_methods_role(done):
     from veriscale.study.report import Report
     study, out, _ = done
@@ -106,6 +122,10 @@ def test_figure_legends_name_each_methods_role(done):
         ["base", "sft (VF)", "bon:shared (VB)", "maj:shared", "rl_outcome (VB)"]
     rep.vf = "sft_search"  # the LLM studies' reference: gold-trace SFT becomes the drawn control
     assert rep.legend("sft") == "sft (VF control)" and rep.legend("sft_search") == "sft_search (VF)"
+    # figure titles tell two studies of one dataset apart by the settings that differ from the defaults
+    assert rep.where("gym:basic_arithmetic") == "gym:basic_arithmetic"
+    terms = Report(dataclasses.replace(study, gym=dataclasses.replace(study.gym, max_terms=3)), out)
+    assert terms.where("gym:basic_arithmetic") == "gym:basic_arithmetic, max_terms=3"
 
 
 def test_records_carry_the_learners_curves(done):

@@ -14,10 +14,11 @@ import torch
 from veriscale.config import from_dict
 from veriscale.learn import samples as samples_
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import LogitsOf, Snapshot
+from veriscale.learn.loop import LogitsOf, Snapshot, eval_nll, lm_nll, masked_ce
 from veriscale.learn.rl import RLConfig, accumulate_gradient, train_rl
 from veriscale.learn.sft import SFTConfig, search_texts, search_trace, train_sft
-from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier, train_verifier
+from veriscale.learn.verifier import (Verifier, VerifierConfig, heldout_metrics, labelled, load_verifier, prefix_metrics,
+                                      train_verifier)
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.hf import HFPolicy
 from veriscale.policy.load import load_policy
@@ -153,6 +154,28 @@ def test_verifier_scores_match_reference_and_training_lowers_validation_loss(lm_
     assert torch.allclose(fast, verifier.score_reference(rep, s.rollouts), atol=1e-5)
     final = fast.gather(1, (s.rollouts.counts - 1)[:, None]).squeeze(1).view(-1, 2)
     assert (final[:, 0] > final[:, 1]).float().mean() > 0.7  # the right sample usually scores higher
+
+
+def test_cut_batches_match_the_full_width_computation(lm_dir, gym_task):
+    """The verifier's held-out metrics and SFT's NLL, computed on rows sorted by length and cut to
+    their width (SFT's head run only where there is loss), equal the plain full-width forward."""
+    policy = _policy(lm_dir)
+    s = _labelled_samples(policy, gym_task, pattern=lambda i: [i % 3 == 0, True])  # rows of two lengths
+    verifier = Verifier(policy)
+    with torch.no_grad():
+        verifier.value.weight.normal_()  # a non-zero head, so every prefix scores differently
+    held = labelled(verifier, s.repeated("val"), s.val_rollouts, s.val_T)
+    assert len(set(s.val_rollouts.counts.tolist())) > 1  # rows of different lengths: the cut matters
+    with torch.no_grad():
+        full = prefix_metrics(verifier(held["seq"]).gather(1, held["pos"]), held["labels"], held["mask"], "log")
+    assert heldout_metrics(verifier, held, "log", batch_size=3) == pytest.approx(full, abs=1e-5, nan_ok=True)
+    x, y, m = lm_rows(policy.encode_prompts(s.repeated("val")), s.val_rollouts, policy.pad_id)
+    net = LogitsOf(policy)
+    with torch.no_grad():
+        plain = masked_ce(net(x), y, m).item()
+        nll, count = lm_nll(net, x, y, m)
+    assert (nll / count).item() == pytest.approx(plain, rel=1e-5) and int(count) == int(m.sum())
+    assert eval_nll(net, x, y, m, batch_size=3) == pytest.approx(plain, rel=1e-5)
 
 
 def test_text_learners_need_a_horizon(lm_dir, gym_task, tmp_path):

@@ -46,19 +46,42 @@ def masked_ce(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tens
     return (nll * m).sum() / m.sum().clamp(min=1.0)
 
 
+def width(mask: torch.Tensor) -> int:
+    """Columns up to the last set position of a (B, T) mask, at least 1. Rows are right-padded and
+    the models causal: no output before that column reads a column after it, so cutting them
+    changes only the cost."""
+    cols = mask.any(0).nonzero()
+    return int(cols.max()) + 1 if len(cols) else 1
+
+
+def lm_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+           loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL, token count) over the masked positions of (B, T) rows. A model with
+    `logits_at` (`LogitsOf`) runs its head only there: for SmolLM2 the head is a 49k x 576 matmul,
+    as costly per position as 8 decoder blocks, and prompt positions carry no loss."""
+    m = loss_mask.bool()
+    if hasattr(model, "logits_at"):
+        nll = F.cross_entropy(model.logits_at(inputs, m).float(), targets[m], reduction="sum")
+    else:
+        nll = masked_ce(model(inputs), targets, loss_mask) * m.sum()
+    return nll, m.sum()
+
+
 @torch.no_grad()
 def eval_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
              batch_size: int = 256) -> float:
-    """Token-averaged masked NLL over a fixed held-out set."""
-    total, count = 0.0, 0.0
+    """Token-averaged masked NLL over a fixed held-out set, in chunks of `batch_size` rows taken in
+    order of length, each cut to its `width`."""
+    total, count = 0.0, 0
     model.eval()
+    order = (loss_mask.float() * torch.arange(1, loss_mask.shape[1] + 1)).argmax(1).argsort()  # by last loss column
     for i in range(0, len(inputs), batch_size):
-        sl = slice(i, i + batch_size)
-        m = loss_mask[sl].float().sum().item()
-        total += masked_ce(model(inputs[sl]), targets[sl], loss_mask[sl]).item() * m
-        count += m
+        rows = order[i:i + batch_size]
+        w = width(loss_mask[rows])
+        nll, m = lm_nll(model, inputs[rows, :w], targets[rows, :w], loss_mask[rows, :w])
+        total, count = total + nll.item(), count + int(m)
     model.train()
-    return total / max(count, 1.0)
+    return total / max(count, 1)
 
 
 def lr_at(step: int, cfg: OptimConfig) -> float:
@@ -124,10 +147,9 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         if loss_fn is None:
-            # Columns after the batch's last loss token are padding in every row; a causal model's
-            # earlier logits do not depend on them, so cutting them changes nothing but the cost.
-            w = int(loss_mask[idx].any(0).nonzero().max()) + 1 if loss_mask[idx].any() else 1
-            loss = masked_ce(model(inputs[idx, :w]), targets[idx, :w], loss_mask[idx, :w])
+            w = width(loss_mask[idx])
+            nll, m = lm_nll(model, inputs[idx, :w], targets[idx, :w], loss_mask[idx, :w])
+            loss = nll / m.clamp(min=1)
         else:
             loss = loss_fn(model, idx)
         check_finite(loss, desc, step)

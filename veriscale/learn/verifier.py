@@ -206,12 +206,24 @@ def prefix_metrics(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
             "heldout_error_constant": min(base_rate, 1 - base_rate)}
 
 
+def prefix_logits(verifier: Verifier, seq: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """(B, L) logits after each prefix of `labelled` rows: seq (B, S) ids or (B, S, d) features,
+    pos (B, L). The rows are cut after the last position any prefix reads: right padding past it
+    cannot change a causal model's earlier outputs, so the cut changes only the cost."""
+    return verifier(seq[:, :int(pos.max()) + 1]).gather(1, pos)
+
+
 @torch.no_grad()
 def heldout_metrics(verifier: Verifier, held: dict[str, torch.Tensor], loss: Loss, batch_size: int = 256) -> dict:
-    """`prefix_metrics` on validation rollouts, in forward passes of `batch_size` rows."""
+    """`prefix_metrics` on validation rollouts, in forward passes of `batch_size` rows taken in
+    order of length (so each pass is cut to rows of similar length)."""
     verifier.eval()
-    logits = torch.cat([verifier(held["seq"][i:i + batch_size]).gather(1, held["pos"][i:i + batch_size])
-                        for i in range(0, len(held["seq"]), batch_size)])  # (N, L)
+    pos = held["pos"]
+    logits = torch.empty(pos.shape)  # (N, L)
+    order = pos.max(1).values.argsort()
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        logits[rows] = prefix_logits(verifier, held["seq"][rows], pos[rows])
     verifier.train()
     return prefix_metrics(logits, held["labels"], held["mask"], loss)
 
@@ -247,7 +259,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
         return heldout_metrics(verifier, held, cfg.loss, cfg.eval_batch)
 
     def loss_fn(model: Verifier, idx: torch.Tensor) -> torch.Tensor:
-        return verifier_loss(model(train["seq"][idx]).gather(1, train["pos"][idx]), train["labels"][idx],
+        return verifier_loss(prefix_logits(model, train["seq"][idx], train["pos"][idx]), train["labels"][idx],
                              train["mask"][idx], cfg.loss)
 
     best = BestCheckpoint(key, cfg.patience, snapshot.take, min_step=optim.warmup, higher=higher)

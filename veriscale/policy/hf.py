@@ -84,7 +84,8 @@ class HFPolicy:
         return self.model(input_ids=ids, use_cache=False).logits
 
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        model = self.model.get_base_model() if self.lora else self.model  # under peft, its wrapped model
+        return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
 
     @property
     def head(self) -> torch.nn.Module:

@@ -141,7 +141,7 @@ def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
             _ticks(ax, xs)
             fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"
             ax.set(xlabel="budget H (tokens)" if along == "H" else "training prompts n", ylabel=name,
-                   title=f"{rep.level} {het}, {fixed}")
+                   title=f"{rep.where(het)}, {fixed}")
             ax.grid(alpha=0.3)
     _legend(axes[0][0], 7)
     name = "fig_a_vs_H.png" if along == "H" else "fig_b_vs_n.png"
@@ -160,7 +160,7 @@ def fig_tokens(rep: Report) -> tuple[Path, str]:
                 tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
                 _points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
         ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
-               title=f"{rep.level} {het}, n = {rep.nmax}")
+               title=f"{rep.where(het)}, n = {rep.nmax}")
         _plain(ax.xaxis)
         ax.grid(alpha=0.3)
         _legend(ax, 7)
@@ -181,7 +181,7 @@ def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                     shape = vf_shape(ns) if kind == "VF" else vb_shape(ns)
                     ax.plot(ns, scaled(shape, rep.ns.index(int(a[0])), a[1]), "--", color=color, lw=1,
                             label=f"n^{e['theory_slope']:g} shape through n = {a[0]:g}")
-            ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, {rep.level} {het}, H = {rep.Hmax}",
+            ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, {rep.where(het)}, H = {rep.Hmax}",
                    ylabel="J_H(expert) - J_H(sft)  (tokens)" if kind == "VF" else "J*_H - J_H(VB)  (tokens)")
             _finish_log_log(ax, rep.ns)
     return (_save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
@@ -211,10 +211,10 @@ def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
         pairs = "" if setting == "fixed_n" else ", ".join(f"({p['H']},{p['n']})" for p in entries[0]["points"])
         where = f"n = {rep.nmax}" if setting == "fixed_n" else f"n = {rep.c}·H: (H, n) = {pairs}"
         ax.set(xscale="log", xlabel="budget H", ylabel=f"J_H(VB) - J_H({rep.vf})  (tokens)",
-               title=f"return gap, {rep.level} {het}, {where}")
+               title=f"return gap, {rep.where(het)}, {where}")
         _log_y(ax)
         ax2.set(xscale="log", xlabel="budget H", ylabel=f"success@H(VB) - success@H({rep.vf})",
-                title=f"success gap, {rep.level} {het}")
+                title=f"success gap, {rep.where(het)}")
         ax2.axhline(0, color="grey", lw=0.8)
         for a in (ax, ax2):
             _ticks(a, rep.budgets)
@@ -249,7 +249,7 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
                         _points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=color,
                                 ls="-" if ":" in m else "--", label=m)
                 ax.set(xscale="log", xlabel="budget H", ylabel=name,
-                       title=f"{name}, accounting {acc}, {rep.level} {het}")
+                       title=f"{name}, accounting {acc}, {rep.where(het)}")
                 _ticks(ax, rep.budgets)
             for b in bases:
                 cells = [(het, n, f"{b}:{acc}", H) for H in rep.budgets if (het, n, f"{b}:{acc}", H) in rep.cells]
@@ -262,9 +262,9 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
         bottom[last].plot(Hs, Hs, "k:", lw=1, label="H")
         bottom[last].plot(Hs, N * Hs, "k--", lw=1, label=f"N·H (N = {N})")
         top[last].set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
-                      title=f"success vs tokens drawn, {rep.level} {het}")
+                      title=f"success vs tokens drawn, {rep.where(het)}")
         bottom[last].set(xscale="log", yscale="log", xlabel="budget H", ylabel="tokens drawn per problem",
-                         title=f"tokens drawn vs H, {rep.level} {het}")
+                         title=f"tokens drawn vs H, {rep.where(het)}")
         _ticks(bottom[last], rep.budgets)
         _plain(top[last].xaxis)
         _plain(bottom[last].yaxis)
@@ -290,7 +290,7 @@ def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
                 ax.plot(Hs, a[1] * (Hs / a[0]) ** beta, "--", color=color, lw=1,
                         label=f"H^{beta:g} (configured β; shape through H = {a[0]:g})")
         ax.set(xscale="log", xlabel="horizon H", ylabel="sigma(T) over successful traces (tokens)",
-               title=f"{rep.level} {het}")
+               title=f"{rep.where(het)}")
         _finish_log_log(ax, rep.budgets)
     return (_save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
             "(g) Measured length heterogeneity sigma(T) of the expert and the base policy against the horizon, "

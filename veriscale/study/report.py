@@ -16,14 +16,18 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import fields
 from pathlib import Path
 
+from veriscale.config import to_dict
+from veriscale.grading import GradingConfig
 from veriscale.study import curves, figures
 from veriscale.study.html import LEARNER_FIELDS, render
 from veriscale.study.jobs import expand
 from veriscale.study.methods import METHODS, label as method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
+from veriscale.tasks.gym import GymConfig
 from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, fmt, interval, num
 
 NAN = math.nan
@@ -63,7 +67,10 @@ class Report:
         self.vf = study.vf_reference
         self.vb = [m for m in self.labels if m in study.vb_methods]
         self.didactic = study.track == "didactic"
-        self.level = "level" if self.didactic else "task"  # what the grouping axis is called
+        # the task's own settings that differ from the defaults (not the grader's, not the name)
+        own = {f.name for f in fields(GymConfig)} - {f.name for f in fields(GradingConfig)} - {"name"}
+        default = to_dict(GymConfig())
+        self.gym = {k: v for k, v in to_dict(study.gym).items() if k in own and v != default[k]}
         self.diag = diagnoses(self.records)
         self.c, self.pairs = diagonal(self.budgets, self.ns)
         self.runs: dict[tuple, list[dict]] = defaultdict(list)  # (het, horizon, n, label) -> records
@@ -82,6 +89,13 @@ class Report:
                 if self.study.mode == "test-time" else "horizon mode: task and learners built per H")
 
     # ---- cells -----------------------------------------------------------------------------
+    def where(self, het: str) -> str:
+        """What a figure calls one group: "level high", or a gym task with the settings that tell
+        two studies of one dataset apart ("gym:basic_arithmetic, max_terms=3")."""
+        if self.didactic:
+            return f"level {het}"
+        return ", ".join([het, *(f"{k}={v}" for k, v in self.gym.items())]) if het.startswith("gym:") else het
+
     def values(self, het, n, label, H, key) -> dict[int, float]:
         """seed -> the metric `key` of one grid cell (J: mean return in tokens; sigma_over_H: the
         sd of the first-success index over successful traces, per budget token)."""

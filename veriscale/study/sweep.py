@@ -4,7 +4,9 @@ Each job starts as soon as the artifacts it reads are finished (no barrier betwe
 core idles while a slow learner of another branch trains). Before starting, the runner asks the
 study directory what is already done (an artifact directory that exists, a record that reads
 back with a valid digest) and runs only the rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
-and no duplicated records. Failed evaluations are recorded with their error and retried on the
+and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
+a study whose artifacts were deleted (or that kept only `records/` and `study.json`) can gain
+seeds or methods without retraining what its finished records already measured. Failed evaluations are recorded with their error and retried on the
 next run; the sweep itself goes on.
 
 One sweep at a time per study directory: `run_study` holds `study_lock` for the whole sweep, and a
@@ -38,6 +40,21 @@ def is_done(job: Job, study_dir: Path) -> bool:
         rec = read_record(record_path(study_dir, job.id))
         return rec is not None and rec["status"] == "ok"
     return artifact_dir(study_dir, job.id).is_dir()
+
+
+def unfinished(jobs: list[Job], study_dir: Path) -> list[Job]:
+    """The jobs a sweep runs, in `jobs`' order: every evaluation without a good record and every
+    missing artifact that one of them reads, directly or through another missing artifact."""
+    by_id = {j.id: j for j in jobs}
+    done = {j.id: is_done(j, study_dir) for j in jobs}
+    need: set[str] = set()
+    stack = [j.id for j in jobs if j.kind == "eval" and not done[j.id]]
+    while stack:
+        i = stack.pop()
+        if i not in need:
+            need.add(i)
+            stack.extend(d for d in by_id[i].deps if not done[d])
+    return [j for j in jobs if j.id in need]
 
 
 def _ready(job: Job, unfinished: set[str]) -> bool:
@@ -127,7 +144,7 @@ def _sweep(study: StudyConfig, study_dir: Path, workers: int, executor: Literal[
     clean_partial(study_dir)
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
     jobs = expand(study)
-    todo = [j for j in jobs if not is_done(j, study_dir)]
+    todo = unfinished(jobs, study_dir)
     counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0}
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="job", disable=not progress, dynamic_ncols=True)
     errors = []
