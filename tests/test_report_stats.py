@@ -139,3 +139,32 @@ def test_diagonal_picks_the_ratio_with_most_pairs():
     assert diagonal([8, 16, 32, 64, 128], [16, 32, 64, 128, 256]) == \
         (Fraction(2), [(8, 16), (16, 32), (32, 64), (64, 128), (128, 256)])
     assert diagonal([8, 16], [10, 100]) == (None, [])
+
+
+def test_learners_that_never_left_their_start_are_named_per_seed(tmp_path):
+    """Seed 1's verifier kept its start (so bon and rl_verifier read a constant score), its SFT
+    kept its start and its RL reward never changed; seed 0's learners moved. Only seed 1 is named."""
+    study = study_from_dict({"name": "stuck", "budgets": [8, 16], "n": [16], "heterogeneity": ["high"],
+                             "seeds": [0, 1], "search_n": 4, "methods": ["base", "sft", "bon", "rl_verifier"],
+                             "planted": {"answer_len": M}})
+    write_json_atomic(tmp_path / "study.json", to_dict(study))
+    for job in (j for j in expand(study) if j.kind == "eval" and j.config["method"] != "diagnose"):
+        c, stuck = job.config, job.config["seed"] == 1
+        verifier = {"best_step": -1 if stuck else 19, "select": "loss",
+                    "curve": [{"step": s, "heldout_loss": 0.3, "heldout_auc_final": 0.5} for s in (-1, 9, 19, 29)]}
+        rewards = [0.25] * 3 if stuck else [0.25, 0.5, 0.75]
+        learner = {"sft": {"sft": {"best_step": -1 if stuck else 9, "steps_planned": 10}},
+                   "bon": {"verifier": verifier},
+                   "rl_verifier": {"verifier": verifier,
+                                   "rl": {"curve": [{"step": i, "reward": r} for i, r in enumerate(rewards)]}},
+                   }.get(c["method"], {})
+        write_record(tmp_path, job, {"status": "ok", "metrics": [_laws(c, H, 4) for H in c["budgets"]],
+                                     "data": {}, "learner": learner})
+    rep = Report(study, tmp_path)
+    rep.unmoved()
+    assert len(rep.findings) == 3 and all("seed 1" in f and "seed 0" not in f for f in rep.findings)
+    sft, rl, ver = sorted(rep.findings, key=lambda f: ("SFT" not in f, "RL's" not in f))
+    assert "sft (" in sft and "kept its start" in sft
+    assert "reward was the same at every step (0.25)" in rl
+    assert "kept its untrained start" in ver and "in 30 steps" in ver
+    assert "bon:per_sample, bon:shared, rl_verifier read it" in ver

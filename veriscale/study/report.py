@@ -277,6 +277,30 @@ class Report:
                 self.findings.append(f"Best-of-{N} {base} at level {het}, H = {Hm}, n = {n}: " + "; ".join(parts) +
                                      f" (shared draws at most H = {Hm}; per_sample up to N*H = {N * Hm}).")
 
+    def unmoved(self) -> None:
+        """Findings only: every learner run that never left its start, per seed. The learners
+        table pools seeds, so one seed's untrained verifier would hide in a mean."""
+        readers: dict[str, list[str]] = defaultdict(list)  # verifier artifact -> methods that read it
+        stuck: dict[str, str] = {}  # verifier artifact -> what happened, in words
+        for r in self.records:
+            c, learner = r["config"], r.get("learner") or {}
+            label = method_label(c["method"], c.get("accounting"))
+            where = f"level {c['heterogeneity']}, H = {c['horizon']}, n = {c['n']}, seed {c['seed']}"
+            if (v := learner.get("verifier")) and v["best_step"] == -1:
+                readers[c["verifier"]].append(label)
+                ran = v["curve"][-1]["step"] + 1 if v.get("curve") else "?"
+                stuck[c["verifier"]] = (f"The verifier of {where} kept its untrained start: its validation "
+                                        f"{v.get('select', 'loss')} never improved on the start's in {ran} steps, "
+                                        "so its score is one constant (the base rate)")
+            if (sft := learner.get("sft")) and sft["best_step"] == -1:
+                self.findings.append(f"{label} ({where}): SFT kept its start; its held-out NLL never fell.")
+            if (rl := learner.get("rl")) and len({p["reward"] for p in rl.get("curve", [])}) == 1:
+                self.findings.append(f"{label} ({where}): RL's training reward was the same at every step "
+                                     f"({num(rl['curve'][0]['reward'])}), so it had no learning signal.")
+        for vid, text in stuck.items():
+            self.findings.append(f"{text}; {', '.join(sorted(set(readers[vid])))} read it (best-of-N then takes "
+                                 "the first of its samples, the weighted vote is the plain vote, RL gets no signal).")
+
     def learners(self) -> list[dict]:
         """Table 5: data consumed and learner evidence per level, H, n and method (seed means)."""
         keys = sorted((k for k, rs in self.runs.items()
@@ -359,6 +383,7 @@ def write_report(study_dir: str | Path) -> Path:
     if rep.didactic and study.mode == "horizon":
         s["sigma_vs_H"] = rep.sigma_vs_H()
     rep.best_of_n()
+    rep.unmoved()
     s["learners"], s["multipliers"], s["results"] = rep.learners(), rep.multipliers() if has_vf else [], rep.results()
     s["findings"] = rep.findings
     figs = figures.draw_all(rep, s) + [f for f in [curves.fig_learners(rep)] if f is not None]
