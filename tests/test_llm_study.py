@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from veriscale.cli import main
-from veriscale.config import ConfigError
-from veriscale.learn.verifier import load_verifier
+from veriscale.config import ConfigError, from_dict, to_dict
+from veriscale.learn.verifier import VerifierConfig, load_verifier
 from veriscale.search import repeat_each
 from veriscale.study.jobs import artifact_dir, expand
 from veriscale.study.run import DRAW_FILE, SCORES_FILE, task_of
@@ -185,3 +185,27 @@ def test_learners_train_with_transformers_under_the_vllm_sampler(lm_dir):
     assert isinstance(base_policy(c, None).sampler, HFSampler)  # a learner never needs vLLM
     with pytest.raises(BackendUnavailable):  # sampling jobs do ask for vLLM (absent here)
         base_policy(c, None, "vllm")
+
+
+def test_relearn_repeats_a_studys_learner_and_changes_only_what_is_set(done, tmp_path):
+    study, out, _ = done
+    ver = next(j for j in expand(study) if j.kind == "verifier")
+    runner = CliRunner()
+    head = lambda d: load_file(str(d / "value_head.safetensors"))  # noqa: E731
+    same = runner.invoke(main, ["relearn", str(out), ver.id, "--out", str(tmp_path / "same")])
+    assert same.exit_code == 0, same.output
+    kept, again = head(artifact_dir(out, ver.id)), head(tmp_path / "same")
+    assert kept.keys() == again.keys() and all(torch.equal(kept[k], again[k]) for k in kept)
+    one = runner.invoke(main, ["relearn", str(out), ver.id, "--set", "optim.steps=1", "--set", "patience=0",
+                               "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    meta = json.loads((tmp_path / "one" / "veriscale.json").read_text())
+    assert meta["steps_planned"] == 1 and meta["run"]["patience"] == 0
+    want = to_dict(from_dict(VerifierConfig, ver.config["cfg"]))  # the study's config, every field
+    assert {**meta["run"], "optim": None} == {**want, "patience": 0, "optim": None} \
+        and meta["run"]["optim"] == {**want["optim"], "steps": 1}
+    bad = runner.invoke(main, ["relearn", str(out), ver.id, "--set", "optim.stepz=1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "verifier.optim.stepz" in bad.output and not (tmp_path / "bad").exists()
+    draw = next(j for j in expand(study) if j.kind == "draw")
+    not_learner = runner.invoke(main, ["relearn", str(out), draw.id, "--out", str(tmp_path / "draw")])
+    assert not_learner.exit_code == 2 and "not a learner" in not_learner.output

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
-from veriscale.study.commands import report, reproduce, results
+from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
 SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
@@ -64,7 +64,7 @@ def main() -> None:
     """veriscale: verifier-free vs verifier-based scaling of test-time compute."""
 
 
-for _cmd in (reproduce, results, report):
+for _cmd in (reproduce, results, report, relearn):
     main.add_command(_cmd)
 
 

@@ -1,4 +1,5 @@
-"""CLI commands of the study layer: `reproduce`, `results`, `report` (registered in veriscale.cli).
+"""CLI commands of the study layer: `reproduce`, `results`, `report`, `relearn` (registered in
+veriscale.cli).
 Each imports the study machinery in its own body, so the command line starts fast (cli.py)."""
 
 from __future__ import annotations
@@ -128,3 +129,44 @@ def report(study_dir: str) -> None:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
+
+
+@click.command()
+@click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("artifact")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the learner's config (`veriscale config sft|verifier|rl`).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str) -> None:
+    """Train one learner of a study again, on the same inputs, with its config changed by --set.
+
+    ARTIFACT names a finished learner of STUDY_DIR (sft-..., verifier-... or rl-..., a folder
+    of its artifacts/). Its base, samples and verifier are the study's own, so only the
+    overridden fields differ; without --set the run repeats the study's. The study is not
+    changed. For ablations such as the verifier's stopping rule (docs/llm.md).
+    """
+    import json
+
+    from veriscale.cli import _summary
+    from veriscale.config import apply_overrides, from_dict, to_dict
+    from veriscale.study.jobs import LEARNERS, artifact_dir
+    from veriscale.study.run import make_artifact
+
+    job_file = artifact_dir(Path(study_dir), artifact) / "job.json"
+    if not job_file.is_file():
+        _fail(f"ARTIFACT: {job_file} not found (a finished learner of the study is a folder of its artifacts/)")
+    job = json.loads(job_file.read_text())
+    if job["kind"] not in LEARNERS:
+        _fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
+    try:
+        cfg = from_dict(LEARNERS[job["kind"]], apply_overrides(job["config"]["cfg"], list(overrides)))
+    except ConfigError as e:
+        _fail(f"--set: {job['kind']}.{e}")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        _fail(f"--out: {out} exists and is not empty")
+    missing = [d for d in job["deps"] if not artifact_dir(Path(study_dir), d).is_dir()]
+    if missing:
+        _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
+    make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)}, lambda d: artifact_dir(Path(study_dir), d),
+                  Path(out))
+    _summary(Path(out))

@@ -57,6 +57,10 @@ class Job:
     deps: tuple[str, ...] = ()
 
 
+# A learner artifact kind -> the config class of its `cfg`.
+LEARNERS = {"sft": SFTConfig, "verifier": VerifierConfig, "rl": RLConfig}
+
+
 def learner_config(study: StudyConfig, kind: str, n: int, seed: int, H: int, **fixed) -> dict:
     """The full config dict of learner `kind` at one grid point: the study's overrides, then what
     the grid point fixes (n, seeds, horizon, the method's options). RL trains at H unless the
@@ -70,7 +74,7 @@ def learner_config(study: StudyConfig, kind: str, n: int, seed: int, H: int, **f
 
 def check_learner_configs(study: StudyConfig) -> None:
     """Validate the study's learner overrides before any work starts (ConfigError naming the field)."""
-    for kind, cls in (("sft", SFTConfig), ("verifier", VerifierConfig), ("rl", RLConfig)):
+    for kind, cls in LEARNERS.items():
         try:
             from_dict(cls, learner_config(study, kind, min(study.n), study.seeds[0], max(study.budgets)))
         except ConfigError as e:
