@@ -282,6 +282,7 @@ class Report:
         table pools seeds, so one seed's untrained verifier would hide in a mean."""
         readers: dict[str, list[str]] = defaultdict(list)  # verifier artifact -> methods that read it
         stuck: dict[str, str] = {}  # verifier artifact -> what happened, in words
+        policies: dict[str, str] = {}  # SFT or RL policy artifact -> the same
         for r in self.records:
             c, learner = r["config"], r.get("learner") or {}
             label = method_label(c["method"], c.get("accounting"))
@@ -293,10 +294,11 @@ class Report:
                                         f"{v.get('select', 'loss')} never improved on the start's in {ran} steps, "
                                         "so its score is one constant (the base rate)")
             if (sft := learner.get("sft")) and sft["best_step"] == -1:
-                self.findings.append(f"{label} ({where}): SFT kept its start; its held-out NLL never fell.")
+                policies[c["policy"]] = f"{label} ({where}): SFT kept its start; its held-out NLL never fell."
             if (rl := learner.get("rl")) and len({p["reward"] for p in rl.get("curve", [])}) == 1:
-                self.findings.append(f"{label} ({where}): RL's training reward was the same at every step "
-                                     f"({num(rl['curve'][0]['reward'])}), so it had no learning signal.")
+                policies[c["policy"]] = (f"{label} ({where}): RL's training reward was the same at every step "
+                                         f"({num(rl['curve'][0]['reward'])}), so it had no learning signal.")
+        self.findings += policies.values()  # once per trained policy, however many records read it
         for vid, text in stuck.items():
             self.findings.append(f"{text}; {', '.join(sorted(set(readers[vid])))} read it (best-of-N then takes "
                                  "the first of its samples, the weighted vote is the plain vote, RL gets no signal).")
