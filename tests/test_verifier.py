@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from veriscale.config import load_config
-from veriscale.learn.verifier import Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
+from veriscale.learn.verifier import SELECT, Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.engine import generate
 from veriscale.policy.load import load_policy
@@ -74,9 +74,9 @@ def test_verifier_separates_heldout_prefixes(base, tmp_path):
 
 
 def test_select_keeps_the_best_evaluation_by_its_own_metric(base, tmp_path):
-    """The same run (same seeds, so the same trajectory) kept by loss and by final-prefix AUC."""
+    """The same run (same seeds, so the same trajectory) kept by each rule: its own metric's best."""
     kept = {}
-    for select in ("loss", "auc"):
+    for select in ("loss", "auc", "auc_length"):
         out = _train(base, ["n=32", "samples.r=2", f"select={select}", "patience=0", "optim.steps=12",
                             "optim.eval_every=3", "optim.warmup=0"], tmp_path / select)
         evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
@@ -84,11 +84,13 @@ def test_select_keeps_the_best_evaluation_by_its_own_metric(base, tmp_path):
         run = read_meta(out)
         assert len(evals) == 5 and run["run"]["select"] == select
         kept[select] = (run["best_step"], evals)
-    (loss_step, evals), (auc_step, again) = kept["loss"], kept["auc"]
-    assert [r["heldout_loss"] for r in evals] == [r["heldout_loss"] for r in again]
-    assert loss_step == min(evals, key=lambda r: r["heldout_loss"])["step"]
-    assert auc_step == max(evals, key=lambda r: r["heldout_auc_final"])["step"]  # the first of equals
-    assert loss_step != auc_step  # here the loss falls while the final prefix's AUC does not rise
+    trajectory = [r["heldout_loss"] for r in kept["loss"][1]]
+    for select, (step, evals) in kept.items():
+        assert [r["heldout_loss"] for r in evals] == trajectory
+        key, higher = SELECT[select]
+        best = (max if higher else min)(evals, key=lambda r: r[key])  # the first of equals
+        assert step == best["step"], select
+    assert kept["loss"][0] != kept["auc"][0]  # here the loss falls while the final prefix's AUC does not rise
 
 
 def test_zero_one_verifier_is_a_thresholded_classifier(base, tmp_path):

@@ -20,7 +20,8 @@ Data accounting: the verifier trains on n prompts x r rollouts (r = 1 by default
 labelled base traces, as SFT sees n expert traces). It is evaluated every `optim.eval_every`
 steps on `samples.val_prompts` other training prompts x r rollouts (validation data, used only
 to choose when to stop and counted in veriscale.json as `validation_traces`; `select` says by
-what: the validation loss, or the final prefix's AUC, which can rise while the loss does not);
+what: the validation loss, the final prefix's AUC, which can rise while the loss does not, or the
+equal-length AUC, which reads every prefix and so is less noisy);
 each evaluation
 logs validation loss, AUC over all prefixes, AUC among prefixes of equal length (longer
 prefixes are more often correct, so the pooled AUC rewards knowing the length alone), AUC of the
@@ -56,9 +57,10 @@ from veriscale.policy.text import HFConfig
 from veriscale.tasks.base import Rollouts, Task
 
 Loss = Literal["log", "squared", "zero_one"]
-Select = Literal["loss", "auc"]
+Select = Literal["loss", "auc", "auc_length"]
 # What `select` stops on and keeps the best of: (metric key, higher is better).
-SELECT = {"loss": ("heldout_loss", False), "zero_one": ("heldout_error", False), "auc": ("heldout_auc_final", True)}
+SELECT = {"loss": ("heldout_loss", False), "zero_one": ("heldout_error", False), "auc": ("heldout_auc_final", True),
+          "auc_length": ("heldout_auc_at_length", True)}
 HEAD = "value_head.safetensors"
 
 
@@ -67,8 +69,9 @@ class VerifierConfig:
     n: int = knob(128, "n: training prompts, the VB data budget", min=1)
     loss: Loss = knob("log", "log (Alg. 1), squared (Alg. 1), or zero_one (Alg. 2: thresholded classifier)")
     select: Select = knob("loss", "early stopping and the kept weights: loss (held-out loss; held-out 0/1 error "
-                          "for zero_one) or auc (held-out AUC of the final prefix against trace success: the "
-                          "ranking best-of-N, weighted majority and RL read; ours)")
+                          "for zero_one), auc (held-out AUC of the final prefix against trace success: the "
+                          "ranking best-of-N, weighted majority and RL read) or auc_length (held-out AUC "
+                          "among prefixes of equal length, less noisy than the final prefix's; ours)")
     epochs: int = knob(40, "most passes over the n x r rollouts (ours)", min=1)
     patience: int = knob(5, "validation evaluations without improvement before stopping (0 = never; ours)", min=0)
     train_layers: int = knob(0, "train only the top k blocks of the body (0 = all; ours, for CPU)", min=0)
