@@ -9,7 +9,7 @@ from scipy import stats
 
 from veriscale.study.jobs import Job, config_id
 from veriscale.study.store import load_records, read_record, rows, write_record
-from veriscale.study.sweep import _schedule
+from veriscale.study.sweep import _schedule, levels
 from veriscale.theory import crossing, fit_power_law, scaled, t_interval, vb_shape, vf_shape
 
 X = [8, 16, 32, 64, 128]
@@ -94,6 +94,35 @@ def test_config_id_is_stable_and_sensitive():
     a = config_id("eval", {"x": 1, "y": [1, 2]})
     assert a == config_id("eval", {"y": [1, 2], "x": 1})
     assert a != config_id("eval", {"x": 2, "y": [1, 2]})
+
+
+def test_schedule_with_slots_starts_the_longest_chain_first_and_keeps_slots_full():
+    """With one slot, a job that others wait on starts before an earlier-listed one that fewer
+    do, and a learner that becomes ready mid-sweep starts before a draw that was ready before it."""
+    draw = Job("draw-1", "draw", {})                                  # level 1: one eval reads it
+    samples = Job("samples-1", "samples", {})                         # level 3: verifier -> rl -> eval
+    ver = Job("verifier-1", "verifier", {}, ("samples-1",))
+    draw2 = Job("draw-2", "draw", {}, ("samples-1",))                  # ready with the verifier, level 1
+    rl = Job("rl-1", "rl", {}, ("verifier-1",))
+    evals = [Job("eval-1", "eval", {}, ("draw-1",)), Job("eval-2", "eval", {}, ("rl-1", "draw-2"))]
+    jobs = [draw, samples, draw2, ver, rl, *evals]
+    assert levels(jobs) == {"draw-1": 1, "samples-1": 3, "draw-2": 1, "verifier-1": 2, "rl-1": 1,
+                            "eval-1": 0, "eval-2": 0}
+    running, order = [], []
+
+    def submit(job):
+        assert len(running) < 1, "more jobs submitted than slots"
+        running.append(job.id)
+        order.append(job.id)
+
+    def wait_any():
+        return {"id": running.pop(), "status": "ok"}
+
+    done = [r["id"] for r in _schedule(jobs, submit, wait_any, slots=1)]
+    assert sorted(done) == sorted(j.id for j in jobs)
+    # the verifier, ready after samples-1, starts before draw-1, ready from the start; then level 1
+    # in list order
+    assert order == ["samples-1", "verifier-1", "draw-1", "draw-2", "rl-1", "eval-1", "eval-2"]
 
 
 def test_schedule_starts_a_job_once_its_dependencies_end_and_never_waits_for_others():

@@ -1,7 +1,8 @@
 """Run a study's grid, resumably: locally in-process, on a local process pool, or on Ray.
 
-Each job starts as soon as the artifacts it reads are finished (no barrier between stages, so no
-core idles while a slow learner of another branch trains). Before starting, the runner asks the
+Each job starts as soon as the artifacts it reads are finished and a worker is free (no barrier
+between stages, so no core idles while a slow learner of another branch trains), the jobs with
+the longest chains of dependents first. Before starting, the runner asks the
 study directory what is already done (an artifact directory that exists, a record that reads
 back with a valid digest) and runs only the rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
 and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
@@ -61,19 +62,41 @@ def _ready(job: Job, unfinished: set[str]) -> bool:
     return not any(d in unfinished for d in job.deps)
 
 
-def _schedule(jobs: list[Job], submit, wait_any) -> Iterator[dict]:
+def levels(jobs: list[Job]) -> dict[str, int]:
+    """Each job's level: the most jobs on a chain of dependents from it to an evaluation (an
+    evaluation's is 0). `jobs` are in dependency order, so a job's dependents come after it."""
+    dependents: dict[str, list[str]] = {j.id: [] for j in jobs}
+    for j in jobs:
+        for d in j.deps:
+            if d in dependents:
+                dependents[d].append(j.id)
+    level: dict[str, int] = {}
+    for j in reversed(jobs):
+        level[j.id] = 1 + max((level[k] for k in dependents[j.id]), default=-1)
+    return level
+
+
+def _schedule(jobs: list[Job], submit, wait_any, slots: int | None = None) -> Iterator[dict]:
     """Run `jobs` (listed in dependency order) as soon as their dependencies are finished, with
     no barrier between stages: `submit(job)` starts one, `wait_any()` returns the status dict of
-    one that ended. A job whose dependency failed still runs, and fails at once saying so."""
+    one that ended. A job whose dependency failed still runs, and fails at once saying so.
+
+    Ready jobs start highest level first (`levels`; list order among equals). With `slots` (the
+    pool's workers) at most that many are submitted at once, so the choice is made when a worker
+    frees up: a verifier that finishes mid-sweep has its RL learner start next, not behind every
+    draw that became ready before it (a pool runs what it was given in the order given)."""
+    level = levels(jobs)
     unfinished = {j.id for j in jobs}
     queue = list(jobs)
     running = 0
     while queue or running:
-        ready = [j for j in queue if _ready(j, unfinished)]
-        for job in ready:
+        ready = sorted((j for j in queue if _ready(j, unfinished)), key=lambda j: -level[j.id])
+        start = ready if slots is None else ready[:max(0, slots - running)]
+        for job in start:
             submit(job)
             running += 1
-        queue = [j for j in queue if j not in ready]
+        started = {j.id for j in start}
+        queue = [j for j in queue if j.id not in started]
         res = wait_any()
         running -= 1
         unfinished.discard(res["id"])
@@ -94,7 +117,7 @@ def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int)
             return done.result()
 
         yield from _schedule(jobs, lambda job: futures.add(pool.submit(run_job, job, str(study_dir), threads)),
-                             wait_any)
+                             wait_any, slots=workers)
 
 
 def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterator[dict]:
