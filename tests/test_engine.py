@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from veriscale.policy.engine import generate, generate_reference
+from veriscale.policy.engine import generate, generate_reference, sample_next
 
 
 def _prompt_ids(task, n=48):
@@ -69,3 +69,21 @@ def test_budget_is_respected(task, tiny_gpt):
         r = generate(tiny_gpt, ids, budget, eos_id=task.eos, pad_id=task.pad,
                      generator=torch.Generator().manual_seed(0))
         assert r.tokens.shape[1] == budget and (r.counts <= budget).all()
+
+
+def test_inverse_cdf_draw_matches_the_softmax_and_is_seeded():
+    """The inverse-CDF draw samples the softmax (frequencies within 5 standard errors of the
+    closed form, zero-probability tokens never drawn), and a seed fixes it."""
+    logits = torch.tensor([[0.0, 1.0, 2.0, float("-inf"), 0.5]]).repeat(40_000, 1)  # (B, V)
+    p = (logits / 0.7).softmax(-1)[0]
+    ids = sample_next(logits, 0.7, 0, torch.Generator().manual_seed(0), draw="inverse_cdf")
+    freq = torch.bincount(ids, minlength=5).double() / len(ids)
+    se = (p.double() * (1 - p.double()) / len(ids)).sqrt()
+    assert freq[3] == 0
+    assert ((freq - p.double()).abs() <= 5 * se + 1e-12).all(), (freq, p)
+    again = sample_next(logits, 0.7, 0, torch.Generator().manual_seed(0), draw="inverse_cdf")
+    assert torch.equal(ids, again)
+    top2 = sample_next(logits, 0.7, 2, torch.Generator().manual_seed(1), draw="inverse_cdf")
+    assert set(top2.tolist()) == {1, 2}  # top_k keeps the two most likely tokens only
+    with pytest.raises(ValueError, match="draw"):
+        sample_next(logits, 0.7, 0, None, draw="gumbel")

@@ -209,3 +209,17 @@ def test_relearn_repeats_a_studys_learner_and_changes_only_what_is_set(done, tmp
     draw = next(j for j in expand(study) if j.kind == "draw")
     not_learner = runner.invoke(main, ["relearn", str(out), draw.id, "--out", str(tmp_path / "draw")])
     assert not_learner.exit_code == 2 and "not a learner" in not_learner.output
+
+
+def test_one_search_pool_serves_both_accountings(lm_dir):
+    """search_pool = "one": a single pool of H_max tokens a sample per seed, scored once, read by
+    both accountings; per_accounting draws and scores one pool each (H_max / N wide for shared)."""
+    for choice, pools in (("one", 1), ("per_accounting", 2)):
+        study = _study(lm_dir, accounting=["shared", "per_sample"], search_pool=choice, n=[8])
+        jobs = {j.id: j for j in expand(study)}
+        search = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "maj", "wmaj")]
+        draw_ids = {d for j in search for d in j.config["draws"].values()}
+        scores = {j.config["scores"] for j in search if j.config["scores"]}
+        assert len(search) == 6 and len(draw_ids) == pools and len(scores) == pools
+        widths = sorted(jobs[d].config["width"] for d in draw_ids)
+        assert widths == ([32] if choice == "one" else [16, 32])  # H_max = 32, N = 2

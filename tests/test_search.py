@@ -200,3 +200,17 @@ def test_cli_evaluate_prints_one_table(runs):
     assert sum(line.strip().startswith(("base", "bon", "sft")) for line in res.output.splitlines()) == 6
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--method", "wmaj", "--budgets", "8,16"])
     assert res.exit_code == 2 and "--verifier" in res.output
+
+
+@pytest.mark.parametrize("rule", ["oracle", "maj", "bon", "wmaj"])
+def test_a_per_sample_pool_serves_the_shared_accounting_as_a_pool_drawn_at_h_over_n(task, rule):
+    """search_pool = "one" (study/jobs.py): the shared accounting read off a pool of H tokens a
+    sample gives, at every budget, the records of that pool's samples cut to H/N tokens, i.e. of
+    a pool drawn at H/N (a sample of H tokens cut to its first H/N is a sample of H/N)."""
+    wide = _synthetic_pool(task, N=4, L=16)
+    wide = Pool(task, wide.prompts, wide.rollouts, wide.n, wide.scores, "shared")
+    H_max = wide.n * 4  # the shared pool of H_max holds 4 tokens a sample
+    narrow = Pool(task, wide.prompts, wide.rollouts.truncate(4), wide.n, wide.scores[..., :4], "shared")
+    budgets = [wide.n * k for k in (1, 2, 3, 4)]
+    assert H_max == max(budgets) and narrow.width == 4 < wide.width
+    assert search_budgets(wide, budgets, rule) == search_budgets(narrow, budgets, rule)

@@ -180,7 +180,7 @@ class HFSampler(TextSampler):
                     for j, i in enumerate(new.tolist()):
                         if layer > 0:  # the prompt's features, left padding cut off
                             feats[i].append(hidden[j, hidden.shape[1] - len(ids[i]):])
-                    n2 = sample_next(logits, temperature, self.cfg.top_k, g)
+                    n2 = sample_next(logits, temperature, self.cfg.top_k, g, self.cfg.draw)
                     d2 = take(n2, new, torch.zeros(len(new), dtype=torch.bool))
                     cache, attn = (c2, a2) if cache is None or not len(live) else _join(cache, attn, c2, a2)
                     live, nxt, done = torch.cat([live, new]), torch.cat([nxt, n2]), torch.cat([done, d2])
@@ -197,7 +197,7 @@ class HFSampler(TextSampler):
                 for j in (~done).nonzero().squeeze(1).tolist():
                     feats[int(live[j])].append(h[j:j + 1])
             pos = pos + 1
-            nxt = sample_next(out.logits[:, -1].float(), temperature, self.cfg.top_k, g)
+            nxt = sample_next(out.logits[:, -1].float(), temperature, self.cfg.top_k, g, self.cfg.draw)
             done = take(nxt, live, done)
         return rows, [torch.cat(f) for f in feats]
 

@@ -75,6 +75,11 @@ class StudyConfig:
     eval_prompts: int = knob(512, "held-out prompts every method is evaluated on", min=1)
     eval_samples: int = knob(1, "problems per held-out prompt (traces, or search pools)", min=1)
     search_n: int = knob(4, "N of best-of-N / majority", min=1)
+    search_pool: Literal["per_accounting", "one"] = knob(
+        "per_accounting", "base search pools: one per accounting (shared: N samples of H/N tokens; per_sample: N of "
+                          "H), or one of N samples of H tokens that both read, shared by truncating each sample to "
+                          "H/N (ours: the same distribution, one pool and one verifier scoring instead of two, and "
+                          "the accountings paired on the same samples)")
     temperature: float = knob(1.0, "sampling temperature at evaluation", min=0.0)
     vf_reference: str = knob("sft", "the VF method gaps are measured against")
     diagnose_prompts: int = knob(128, "prompts of the base policy's diagnosis (heterogeneity, anti-concentration; "
