@@ -24,7 +24,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator:
     numbers): "multinomial" is `torch.multinomial`; "inverse_cdf" takes the first token whose
     cumulative probability exceeds u * sum(p), u ~ U[0, 1), with the cumulative sum in float64
     (its rounding, at most about 1e-11 over 49k terms, is all a token's probability can move).
-    On a CPU and a 49k vocabulary the latter is many times faster (BENCHMARKS.md); the tiny GPT
+    On a CPU and a 49k vocabulary the latter is several times faster (BENCHMARKS.md); the tiny GPT
     keeps the former, which its stored records were drawn with.
     """
     if temperature <= 0:
