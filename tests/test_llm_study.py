@@ -223,3 +223,9 @@ def test_one_search_pool_serves_both_accountings(lm_dir):
         assert len(search) == 6 and len(draw_ids) == pools and len(scores) == pools
         widths = sorted(jobs[d].config["width"] for d in draw_ids)
         assert widths == ([32] if choice == "one" else [16, 32])  # H_max = 32, N = 2
+    # with the shared accounting alone there is nothing to share: its pool is H_max / N wide
+    study = _study(lm_dir, accounting=["shared"], search_pool="one", n=[8])
+    jobs = {j.id: j for j in expand(study)}
+    widths = {jobs[d].config["width"] for j in jobs.values() if j.kind == "eval" and j.config["method"] == "bon"
+              for d in j.config["draws"].values()}
+    assert widths == {16}

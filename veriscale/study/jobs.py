@@ -204,8 +204,9 @@ class _Grid:
         if m.search:
             k = 1 if m.name == "early_stop" else s.search_n
             # a pool of H tokens a sample serves the shared accounting too: truncating a sample of
-            # H tokens to its first H/k is a sample of H/k tokens (search.Pool.sample_len)
-            own = acc == "shared" and s.search_pool == "per_accounting"
+            # H tokens to its first H/k is a sample of H/k tokens (search.Pool.sample_len); with no
+            # per-sample accounting to share it with, the shared pool is drawn H/k wide
+            own = acc == "shared" and (s.search_pool == "per_accounting" or "per_sample" not in s.accounting)
             return {H: self.draw(world, None, seed, s.eval_samples * k, H // k if own else H, None)}
         if m.name in s.forced_methods:
             return {h: self.draw(world, policy, seed, s.eval_samples, h, forcing_at(s, h)) for h in budgets}
