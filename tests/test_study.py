@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from veriscale.cli import main
 from veriscale.config import load_config
-from veriscale.study.jobs import expand
+from veriscale.study.grid import expand
 from veriscale.study.methods import METHODS
 from veriscale.study.spec import StudyConfig
 from veriscale.study.store import load_records
@@ -28,7 +28,7 @@ heterogeneity = ["high"]
 methods = ["base", "sft", "bon", "rl_outcome"]
 seeds = [0]
 eval_prompts = 16
-search_n = 2
+samples_per_problem = 2
 diagnose_prompts = 4
 diagnose_samples = 2
 [planted]
@@ -95,7 +95,7 @@ def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
         rows, c = rec["metrics"], rec["config"]
         if c["method"] == "diagnose":
             continue
-        cap = study.search_n if c["accounting"] == "per_sample" else 1  # per_sample draws N*H tokens
+        cap = study.samples_per_problem if c["accounting"] == "per_sample" else 1  # per_sample draws N*H tokens
         assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= cap * r["budget"] for r in rows)
         assert set(rec["data"]) == {"prompts", "expert_traces", "labelled_traces", "reward_queries",
                                     "validation_traces"}

@@ -47,9 +47,11 @@ def _default_budgets(horizon: int) -> list[int]:
     return sorted({b for b in (2**i for i in range(3, 20)) if b < horizon} | {horizon})
 
 
-def budget_rows(metrics) -> list[dict]:
-    return [{"H": m.budget, "J": f"{m.J_norm:.3f} [{m.J_norm_lo:.3f}, {m.J_norm_hi:.3f}]",
-             "S": f"{m.success:.3f} [{m.success_lo:.3f}, {m.success_hi:.3f}]", "tokens": m.tokens, "n": m.n}
+def budget_rows(metrics: list[dict]) -> list[dict]:
+    """Table rows of metrics rows (`rewards.BudgetMetrics` fields): H, J_H/H and success@H with CIs."""
+    return [{"H": m["budget"], "J": f"{m['J_norm']:.3f} [{m['J_norm_lo']:.3f}, {m['J_norm_hi']:.3f}]",
+             "S": f"{m['success']:.3f} [{m['success_lo']:.3f}, {m['success_hi']:.3f}]", "tokens": m["tokens"],
+             "n": m["n"], **({"verifier_calls": m["verifier_calls"]} if "verifier_calls" in m else {})}
             for m in metrics]
 
 
@@ -130,7 +132,7 @@ def train() -> None:
               help="Held-out prompts of that table.")
 def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
-    from veriscale.evaluate import evaluate_policy
+    from veriscale.evaluate import evaluate_method
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
@@ -143,7 +145,7 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budget
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
-    metrics = evaluate_policy(policy, policy.task, policy.task.prompts("test", prompts, 0), b)
+    metrics = evaluate_method("base", policy, policy.task, policy.task.prompts("test", prompts, 0), b)
     click.echo(f"{prompts} held-out prompts, temperature 1.0, sampled once at H={b[-1]}")
     click.echo(format_table(budget_rows(metrics), BUDGET_COLUMNS))
 
@@ -259,7 +261,10 @@ def _verifier(path: str, task):
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1), help="Held-out prompts.")
 @click.option("--samples-per-prompt", "samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="Independent problems per prompt (traces, or search pools).")
-@click.option("--search-n", default=4, show_default=True, type=click.IntRange(min=1), help="N of best-of-N.")
+@click.option("--samples-per-problem", "N", default=4, show_default=True, type=click.IntRange(min=1),
+              help="N: samples per problem of best-of-N and majority.")
+@click.option("--search-n", hidden=True, callback=lambda ctx, p, v: v is None or _fail(
+    "--search-n: renamed --samples-per-problem (the same value under the new name)"))
 @click.option("--accounting", default="shared", show_default=True, type=click.Choice(["shared", "per_sample"]),
               help="Best-of-N against H: the N samples share H (floor(H/N) tokens each, all charged), or "
                    "each sample gets H (the selected trace scored with J_H; N*H tokens drawn).")
@@ -272,11 +277,11 @@ def _verifier(path: str, task):
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
                    "CPU, veriscale[cpu]).")
-def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, search_n, accounting, force_budget,
-             threshold, temperature, seed, sampler) -> None:
+def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, N, search_n,
+             accounting, force_budget, threshold, temperature, seed, sampler) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
-    from veriscale.evaluate import METHODS, evaluate_method
+    from veriscale.evaluate import EVALUATIONS, evaluate_method
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
@@ -284,8 +289,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
     plan = []
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
         name, _, run = item.partition("=")
-        if name not in METHODS:
-            _fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
+        if name not in EVALUATIONS:
+            _fail(f"--method: {name!r} is not one of {', '.join(EVALUATIONS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler)
     task_obj = _task(task, base, task_overrides)
@@ -295,8 +300,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         _fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
     if any(m in NEEDS_VERIFIER for _, m, _ in plan) and verifier_dir is None:
         _fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
-    if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < search_n:
-        _fail(f"--budgets: best-of-{search_n} needs every budget >= {search_n}, got {b[0]}")
+    if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < N:
+        _fail(f"--budgets: best-of-{N} needs every budget >= {N}, got {b[0]}")
     verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
     test = task_obj.prompts("test", prompts, seed)
     rows = []
@@ -305,16 +310,13 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         forcing = BudgetForcing() if force_budget and method in ("base", "sft", "rl") else None
         try:
             recs = evaluate_method(method, policy, task_obj, test, b, verifier=verifier, samples=samples,
-                                   n_search=search_n, temperature=temperature, seed=seed, threshold=threshold,
+                                   N=N, temperature=temperature, seed=seed, threshold=threshold,
                                    accounting=accounting, forcing=forcing)
         except ValueError as e:
             _fail(f"{label}: {e}")
-        rows += [{"method": label, "H": r["budget"], "n": r["n"], "tokens": r["tokens"],
-                  "verifier_calls": r["verifier_calls"],
-                  "J": f"{r['J_norm']:.3f} [{r['J_norm_lo']:.3f}, {r['J_norm_hi']:.3f}]",
-                  "S": f"{r['success']:.3f} [{r['success_lo']:.3f}, {r['success_hi']:.3f}]"} for r in recs]
+        rows += [{"method": label, **row} for row in budget_rows(recs)]
     click.echo(f"{task_obj.name}: {prompts} held-out prompts x {samples} problems, temperature {temperature}, "
-               f"seed {seed}; search: N={search_n} samples, accounting {accounting} ("
+               f"seed {seed}; search: N={N} samples, accounting {accounting} ("
                f"{'floor(H/N) tokens each' if accounting == 'shared' else 'H tokens each'}); "
                + ("sequential methods budget-forced per H" if force_budget else f"sampled once at H={b[-1]}"))
     click.echo(format_table(rows, EVAL_COLUMNS))

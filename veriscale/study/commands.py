@@ -61,7 +61,7 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
     from veriscale.policy.base import PolicyError
     from veriscale.policy.load import load_policy
     from veriscale.policy.vllm import BackendUnavailable, check_vllm
-    from veriscale.study.jobs import check_learner_configs
+    from veriscale.study.grid import check_learner_configs
     from veriscale.study.report import write_report
     from veriscale.study.spec import load_study_config
     from veriscale.study.lock import StudyLocked
@@ -148,25 +148,29 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str)
     import json
 
     from veriscale.cli import _summary
-    from veriscale.config import apply_overrides, from_dict, to_dict
-    from veriscale.study.jobs import LEARNERS, artifact_dir
-    from veriscale.study.run import make_artifact
+    from veriscale.config import apply_overrides, from_dict
+    from veriscale.study.grid import expand
+    from veriscale.study.jobs import LEARNER_JOBS, artifact_dir
+    from veriscale.study.spec import study_from_dict
+    from veriscale.study.sweep import STUDY_FILE
 
-    job_file = artifact_dir(Path(study_dir), artifact) / "job.json"
-    if not job_file.is_file():
-        _fail(f"ARTIFACT: {job_file} not found (a finished learner of the study is a folder of its artifacts/)")
-    job = json.loads(job_file.read_text())
-    if job["kind"] not in LEARNERS:
-        _fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
+    study_dir_ = Path(study_dir)
+    jobs = {j.id: j for j in expand(study_from_dict(json.loads((study_dir_ / STUDY_FILE).read_text())))} \
+        if (study_dir_ / STUDY_FILE).is_file() else {}
+    job = jobs.get(artifact)
+    if job is None:
+        _fail(f"ARTIFACT: {artifact} is not a job of the study in {study_dir} (its artifacts/ folder names them)")
+    if job.kind not in LEARNER_JOBS:
+        _fail(f"ARTIFACT: {artifact} is a {job.kind} artifact, not a learner ({', '.join(LEARNER_JOBS)})")
+    cfg = apply_overrides(job.cfg, list(overrides))
     try:
-        cfg = from_dict(LEARNERS[job["kind"]], apply_overrides(job["config"]["cfg"], list(overrides)))
+        from_dict(job.config_class, cfg)
     except ConfigError as e:
-        _fail(f"--set: {job['kind']}.{e}")
+        _fail(f"--set: {job.kind}.{e}")
     if Path(out).exists() and any(Path(out).iterdir()):
         _fail(f"--out: {out} exists and is not empty")
-    missing = [d for d in job["deps"] if not artifact_dir(Path(study_dir), d).is_dir()]
+    missing = [d for d in job.deps if not artifact_dir(study_dir_, d).is_dir()]
     if missing:
         _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
-    make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)}, lambda d: artifact_dir(Path(study_dir), d),
-                  Path(out))
+    job.with_cfg(cfg).make(lambda d: artifact_dir(study_dir_, d), Path(out))
     _summary(Path(out))
