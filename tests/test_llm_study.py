@@ -137,6 +137,7 @@ def test_records_carry_the_learners_curves(done):
     assert recs["rl_outcome"]["data"]["reward_queries"] == rl["steps"] * study.rl["prompts_per_step"] * study.rl["G"]
 
 
+
 def test_a_changed_base_model_is_never_reused(done, lm_dir, tmp_path):
     import shutil
 

@@ -26,7 +26,7 @@ def _search(pool: Pool, budgets: list[int], rule: str, **kw) -> list[dict]:
 
 def _subset(pool: Pool, idx: torch.Tensor) -> Pool:
     """The pool restricted to samples `idx` (1-D) of every problem."""
-    rows = (torch.arange(len(pool.prompts))[:, None] * pool.n + idx[None]).flatten()  # (B * len(idx),)
+    rows = (torch.arange(len(pool.prompts))[:, None] * pool.N + idx[None]).flatten()  # (B * len(idx),)
     plan = dataclasses.replace(pool.plan, N=len(idx))
     return Pool(pool.task, pool.prompts, pool.rollouts.take(rows), plan, pool.scores[:, idx])
 
@@ -50,12 +50,12 @@ def _synthetic_pool(task, B=40, N=6, L=8, seed=0) -> Pool:
 
 def _first_success(pool: Pool) -> torch.Tensor:
     """(B, N) T of every full sample of the pool."""
-    return pool.task.check(repeat_each(pool.prompts, pool.n), pool.rollouts).view(-1, pool.n)
+    return pool.task.check(repeat_each(pool.prompts, pool.N), pool.rollouts).view(-1, pool.N)
 
 
 def test_oracle_best_of_n_equals_unbiased_pass_at_k(task):
     pool = _synthetic_pool(task)
-    n, k, L = pool.n, 3, pool.width
+    n, k, L = pool.N, 3, pool.width
     T = _first_success(pool)
     assert 0 < (T <= L).float().mean() < 1  # a mix of correct and wrong samples
     subsets = [torch.tensor(s) for s in itertools.combinations(range(n), k)]
@@ -213,9 +213,9 @@ def test_a_per_sample_pool_serves_the_shared_accounting_as_a_pool_drawn_at_h_ove
     sample gives, at every budget, the records of that pool's samples cut to H/N tokens, i.e. of
     a pool drawn at H/N (a sample of H tokens cut to its first H/N is a sample of H/N)."""
     wide = _synthetic_pool(task, N=4, L=16)
-    H_max = wide.n * 4  # the shared pool of H_max holds 4 tokens a sample
+    H_max = wide.N * 4  # the shared pool of H_max holds 4 tokens a sample
     assert wide.plan.pool_width(H_max, shared_pool=False) == 4 and wide.plan.pool_width(H_max, shared_pool=True) == H_max
     narrow = Pool(task, wide.prompts, wide.rollouts.truncate(4), wide.plan, wide.scores[..., :4])
-    budgets = [wide.n * k for k in (1, 2, 3, 4)]
+    budgets = [wide.N * k for k in (1, 2, 3, 4)]
     assert H_max == max(budgets) and narrow.width == 4 < wide.width
     assert _search(wide, budgets, rule) == _search(narrow, budgets, rule)

@@ -83,7 +83,7 @@ def test_best_checkpoint_can_maximise_and_nan_never_improves():
     saved = []
     best = BestCheckpoint("auc", patience=2, save=lambda: saved.append(best.best_step), higher=True)
     stops = [best.update({"step": s, "auc": v}) for s, v in enumerate([0.5, 0.7, float("nan"), 0.8, 0.6, 0.75])]
-    assert saved == [0, 1, 3] and best.last["auc"] == 0.8
+    assert saved == [0, 1, 3] and best.best_record["auc"] == 0.8
     assert stops == [False, False, False, False, False, True]
 
 

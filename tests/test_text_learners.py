@@ -258,6 +258,8 @@ def test_sft_on_search_traces_uses_only_prompts_with_a_success(lm_dir, gym_task,
     meta = read_meta(out)
     assert meta["training_traces"] == 8 and meta["validation_traces"] == 4  # n' < n: rejection sampling
     assert meta["test_nll_before"] is None  # search traces have no test set
+    # every checked sample is a label, kept in a search trace or not (what the verifier reads too)
+    assert meta["labelled_traces"] == len(s.T) + len(s.val_T)
 
 
 def test_snapshot_restores_only_trainable_weights(lm_dir):

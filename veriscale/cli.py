@@ -21,10 +21,11 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
+from veriscale.policy import SAMPLERS
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
-SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
+SAMPLER_CHOICE = click.Choice(SAMPLERS)
 
 
 def _fail(msg: str) -> None:
@@ -274,7 +275,7 @@ def _verifier(path: str, task):
               help="Verifier score at which early_stop stops.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
+@click.option("--sampler", default="hf", show_default=True, type=SAMPLER_CHOICE,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
                    "CPU, veriscale[cpu]).")
 def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, N, search_n,
@@ -332,7 +333,7 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
               help="M: traces per prompt [16].")
 @click.option("--prompts", type=click.IntRange(min=2), default=None, help="N: prompts [64].")
 @click.option("--out", default=None, help="Output directory [runs/diagnose/<policy>-<task>].")
-@click.option("--sampler", type=SAMPLERS, default=None,
+@click.option("--sampler", type=SAMPLER_CHOICE, default=None,
               help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
                    "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
@@ -395,9 +396,23 @@ def show_config(kind: str, preset: str | None) -> None:
         values = load_config(cls, preset) if preset else None
     except ConfigError as e:
         _fail(f"config: {e}")
-    rows = [{"key": k, "type": t, "default": repr(d), "help": h} for k, t, d, h in describe(cls, defaults=values)]
-    click.echo(format_table(rows, [("key", "key"), ("type", "type"), ("default", "default" if values is None
-                                                                        else "value"), ("help", "meaning")]))
+    columns = [("key", "key"), ("type", "type"), ("default", "default" if values is None else "value"),
+               ("help", "meaning")]
+    table = lambda rows: format_table([{"key": k, "type": t, "default": repr(d), "help": h}  # noqa: E731
+                                       for k, t, d, h in rows], columns)
+    if kind != "study":
+        click.echo(table(describe(cls, defaults=values)))
+        return
+    from veriscale.study.methods import TABLE
+    from veriscale.study.spec import TABLES
+
+    study = values or cls()
+    for title, rows in study.sections():
+        click.echo(f"{title}\n{table(rows)}\n")
+    click.echo("methods (`methods = [...]`)\n" + format_table(
+        [{"name": m.name, "doc": m.doc + (f" ({m.needs} tasks only)" if m.needs else "")} for m in TABLE],
+        [("name", "name"), ("doc", "what it is")]) + "\n")
+    click.echo(f"tables this study does not read: {', '.join(t for t in TABLES if t not in study.tables())}")
 
 
 @main.group()

@@ -35,6 +35,7 @@ import torch
 
 from veriscale.atomic import write_json_atomic
 from veriscale.config import ConfigError, knob
+from veriscale.policy import SamplerName
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 from veriscale.rewards import returns
@@ -68,7 +69,7 @@ class DiagnoseConfig:
                            min=0.0, max=1.0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
-    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
+    sampler: SamplerName = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
                                                  "CTranslate2 (CPU; veriscale[cpu])")
     hf: HFConfig = field(default_factory=HFConfig)
     gym: GymConfig = field(default_factory=GymConfig)

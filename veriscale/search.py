@@ -105,12 +105,13 @@ class Pool:
     scores: torch.Tensor | None = None
 
     @property
-    def n(self) -> int:
+    def N(self) -> int:
+        """Samples per problem."""
         return self.plan.samples
 
     def __post_init__(self) -> None:
-        if len(self.rollouts) != len(self.prompts) * self.n:
-            raise ValueError(f"{len(self.rollouts)} rollouts for {len(self.prompts)} problems x {self.n} samples")
+        if len(self.rollouts) != len(self.prompts) * self.N:
+            raise ValueError(f"{len(self.rollouts)} rollouts for {len(self.prompts)} problems x {self.N} samples")
 
     @property
     def width(self) -> int:
@@ -133,15 +134,19 @@ def select(rule: Selection, correct: torch.Tensor, scores: torch.Tensor | None, 
 
 def budget_record(T: torch.Tensor, tokens: torch.Tensor, calls: torch.Tensor, H: int, cap: int | None = None) -> dict:
     """`rewards.BudgetMetrics` fields plus mean verifier calls, after checking no row spent more
-    than `cap` tokens (H unless given: N*H for per-sample best-of-N)."""
+    than `cap` tokens (H unless given: N*H for per-sample best-of-N), and `T_per_problem`: each
+    problem's (B,) first-success index within H, None where it failed, in problem order (problem
+    b is held-out prompt b // samples-per-prompt, the same prompts for every method and seed),
+    so intervals can resample prompts and gaps can be paired by prompt."""
     cap = H if cap is None else cap
     if (tokens > cap).any():
         raise AssertionError(f"accounting: a row charged {int(tokens.max())} tokens at budget H={H} (cap {cap})")
-    return {**budget_metrics(T, tokens, H).as_dict(), "verifier_calls": float(calls.double().mean())}
+    return {**budget_metrics(T, tokens, H).as_dict(), "verifier_calls": float(calls.double().mean()),
+            "T_per_problem": [t if t <= H else None for t in T.tolist()]}
 
 
 def _best_of_n(pool: Pool, H: int, rule: Selection) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, N, L = len(pool.prompts), pool.n, pool.plan.sample_len(H)
+    B, N, L = len(pool.prompts), pool.N, pool.plan.sample_len(H)
     rep = repeat_each(pool.prompts, N)
     ro = pool.rollouts.truncate(L)  # B*N rows, as if sampled with L tokens each
     T = pool.task.check(rep, ro).view(B, N)
@@ -179,7 +184,7 @@ def search_budgets(pool: Pool, budgets: list[int], *, threshold: float = 0.5) ->
     for H in sorted(budgets):
         if pool.plan.sample_len(H) > pool.width:
             raise ValueError(f"budget {H} needs {pool.plan.sample_len(H)} tokens per sample; the pool has "
-                             f"{pool.n} x {pool.width}")
+                             f"{pool.N} x {pool.width}")
         T, tokens, calls = _early_stop(pool, T_full, H, threshold) if selection == "early_stop" \
             else _best_of_n(pool, H, selection)
         out.append(budget_record(T, tokens, calls, H, pool.plan.cap(H)))

@@ -185,14 +185,14 @@ class BestCheckpoint:
     def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0, higher: bool = False):
         self.key, self.patience, self.save, self.min_step = key, patience, save, min_step
         self.sign = -1.0 if higher else 1.0  # compare sign * value, lower is better
-        self.best, self.best_step, self.bad, self.last = math.inf, -1, 0, {}
+        self.best, self.best_step, self.bad, self.best_record = math.inf, -1, 0, {}
 
     def update(self, rec: dict) -> bool:
         """Save on improvement; True (stop) after `patience` evaluations without one, never
         before step `min_step` (the end of the warm-up)."""
         if self.sign * rec[self.key] < self.best:
             self.best, self.best_step, self.bad = self.sign * rec[self.key], rec["step"], 0
-            self.last = rec
+            self.best_record = rec
             self.save()
             return False
         self.bad += 1

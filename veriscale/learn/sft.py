@@ -179,6 +179,8 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "sft", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "best_step": best.best_step, "steps_planned": optim.steps, "training_prompts": cfg.n,
                           "training_traces": len(traces), "validation_traces": len(val_t),
+                          # search traces come from checked base samples: every one is a label
+                          "labelled_traces": len(samples.T) + len(samples.val_T) if search else 0,
                           "val_nll_before": init["val_nll"],
                           "val_nll_after": best.best, "test_nll_before": test_before, "test_nll_after": nll(test)})
     return out

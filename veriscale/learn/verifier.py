@@ -278,7 +278,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
         policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "verifier", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "hard": verifier.hard, "best_step": best.best_step, "steps_planned": optim.steps,
                           "horizon": H, "training_traces": traces, "validation_traces": len(held["seq"]),
-                          "heldout": dict(best.last)})
+                          "heldout": dict(best.best_record)})
         save_file({k: v.contiguous() for k, v in verifier.value.state_dict().items()}, str(out / HEAD))
     return out
 

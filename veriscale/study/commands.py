@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError
+from veriscale.policy import SAMPLERS
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -46,7 +47,7 @@ def _study_file(path: str | None, quick: bool) -> Path:
               help="torch threads per job (default: cores divided among the workers).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where jobs run: a local process pool, or Ray (veriscale[ray]).")
-@click.option("--sampler", type=click.Choice(["hf", "vllm", "ct2"]), default=None,
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=None,
               help="Sampler of a transformers policy (the study's `sampler`): vllm needs veriscale[vllm] and a "
                    "CUDA GPU, and runs the jobs one at a time in this process.")
 @click.option("--ray-address", default=None, help="ray.init address (default: start a local instance).")

