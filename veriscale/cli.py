@@ -14,31 +14,25 @@ body, so `veriscale --help` and a config error answer in a fraction of a second.
 from __future__ import annotations
 
 import importlib
-import json
-import sys
 from pathlib import Path
 
 import click
 
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
+from veriscale.console import fail, run_summary
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
 SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
 
 
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
 def _budgets(text: str) -> list[int]:
     try:
         out = sorted({int(b) for b in text.split(",") if b.strip()})
     except ValueError:
-        _fail(f"--budgets: expected comma-separated integers, got {text!r}")
+        fail(f"--budgets: expected comma-separated integers, got {text!r}")
     if not out or out[0] < 1:
-        _fail(f"--budgets: budgets must be positive integers, got {text!r}")
+        fail(f"--budgets: budgets must be positive integers, got {text!r}")
     return out
 
 
@@ -79,7 +73,7 @@ def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] |
     try:
         return load_policy(spec, sampler=sampler, stages=stages or POLICY_STAGES)
     except (PolicyError, BackendUnavailable) as e:
-        _fail(f"{flag}: {e}")
+        fail(f"{flag}: {e}")
 
 
 def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
@@ -93,16 +87,16 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
 
     if policy.kind == "gpt":
         if task not in (None, "planted"):
-            _fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
+            fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
         if overrides:
-            _fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
+            fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
         return policy.task
     meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
     spec = task or meta.get("task_spec")
     if spec is None:
-        _fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
+        fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
     if not is_text(spec):
-        _fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
+        fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
     own = meta.get("task") if meta.get("task_spec") == spec else None
     try:
         table = apply_overrides(own or {}, list(overrides))
@@ -110,7 +104,7 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
             return make_task(spec, gym=from_dict(GymConfig, table, "task-set "))
         return make_task(spec, files=from_dict(FilesConfig, table, "task-set "))
     except (ConfigError, ValueError, OSError) as e:
-        _fail(f"--task: {e}")
+        fail(f"--task: {e}")
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -136,10 +130,10 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budget
     try:
         cfg = load_config(PretrainConfig, config_path, list(overrides))
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
+        fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
@@ -171,29 +165,19 @@ def _prepare(cls, config_path, overrides, base, task, task_overrides, out):
     try:
         cfg = load_config(cls, config_path, list(overrides))
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
+        fail(f"--out: {out} exists and is not empty")
     policy = _policy(base, "--base")
     return cfg, policy, _task(task, policy, task_overrides)
-
-
-def _summary(out: Path) -> None:
-    """The run directory and the logged record of the kept step (the best held-out evaluation
-    when the learner keeps one, else the last step)."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads((out / "veriscale.json").read_text()).get("best_step")
-    rec = next((r for r in records if r["step"] == best), records[-1]) if records else {}
-    click.echo(f"wrote {out}; kept step {rec.get('step')}: " + ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "step"))
 
 
 def _run(train_fn, *args, **kwargs) -> None:
     """Run a learner; a value it refuses (a missing horizon, too few traces) is one line, exit 2."""
     try:
-        _summary(train_fn(*args, **kwargs))
+        run_summary(train_fn(*args, **kwargs))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @train.command("sft")
@@ -226,7 +210,7 @@ def train_rl_command(config_path, overrides, base, task, task_overrides, out, ve
 
     cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out)
     if cfg.reward == "verifier" and verifier_dir is None:
-        _fail("--verifier: reward=verifier needs a verifier run directory")
+        fail("--verifier: reward=verifier needs a verifier run directory")
     verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
     _run(train_rl, policy, task_obj, cfg, out, verifier=verifier)
 
@@ -239,7 +223,7 @@ def _verifier(path: str, task):
     try:
         return load_verifier(path, task)
     except PolicyError as e:
-        _fail(f"--verifier: {e}")
+        fail(f"--verifier: {e}")
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -285,18 +269,18 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
         name, _, run = item.partition("=")
         if name not in METHODS:
-            _fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
+            fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler)
     task_obj = _task(task, base, task_overrides)
     if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
+        fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
     if force_budget and base.kind != "hf":
-        _fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
+        fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
     if any(m in NEEDS_VERIFIER for _, m, _ in plan) and verifier_dir is None:
-        _fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
+        fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
     if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < search_n:
-        _fail(f"--budgets: best-of-{search_n} needs every budget >= {search_n}, got {b[0]}")
+        fail(f"--budgets: best-of-{search_n} needs every budget >= {search_n}, got {b[0]}")
     verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
     test = task_obj.prompts("test", prompts, seed)
     rows = []
@@ -308,7 +292,7 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
                                    n_search=search_n, temperature=temperature, seed=seed, threshold=threshold,
                                    accounting=accounting, forcing=forcing)
         except ValueError as e:
-            _fail(f"{label}: {e}")
+            fail(f"{label}: {e}")
         rows += [{"method": label, "H": r["budget"], "n": r["n"], "tokens": r["tokens"],
                   "verifier_calls": r["verifier_calls"],
                   "J": f"{r['J_norm']:.3f} [{r['J_norm_lo']:.3f}, {r['J_norm_hi']:.3f}]",
@@ -356,9 +340,9 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
             torch.set_num_threads(cfg.threads)
         sampler_obj, task_obj = resolve(cfg)
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     s = diagnose(sampler_obj, task_obj, cfg)
     path = write_report(s, Path(cfg.out) if cfg.out else default_out(cfg))
     click.echo(f"{cfg.policy} on {s['task']} [{s['source']}]: N={cfg.prompts} prompts x M={cfg.samples} traces, "
@@ -392,7 +376,7 @@ def show_config(kind: str, preset: str | None) -> None:
     try:
         values = load_config(cls, preset) if preset else None
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     rows = [{"key": k, "type": t, "default": repr(d), "help": h} for k, t, d, h in describe(cls, defaults=values)]
     click.echo(format_table(rows, [("key", "key"), ("type", "type"), ("default", "default" if values is None
                                                                         else "value"), ("help", "meaning")]))

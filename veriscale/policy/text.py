@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
@@ -39,6 +40,16 @@ class HFConfig:
     refill: bool = knob(True, "continuous batching (transformers sampler): waiting rows take the places of "
                               "ended ones (off: fixed micro-batches of batch_size rows)")
     progress: bool = knob(True, "show a progress bar over the rows")
+
+
+def generation_eos(path: Path) -> int | list[int] | None:
+    """The EOS id(s) transformers would give the model's generation config (its own file, else
+    derived from config.json), so both backends stop on the same ids."""
+    from transformers import AutoConfig, GenerationConfig
+
+    if (path / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
+    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(path, local_files_only=True)).eos_token_id
 
 
 def prompt_text(prompt: Any) -> str:

@@ -11,14 +11,10 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError
+from veriscale.console import fail, run_summary
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
 
 
 def _study_file(path: str | None, quick: bool) -> Path:
@@ -30,7 +26,7 @@ def _study_file(path: str | None, quick: bool) -> Path:
         return Path(path)
     small = Path(path).with_name(f"{Path(path).stem}-quick.toml")
     if not small.is_file():
-        _fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
+        fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
     return small
 
 
@@ -81,18 +77,18 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
         if executor == "ray":
             import ray  # noqa: F401
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except (PolicyError, BackendUnavailable) as e:
-        _fail(str(e))
+        fail(str(e))
     except ImportError:
-        _fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
+        fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
     workers = workers or os.cpu_count() or 1
     try:
         counts = run_study(study, study_dir, workers=workers, executor=executor, ray_address=ray_address,
                            threads=threads or None)
     except StudyLocked as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)
@@ -111,7 +107,7 @@ def results(study_dir: str, parquet: str | None) -> None:
 
     flat = rows(load_records(study_dir))
     if not flat:
-        _fail(f"{study_dir}: no finished records")
+        fail(f"{study_dir}: no finished records")
     cols = [("heterogeneity", "het"), ("n", "n"), ("method", "method"), ("H", "H"), ("J_norm", "J_H/H"),
             ("success", "success@H"), ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("seeds", "seeds")]
     click.echo(format_table(summarize(flat), cols))
@@ -128,7 +124,7 @@ def report(study_dir: str) -> None:
     try:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @click.command()
@@ -147,26 +143,25 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str)
     """
     import json
 
-    from veriscale.cli import _summary
     from veriscale.config import apply_overrides, from_dict, to_dict
     from veriscale.study.jobs import LEARNERS, artifact_dir
     from veriscale.study.run import make_artifact
 
     job_file = artifact_dir(Path(study_dir), artifact) / "job.json"
     if not job_file.is_file():
-        _fail(f"ARTIFACT: {job_file} not found (a finished learner of the study is a folder of its artifacts/)")
+        fail(f"ARTIFACT: {job_file} not found (a finished learner of the study is a folder of its artifacts/)")
     job = json.loads(job_file.read_text())
     if job["kind"] not in LEARNERS:
-        _fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
+        fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
     try:
         cfg = from_dict(LEARNERS[job["kind"]], apply_overrides(job["config"]["cfg"], list(overrides)))
     except ConfigError as e:
-        _fail(f"--set: {job['kind']}.{e}")
+        fail(f"--set: {job['kind']}.{e}")
     if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
+        fail(f"--out: {out} exists and is not empty")
     missing = [d for d in job["deps"] if not artifact_dir(Path(study_dir), d).is_dir()]
     if missing:
-        _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
+        fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
     make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)}, lambda d: artifact_dir(Path(study_dir), d),
                   Path(out))
-    _summary(Path(out))
+    run_summary(Path(out))
