@@ -85,11 +85,11 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
     from veriscale.tasks.gym import GymConfig
     from veriscale.tasks.load import is_text, make_task
 
-    if policy.kind == "gpt":
-        if task not in (None, "planted"):
-            fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
+    if policy.task is not None:
+        if task not in (None, policy.task.name):
+            fail(f"--task: a tiny-GPT policy works on its own {policy.task.name} task, not {task!r}")
         if overrides:
-            fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
+            fail(f"--task-set: a tiny-GPT policy's {policy.task.name} task is fixed by its run directory")
         return policy.task
     meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
     spec = task or meta.get("task_spec")
@@ -273,9 +273,9 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler)
     task_obj = _task(task, base, task_overrides)
-    if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
-        fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
-    if force_budget and base.kind != "hf":
+    if base.horizon is not None and b[-1] > base.horizon:
+        fail(f"--budgets: {b[-1]} exceeds the policy's horizon {base.horizon}")
+    if force_budget and not base.text:
         fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
     if any(m in NEEDS_VERIFIER for _, m, _ in plan) and verifier_dir is None:
         fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")

@@ -124,7 +124,7 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     if cfg.init == "scratch":
         policy.reinitialise(cfg.optim.seed)
     search = cfg.expert == "search"
-    if search and not hasattr(policy, "decode"):
+    if search and not policy.text:
         raise ValueError("expert=search joins text attempts, which needs a text policy; the planted task's "
                          "expert already writes search traces (task.expert_q)")
     if search and samples is None:  # Algorithm 1's steps 1-2, as the verifier draws them

@@ -31,6 +31,9 @@ class HFPolicy:
     with vLLM the torch model loads only when a learner asks for it (`model`)."""
 
     kind = "hf"
+    task = None  # it works on any text task
+    text = True
+    horizon = None  # budgets are bounded by the caller, not by the policy
 
     def __init__(self, spec: str, path: Path | None, tokenizer, cfg: HFConfig, *, model=None, sampler=None):
         self.spec, self.path, self.tok, self.cfg = spec, path, tokenizer, cfg
