@@ -28,10 +28,10 @@ import torch
 from veriscale.config import from_dict
 from veriscale.diagnose import DiagnoseConfig, diagnose
 from veriscale.policy.forcing import BudgetForcing
-from veriscale.policy.tiny import ExpertSampler
 from veriscale.rewards import BudgetMetrics, evaluate_budgets
 from veriscale.search import NEEDS_VERIFIER, Accounting, Pool, budget_record, repeat_each, search_budgets
 from veriscale.tasks.base import Rollouts, Task
+from veriscale.tasks.planted import ExpertSampler
 
 SEQUENTIAL = ("base", "expert", "sft", "rl")
 SEARCH = ("bon", "maj", "wmaj", "oracle", "early_stop")

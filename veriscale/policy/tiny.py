@@ -1,5 +1,4 @@
-"""The tiny GPT of the planted task behind the `Policy` interface (policy/base.py), and the
-task's expert process behind the `Sampler` interface.
+"""The tiny GPT of the planted task behind the `Policy` interface (policy/base.py).
 
 A tiny-GPT run directory holds `model.safetensors`, `config.json` (the `GPTConfig`) and
 `veriscale.json` (policy "gpt", the stage, the planted task's config, the run's config and the
@@ -112,19 +111,6 @@ class GPTPolicy:
 
     def save(self, out: str | Path, meta: dict[str, Any]) -> Path:
         return save_gpt(out, self.model, {**meta, "task": to_dict(self.task.cfg)})
-
-
-class ExpertSampler:
-    """The planted task's expert process (teacher with expert_q, conditioned on success within
-    the budget) behind the `Sampler` interface, so it is evaluated exactly like a policy.
-    It writes its traces directly; temperature does not apply to it."""
-
-    def __init__(self, task: PlantedTask):
-        self.task = task
-
-    def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-               seed: int = 0) -> Rollouts:
-        return self.task.expert(prompts, torch.Generator().manual_seed(seed), budget=max_new_tokens)
 
 
 def resolve_model_config(model: GPTConfig, task: PlantedTask) -> GPTConfig:

@@ -27,13 +27,12 @@ from veriscale.policy.forcing import BudgetForcing
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
 from veriscale.policy.text import HFConfig
-from veriscale.policy.tiny import ExpertSampler
 from veriscale.search import repeat_each
 from veriscale.study.methods import METHODS
 from veriscale.tasks.files import FilesConfig
 from veriscale.tasks.gym import GymConfig
 from veriscale.tasks.load import is_text, make_task
-from veriscale.tasks.planted import PlantedConfig
+from veriscale.tasks.planted import ExpertSampler, PlantedConfig
 
 DRAW_FILE = "draw.json"
 SCORES_FILE = "scores.safetensors"
