@@ -290,7 +290,7 @@ def load_verifier(run_dir: str | Path, task: Task | None = None, hf: HFConfig | 
         raise PolicyError(f"{run_dir}: not a verifier run directory (stage "
                           f"{None if meta is None else meta.get('stage')!r})")
     policy = load_policy(run_dir, hf=hf, stages=("verifier",))
-    own = getattr(policy, "task", None)
+    own = policy.task
     if task is not None and own is not None and own.cfg != task.cfg:
         raise PolicyError(f"{run_dir}: the verifier was trained on a different task config than the policy's")
     head = Path(run_dir) / HEAD

@@ -11,6 +11,7 @@ checker can tell an answer that was finished from one cut off at the budget.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,9 @@ class TextSampler(ABC):
         ids = [self.encode(p) for p in prompts]
         kept = self.generate_features(ids, max_new_tokens, temperature=temperature, generator=g,
                                       layer=capture) if capture else None
+        if capture and kept is None:
+            warnings.warn(f"{type(self).__name__} cannot keep the frozen trunk's features while sampling: RL "
+                          f"computes them again (sampler = \"hf\" keeps them)", stacklevel=2)
         rows, feats = kept if kept is not None else (self.generate_ids(ids, max_new_tokens, temperature=temperature,
                                                                        generator=g), None)
         ro = text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)
