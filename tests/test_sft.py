@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import BestCheckpoint, eval_nll
+from veriscale.learn.loop import BestCheckpoint, FullLogits, eval_nll
 from veriscale.learn.sft import SFTConfig, train_sft
 from veriscale.policy.base import read_meta
 from veriscale.policy.load import load_policy
@@ -19,7 +19,7 @@ def _nll_on_test_experts(run_dir) -> float:
     policy = load_policy(run_dir)
     task = policy.task
     prompts = task.prompts("test", 64, 7)
-    return eval_nll(policy.model, *lm_rows(task.encode(prompts), task.expert_traces(prompts, 7, False), task.pad))
+    return eval_nll(FullLogits(policy.model), *lm_rows(task.encode(prompts), task.expert_traces(prompts, 7, False), task.pad))
 
 
 def _sft(base, cfg, out):

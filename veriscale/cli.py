@@ -14,13 +14,12 @@ body, so `veriscale --help` and a config error answer in a fraction of a second.
 from __future__ import annotations
 
 import importlib
-import json
-import sys
 from pathlib import Path
 
 import click
 
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
+from veriscale.console import fail, run_summary
 from veriscale.policy import SAMPLERS
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
@@ -28,18 +27,13 @@ from veriscale.tables import format_table
 SAMPLER_CHOICE = click.Choice(SAMPLERS)
 
 
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
 def _budgets(text: str) -> list[int]:
     try:
         out = sorted({int(b) for b in text.split(",") if b.strip()})
     except ValueError:
-        _fail(f"--budgets: expected comma-separated integers, got {text!r}")
+        fail(f"--budgets: expected comma-separated integers, got {text!r}")
     if not out or out[0] < 1:
-        _fail(f"--budgets: budgets must be positive integers, got {text!r}")
+        fail(f"--budgets: budgets must be positive integers, got {text!r}")
     return out
 
 
@@ -73,16 +67,42 @@ for _cmd in (reproduce, results, report, relearn):
 
 # ---- policies and tasks ----------------------------------------------------------------------
 
-def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None):
-    """The policy of `spec`, or exit 2 with one line naming the flag and what is wrong."""
-    from veriscale.policy.base import PolicyError
+def _policy_options(f):
+    """--set and --threads, taken alike by every command that loads a policy."""
+    f = click.option("--threads", default=0, type=click.IntRange(min=0),
+                     help="torch CPU threads [default: the config's `threads`, else torch's].")(f)
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config field; hf.KEY=VALUE sets a transformers policy's loading and "
+                             "sampling (hf.batch_size=32, ...; `veriscale config diagnose` lists them).")(f)
+
+
+def _with_threads(overrides: list[str], threads: int) -> list[str]:
+    """--set items with --threads as `threads=N` (a config's `threads` field; the flag wins)."""
+    return overrides + ([f"threads={threads}"] if threads else [])
+
+
+def _settings(overrides: tuple[str, ...]):
+    """(HFConfig from the hf.KEY=VALUE items of --set, the other items), or exit 2 naming a bad
+    hf setting."""
+    from veriscale.policy.text import HFConfig
+
+    try:
+        hf = from_dict(HFConfig, apply_overrides({}, [o[3:] for o in overrides if o.startswith("hf.")]), "hf.")
+    except ConfigError as e:
+        fail(f"--set: {e}")
+    return hf, [o for o in overrides if not o.startswith("hf.")]
+
+
+def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None, hf=None):
+    """The policy of `spec` loaded with the transformers settings `hf`, or exit 2 with one line
+    naming the flag and what is wrong (PolicyError, or a setting the model refuses)."""
     from veriscale.policy.load import POLICY_STAGES, load_policy
     from veriscale.policy.vllm import BackendUnavailable
 
     try:
-        return load_policy(spec, sampler=sampler, stages=stages or POLICY_STAGES)
-    except (PolicyError, BackendUnavailable) as e:
-        _fail(f"{flag}: {e}")
+        return load_policy(spec, hf=hf, sampler=sampler, stages=stages or POLICY_STAGES)
+    except (ValueError, BackendUnavailable) as e:
+        fail(f"{flag}: {e}")
 
 
 def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
@@ -94,18 +114,18 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
     from veriscale.tasks.gym import GymConfig
     from veriscale.tasks.load import is_text, make_task
 
-    if policy.kind == "gpt":
-        if task not in (None, "planted"):
-            _fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
+    if policy.task is not None:
+        if task not in (None, policy.task.name):
+            fail(f"--task: a tiny-GPT policy works on its own {policy.task.name} task, not {task!r}")
         if overrides:
-            _fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
+            fail(f"--task-set: a tiny-GPT policy's {policy.task.name} task is fixed by its run directory")
         return policy.task
     meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
     spec = task or meta.get("task_spec")
     if spec is None:
-        _fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
+        fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
     if not is_text(spec):
-        _fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
+        fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
     own = meta.get("task") if meta.get("task_spec") == spec else None
     try:
         table = apply_overrides(own or {}, list(overrides))
@@ -113,7 +133,7 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
             return make_task(spec, gym=from_dict(GymConfig, table, "task-set "))
         return make_task(spec, files=from_dict(FilesConfig, table, "task-set "))
     except (ConfigError, ValueError, OSError) as e:
-        _fail(f"--task: {e}")
+        fail(f"--task: {e}")
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -126,23 +146,24 @@ def train() -> None:
 @train.command("pretrain")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config (defaults are used for missing keys).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@_policy_options
 @click.option("--budgets", default=None,
               help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1),
               help="Held-out prompts of that table.")
-def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int) -> None:
+def pretrain_command(config_path: str | None, overrides: tuple[str, ...], threads: int, budgets: str | None,
+                     prompts: int) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
     from veriscale.evaluate import evaluate_method
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
-        cfg = load_config(PretrainConfig, config_path, list(overrides))
+        cfg = load_config(PretrainConfig, config_path, _with_threads(list(overrides), threads))
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
+        fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
@@ -152,7 +173,7 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budget
 
 
 def _learner_options(f):
-    """--base/--task/--out/--config/--set/--threads, shared by every learner."""
+    """--base/--task/--out/--config, and --set/--threads (`_policy_options`), shared by every learner."""
     for opt in reversed([
         click.option("--base", "base", required=True,
                      help="The policy to train from: a run directory, hf:PATH or smollm2."),
@@ -163,59 +184,50 @@ def _learner_options(f):
         click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field."),
     ]):
         f = opt(f)
-    return f
+    return _policy_options(f)
 
 
-def _prepare(cls, config_path, overrides, base, task, task_overrides, out):
-    """Validated config, base policy and task, or exit 2 before anything is written."""
+def _prepare(cls, config_path, overrides, threads, base, task, task_overrides, out):
+    """Validated config, the transformers settings (hf.*), base policy and task, or exit 2 before
+    anything is written."""
+    hf, own = _settings(overrides)
     try:
-        cfg = load_config(cls, config_path, list(overrides))
+        cfg = load_config(cls, config_path, _with_threads(own, threads))
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
-    policy = _policy(base, "--base")
-    return cfg, policy, _task(task, policy, task_overrides)
-
-
-def _summary(out: Path) -> None:
-    """The run directory and the logged record of the kept step (the best held-out evaluation
-    when the learner keeps one, else the last step)."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads((out / "veriscale.json").read_text()).get("best_step")
-    rec = next((r for r in records if r["step"] == best), records[-1]) if records else {}
-    click.echo(f"wrote {out}; kept step {rec.get('step')}: " + ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "step"))
+        fail(f"--out: {out} exists and is not empty")
+    policy = _policy(base, "--base", hf=hf)
+    return cfg, hf, policy, _task(task, policy, task_overrides)
 
 
 def _run(train_fn, *args, **kwargs) -> None:
     """Run a learner; a value it refuses (a missing horizon, too few traces) is one line, exit 2."""
     try:
-        _summary(train_fn(*args, **kwargs))
+        run_summary(train_fn(*args, **kwargs))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @train.command("sft")
 @_learner_options
-def train_sft_command(config_path, overrides, base, task, task_overrides, out) -> None:
+def train_sft_command(config_path, overrides, threads, base, task, task_overrides, out) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
     from veriscale.learn.sft import SFTConfig, train_sft
 
-    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, _, policy, task_obj = _prepare(SFTConfig, config_path, overrides, threads, base, task, task_overrides, out)
     _run(train_sft, policy, task_obj, cfg, out)
 
 
 @train.command("verifier")
 @_learner_options
-def train_verifier_command(config_path, overrides, base, task, task_overrides, out) -> None:
+def train_verifier_command(config_path, overrides, threads, base, task, task_overrides, out) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
     from veriscale.learn.verifier import VerifierConfig, train_verifier
 
-    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, _, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, threads, base, task, task_overrides, out)
     _run(train_verifier, policy, task_obj, cfg, out)
 
 
@@ -223,26 +235,26 @@ def train_verifier_command(config_path, overrides, base, task, task_overrides, o
 @_learner_options
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (needed for reward=verifier).")
-def train_rl_command(config_path, overrides, base, task, task_overrides, out, verifier_dir) -> None:
+def train_rl_command(config_path, overrides, threads, base, task, task_overrides, out, verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
     from veriscale.learn.rl import RLConfig, train_rl
 
-    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, hf, policy, task_obj = _prepare(RLConfig, config_path, overrides, threads, base, task, task_overrides, out)
     if cfg.reward == "verifier" and verifier_dir is None:
-        _fail("--verifier: reward=verifier needs a verifier run directory")
-    verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
+        fail("--verifier: reward=verifier needs a verifier run directory")
+    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     _run(train_rl, policy, task_obj, cfg, out, verifier=verifier)
 
 
-def _verifier(path: str, task):
+def _verifier(path: str, task, hf):
     from veriscale.learn.verifier import load_verifier
     from veriscale.policy.base import PolicyError
 
 
     try:
-        return load_verifier(path, task)
+        return load_verifier(path, task, hf)
     except PolicyError as e:
-        _fail(f"--verifier: {e}")
+        fail(f"--verifier: {e}")
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -264,7 +276,7 @@ def _verifier(path: str, task):
               help="Independent problems per prompt (traces, or search pools).")
 @click.option("--samples-per-problem", "N", default=4, show_default=True, type=click.IntRange(min=1),
               help="N: samples per problem of best-of-N and majority.")
-@click.option("--search-n", hidden=True, callback=lambda ctx, p, v: v is None or _fail(
+@click.option("--search-n", hidden=True, callback=lambda ctx, p, v: v is None or fail(
     "--search-n: renamed --samples-per-problem (the same value under the new name)"))
 @click.option("--accounting", default="shared", show_default=True, type=click.Choice(["shared", "per_sample"]),
               help="Best-of-N against H: the N samples share H (floor(H/N) tokens each, all charged), or "
@@ -278,43 +290,51 @@ def _verifier(path: str, task):
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLER_CHOICE,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
                    "CPU, veriscale[cpu]).")
+@_policy_options
 def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, N, search_n,
-             accounting, force_budget, threshold, temperature, seed, sampler) -> None:
+             accounting, force_budget, threshold, temperature, seed, sampler, overrides, threads) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
+    import torch
+
     from veriscale.evaluate import EVALUATIONS, evaluate_method
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
     b = _budgets(budgets)
+    hf, own = _settings(overrides)
+    if own:
+        fail(f"--set: evaluate has no config of its own; only hf.KEY=VALUE applies, not {own[0]!r}")
+    if threads:
+        torch.set_num_threads(threads)
     plan = []
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
         name, _, run = item.partition("=")
         if name not in EVALUATIONS:
-            _fail(f"--method: {name!r} is not one of {', '.join(EVALUATIONS)}")
+            fail(f"--method: {name!r} is not one of {', '.join(EVALUATIONS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
-    base = _policy(policy_spec, "--policy", sampler)
+    base = _policy(policy_spec, "--policy", sampler, hf=hf)
     task_obj = _task(task, base, task_overrides)
-    if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
-    if force_budget and base.kind != "hf":
-        _fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
+    if base.horizon is not None and b[-1] > base.horizon:
+        fail(f"--budgets: {b[-1]} exceeds the policy's horizon {base.horizon}")
+    if force_budget and not base.text:
+        fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
     if any(m in NEEDS_VERIFIER for _, m, _ in plan) and verifier_dir is None:
-        _fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
+        fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
     if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < N:
-        _fail(f"--budgets: best-of-{N} needs every budget >= {N}, got {b[0]}")
-    verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
+        fail(f"--budgets: best-of-{N} needs every budget >= {N}, got {b[0]}")
+    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     test = task_obj.prompts("test", prompts, seed)
     rows = []
     for label, method, spec in plan:
-        policy = base if spec == policy_spec else _policy(spec, "--method", sampler)
+        policy = base if spec == policy_spec else _policy(spec, "--method", sampler, hf=hf)
         forcing = BudgetForcing() if force_budget and method in ("base", "sft", "rl") else None
         try:
             recs = evaluate_method(method, policy, task_obj, test, b, verifier=verifier, samples=samples,
                                    N=N, temperature=temperature, seed=seed, threshold=threshold,
                                    accounting=accounting, forcing=forcing)
         except ValueError as e:
-            _fail(f"{label}: {e}")
+            fail(f"{label}: {e}")
         rows += [{"method": label, **row} for row in budget_rows(recs)]
     click.echo(f"{task_obj.name}: {prompts} held-out prompts x {samples} problems, temperature {temperature}, "
                f"seed {seed}; search: N={N} samples, accounting {accounting} ("
@@ -337,9 +357,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
               help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
                    "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a field (margin=linear, hf.batch_size=32, gym.max_digits=2, ...).")
-def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides) -> None:
+@_policy_options
+def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides, threads) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""
     import torch
 
@@ -348,7 +367,8 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
     from veriscale.policy.vllm import BackendUnavailable
 
 
-    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler)
+    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler,
+                 threads=threads or None)
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
@@ -359,9 +379,9 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
             torch.set_num_threads(cfg.threads)
         sampler_obj, task_obj = resolve(cfg)
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     s = diagnose(sampler_obj, task_obj, cfg)
     path = write_report(s, Path(cfg.out) if cfg.out else default_out(cfg))
     click.echo(f"{cfg.policy} on {s['task']} [{s['source']}]: N={cfg.prompts} prompts x M={cfg.samples} traces, "
@@ -395,7 +415,7 @@ def show_config(kind: str, preset: str | None) -> None:
     try:
         values = load_config(cls, preset) if preset else None
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     columns = [("key", "key"), ("type", "type"), ("default", "default" if values is None else "value"),
                ("help", "meaning")]
     table = lambda rows: format_table([{"key": k, "type": t, "default": repr(d), "help": h}  # noqa: E731

@@ -28,9 +28,9 @@ import torch
 from veriscale.config import from_dict
 from veriscale.diagnose import DiagnoseConfig, diagnose
 from veriscale.policy.forcing import BudgetForcing
-from veriscale.policy.tiny import ExpertSampler
 from veriscale.search import Accounting, Pool, SearchPlan, budget_record, repeat_each, search_budgets
 from veriscale.tasks.base import Rollouts, Task
+from veriscale.tasks.planted import ExpertSampler
 
 SEQUENTIAL = ("base", "expert", "sft", "rl")
 # The evaluation kinds: one sequential trace of a policy, or a search selection rule.

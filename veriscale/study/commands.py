@@ -11,15 +11,11 @@ from pathlib import Path
 import click
 
 from veriscale.config import ConfigError
+from veriscale.console import fail, run_summary
 from veriscale.policy import SAMPLERS
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
 
 
 def _study_file(path: str | None, quick: bool) -> Path:
@@ -31,7 +27,7 @@ def _study_file(path: str | None, quick: bool) -> Path:
         return Path(path)
     small = Path(path).with_name(f"{Path(path).stem}-quick.toml")
     if not small.is_file():
-        _fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
+        fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
     return small
 
 
@@ -82,18 +78,18 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
         if executor == "ray":
             import ray  # noqa: F401
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except (PolicyError, BackendUnavailable) as e:
-        _fail(str(e))
+        fail(str(e))
     except ImportError:
-        _fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
+        fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
     workers = workers or os.cpu_count() or 1
     try:
         counts = run_study(study, study_dir, workers=workers, executor=executor, ray_address=ray_address,
                            threads=threads or None)
     except StudyLocked as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)
@@ -112,7 +108,7 @@ def results(study_dir: str, parquet: str | None) -> None:
 
     flat = rows(load_records(study_dir))
     if not flat:
-        _fail(f"{study_dir}: no finished records")
+        fail(f"{study_dir}: no finished records")
     cols = [("heterogeneity", "het"), ("n", "n"), ("method", "method"), ("H", "H"), ("J_norm", "J_H/H"),
             ("success", "success@H"), ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("seeds", "seeds")]
     click.echo(format_table(summarize(flat), cols))
@@ -129,7 +125,7 @@ def report(study_dir: str) -> None:
     try:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @click.command()
@@ -148,7 +144,6 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str)
     """
     import json
 
-    from veriscale.cli import _summary
     from veriscale.config import apply_overrides, from_dict
     from veriscale.study.grid import expand
     from veriscale.study.jobs import LEARNER_JOBS, artifact_dir
@@ -160,18 +155,18 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str)
         if (study_dir_ / STUDY_FILE).is_file() else {}
     job = jobs.get(artifact)
     if job is None:
-        _fail(f"ARTIFACT: {artifact} is not a job of the study in {study_dir} (its artifacts/ folder names them)")
+        fail(f"ARTIFACT: {artifact} is not a job of the study in {study_dir} (its artifacts/ folder names them)")
     if job.kind not in LEARNER_JOBS:
-        _fail(f"ARTIFACT: {artifact} is a {job.kind} artifact, not a learner ({', '.join(LEARNER_JOBS)})")
+        fail(f"ARTIFACT: {artifact} is a {job.kind} artifact, not a learner ({', '.join(LEARNER_JOBS)})")
     cfg = apply_overrides(job.cfg, list(overrides))
     try:
         from_dict(job.config_class, cfg)
     except ConfigError as e:
-        _fail(f"--set: {job.kind}.{e}")
+        fail(f"--set: {job.kind}.{e}")
     if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
+        fail(f"--out: {out} exists and is not empty")
     missing = [d for d in job.deps if not artifact_dir(study_dir_, d).is_dir()]
     if missing:
-        _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
+        fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
     job.with_cfg(cfg).make(lambda d: artifact_dir(study_dir_, d), Path(out))
-    _summary(Path(out))
+    run_summary(Path(out))

@@ -42,13 +42,13 @@ from veriscale.learn.rl import train_rl
 from veriscale.learn.sft import train_sft
 from veriscale.learn.verifier import load_verifier, train_verifier
 from veriscale.policy.forcing import BudgetForcing
-from veriscale.policy.tiny import ExpertSampler
 from veriscale.search import SearchPlan, repeat_each
 from veriscale.study.learners import learner_summary
 from veriscale.study.methods import METHODS
 from veriscale.study.spec import LEARNER_CONFIGS
 from veriscale.study.store import write_record
 from veriscale.study.world import Dep, World
+from veriscale.tasks.planted import ExpertSampler
 
 DRAW_FILE = "draw.json"
 SCORES_FILE = "scores.safetensors"
