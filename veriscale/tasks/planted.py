@@ -161,6 +161,10 @@ class PlantedTask:
         """Task protocol: T of each rollout; tokens outside the sampled mask never count."""
         return self.first_success(prompts, torch.where(rollouts.mask, rollouts.tokens, -1))
 
+    def prefix_verdicts(self, prompts: torch.Tensor, rollouts: Rollouts) -> torch.Tensor:
+        """Task protocol: (B, L) 1{h >= T}: a prefix holds the target from its first occurrence on."""
+        return torch.arange(1, rollouts.tokens.shape[1] + 1)[None] >= self.check(prompts, rollouts)[:, None]
+
     def answer_keys(self, prompts: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
         """Task protocol: the answer a trace commits to -> answers (B, m), valid (B,).
 
