@@ -23,7 +23,7 @@ def _jsonl(path, rows):
 def test_reads_gsm8k_and_math_rows(tmp_path):
     path = _jsonl(tmp_path / "mix.jsonl", [GSM, "", MATH, {**GSM, "answer": "#### 1,200", "id": 5}])
     gsm, math_, big = read_problems(path)
-    assert (gsm.gold, gsm.form, gsm.judge, gsm.group) == ("7", "number", "math_verify", f"{path}:1")
+    assert (gsm.gold, gsm.form, gsm.judge, gsm.group) == ("7", "number", "exact", f"{path}:1")
     assert gsm.text.startswith(GSM["question"]) and "Final answer:" in gsm.text
     assert (math_.gold, math_.form, math_.group) == ("\\frac{3}{4}", "boxed", f"{path}:3")
     assert "\\boxed{}" in math_.text
@@ -59,7 +59,7 @@ def test_parquet_rows_and_malformed_row(tmp_path):
         read_problems(tmp_path / "missing.jsonl")
 
 
-def test_file_task_grades_with_math_verify(tmp_path):
+def test_file_task_grades_numbers_exactly_and_boxes_with_math_verify(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", [GSM, MATH])
     task = FileTask(FilesConfig(path=str(path)))
     gsm, math_ = read_problems(path)

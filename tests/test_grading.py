@@ -6,11 +6,11 @@ import time
 import pytest
 import torch
 
-from veriscale.grading import GradingPool, TextProblem, answer_span, first_success, judge_exact
+from veriscale.grading import GradingConfig, GradingPool, TextProblem, answer_span, judge_exact
 from veriscale.tasks.base import NEVER, Rollouts
 
 
-def _answer(text, form="number", fallback=True):
+def _answer(text, form="number", fallback=False):
     span = answer_span(text, form, fallback)
     return None if span is None else text[span[0]:span[1]]
 
@@ -18,28 +18,34 @@ def _answer(text, form="number", fallback=True):
 @pytest.mark.parametrize("text, expected", [
     ("7 - 0 = 7. Final answer: 7<eos>", "7"),
     ("Final answer: 3\nwait, Final Answer: -12.<eos>", "-12"),  # the last cue wins
-    ("The final answer is 1,234 apples.", "1,234"),
-    ("so 5 + 4 = 9<eos>", "9"),  # no cue: the last number
+    ("The final answer is 1,234 apples.<eos>", "1,234 apples"),  # the whole answer line
+    ("**Final answer:** $7$. Done.", "7"),  # wrappers go; a sentence ends the line
+    ("Final answer:\n 7.5\n", "7.5"),
+    ("so 5 + 4 = 9<eos>", None),  # no cue: no answer (the fallback is off)
     ("#### 42\n", "42"),
-    ("Final answer: N<eos>", None),  # a cue without a number: no answer, no fallback
+    ("Final answer: N<eos>", "N"),
+    ("Final answer: <eos>", None),
     ("Final answer: 12", None),  # cut at the budget: might have continued "123"
+    ("Final answer: 12.", None),  # ... or "12.5"
     ("we get \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # a closed box needs nothing after it
     ("Final answer: \\boxed{3", None),  # unclosed box
-    ("\\boxed{2} then Final answer: 5 ok", "5"),  # a cue after the box wins
+    ("\\boxed{2} then Final answer: 5 ok\n", "5 ok"),  # a cue after the box wins
 ])
 def test_answer_span(text, expected):
     assert _answer(text) == expected
 
 
 def test_answer_span_forms():
-    assert _answer("so 5 + 4 = 9.", fallback=False) is None
-    assert _answer("so 5 + 4 = 9.", form="boxed") is None  # no last-number fallback for boxed answers
-    assert _answer("Final answer: 9.", form="boxed") == "9"
+    assert _answer("so 5 + 4 = 9.", fallback=True) == "9"  # the last number, with something after it
+    assert _answer("so 5 + 4 = 9", fallback=True) is None
+    assert _answer("so 5 + 4 = 9.", form="boxed", fallback=True) is None  # no last-number fallback for boxes
+    assert _answer("Final answer: 9.<eos>", form="boxed") == "9"
 
 
 def test_judge_exact_is_strict():
-    assert judge_exact("1,000", "1000") and judge_exact("-3", "-3.0") and judge_exact("−3", "-3")
+    assert judge_exact("1000", "1,000") and judge_exact("-3", "-3.0") and judge_exact("−3", "-3")
     assert not judge_exact("12", "1") and not judge_exact("3 apples", "3") and not judge_exact("1/2", "0.5")
+    assert not judge_exact("1,000", "1000")  # not canonical
 
 
 def _rollouts(texts, budget=None):
@@ -52,8 +58,8 @@ def _rollouts(texts, budget=None):
 
 
 def test_first_success_is_the_token_completing_the_final_answer():
-    texts = ["7 - 0 = 7. Final answer: 7.", "7 - 0 = 7. Final answer: 70.", "7 is it. Final answer: 7"]
-    T = first_success([TextProblem(text="q", gold="7")] * 3, _rollouts(texts))
+    texts = ["7 - 0 = 7. Final answer: 7.<eos>", "7 - 0 = 7. Final answer: 70.<eos>", "7 is it. Final answer: 7"]
+    T = GradingConfig().first_success([TextProblem(text="q", gold="7")] * 3, _rollouts(texts))
     # Row 0: the earlier "7"s do not count; the answer ends at character 26 -> T = 26.
     assert T[0] == texts[0].index("answer: 7") + len("answer: 7")
     assert T[1] == NEVER  # wrong final answer, although 7 appears earlier
@@ -69,7 +75,7 @@ def test_first_success_multi_char_tokens():
         offs.append(len(text))
     r = Rollouts(tokens=torch.zeros(1, 8, dtype=torch.long), mask=torch.arange(8)[None] < 6,
                  counts=torch.tensor([6]), texts=[text], offsets=[offs])
-    assert first_success([TextProblem(text="q", gold="12")], r).tolist() == [5]
+    assert GradingConfig().first_success([TextProblem(text="q", gold="12")], r).tolist() == [5]
 
 
 ADVERSARIAL = [

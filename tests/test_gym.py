@@ -40,11 +40,12 @@ def test_strict_grading_and_first_success():
     task = GymTask(GymConfig(name="chain_sum"))
     p = task.prompts("test", 1, seed=0)[0]
     gold = int(p.gold)
-    texts = [f"{gold} is close. Final answer: {gold}.",  # right
-             f"{gold} = {gold}. Final answer: {gold + 1}.",  # well-formed but wrong: 0, not 0.01
-             f"Final answer: {gold}"]  # cut at the budget right after the answer
-    T = task.check([p] * 3, _rollouts(texts))
-    assert T[0] == len(texts[0]) - 1 and T[1] == NEVER and T[2] == NEVER
+    texts = [f"{gold} is close. Final answer: {gold}.<eos>",  # right
+             f"{gold} = {gold}. Final answer: {gold + 1}.<eos>",  # well-formed but wrong: 0, not 0.01
+             f"Final answer: {gold}.",  # cut at the budget: it might have gone on to "{gold}.5"
+             f"{gold} = {gold}<eos>"]  # no cue, no answer
+    T = task.check([p] * 4, _rollouts(texts))
+    assert T[0] == texts[0].index(".<eos>") and T.tolist()[1:] == [NEVER] * 3
 
 
 def test_config_errors():

@@ -141,25 +141,29 @@ def test_teacher_stops_at_a_target_spelled_across_adjacent_candidates():
     assert intended.any()
 
 
-def test_answer_key_is_the_credited_answer_else_the_last_candidate():
+def test_answer_key_is_the_last_complete_candidate():
     task = PlantedTask(PlantedConfig(vocab=16, prompt_len=4, answer_len=4))
-    prompts = task.prompts("train", 3, 0)
+    prompts = task.prompts("train", 4, 0)
     tgt = task.target(prompts)
-    f = task.filler_base
+    f, eos = task.filler_base, task.eos
     wrong = (tgt + 1) % 16
     tokens = torch.stack([
-        torch.cat([tgt[0], torch.tensor([f]), wrong[0]]),   # right first, then a wrong candidate
-        torch.cat([wrong[1], torch.tensor([f]), tgt[1]]),   # wrong, then right
-        torch.cat([torch.tensor([f] * 6), wrong[2][:3]]),   # no full candidate
+        torch.cat([tgt[0], torch.tensor([f]), wrong[0], torch.tensor([eos])]),  # right, then a wrong candidate
+        torch.cat([wrong[1], tgt[1], wrong[1][:1], torch.tensor([f])]),  # two candidates in one run, a cut one
+        torch.cat([torch.tensor([f] * 7), wrong[2][:3]]),  # no full candidate
+        torch.cat([wrong[3][:2], torch.tensor([f]), wrong[3][:2], tgt[3][:3], torch.tensor([f, f])]),  # 2, then 5
     ])
-    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((3,), tokens.shape[1]))
+    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((4,), tokens.shape[1]))
     answers, valid = task.answer_keys(prompts, ro)
-    assert torch.equal(answers[0], tgt[0]) and torch.equal(answers[1], tgt[1])
-    assert valid.tolist() == [True, True, False]
-    # a trace the checker does not credit answers its final candidate
-    ro2 = Rollouts(tokens[:1, 5:], torch.ones(1, 4, dtype=torch.bool), torch.tensor([4]))
-    a2, v2 = task.answer_keys(prompts[:1], ro2)
-    assert torch.equal(a2[0], wrong[0]) and v2.item()
+    # the checker credits row 0, but its answer is its last candidate, as for any other trace
+    assert task.check(prompts, ro)[0] == 4
+    assert torch.equal(answers[0], wrong[0]) and torch.equal(answers[1], tgt[1])
+    assert torch.equal(answers[3], torch.cat([wrong[3][:2], tgt[3][:2]]))
+    assert valid.tolist() == [True, True, False, True] and answers[2].tolist() == [0] * 4
+    # the sampled mask decides what the trace holds: masked-out tokens are not part of it
+    short = Rollouts(tokens[:1], torch.arange(tokens.shape[1])[None] < 5, torch.tensor([5]))
+    a2, v2 = task.answer_keys(prompts[:1], short)
+    assert torch.equal(a2[0], tgt[0]) and v2.item()
 
 
 def test_validation_prompts_avoid_the_training_prompts():

@@ -1,5 +1,6 @@
 """RL: the loss on a hand-computed batch, the zero-variance share against p^G + (1-p)^G, a toy
-with a known optimum whose expected reward rises, determinism, the NaN stop, and the CLI."""
+with a known optimum whose expected reward rises, determinism, the NaN stop, the label budget,
+and the CLI."""
 
 import hashlib
 import json
@@ -10,10 +11,11 @@ import torch
 from click.testing import CliRunner
 
 from veriscale.cli import main
-from veriscale.config import to_dict
+from veriscale.config import ConfigError, to_dict
 from veriscale.evaluate import evaluate_method
 from veriscale.learn import rl
 from veriscale.learn.loop import NonFiniteLoss
+from veriscale.learn.samples import SamplesConfig, verifier_labels
 from veriscale.learn.rl import RLConfig, group_advantages, rl_loss, train_rl, zero_variance_share
 from veriscale.learn.verifier import Verifier
 from veriscale.policy.base import read_meta
@@ -179,3 +181,30 @@ def test_rl_stops_at_a_reward_plateau_and_counts_what_it_spent(tmp_path):
     assert meta["stopped"] == "plateau" and meta["step"] == 4  # checked first after 2 windows of 2 steps
     assert meta["reward_queries"] == 4 * 2 * 4
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("budget, steps, used", [(40, 5, 40), (30, 4, 28), (0, 6, 48)])
+def test_rl_outcome_stops_when_its_label_budget_is_spent(tmp_path, budget, steps, used):
+    """8 labels a step (2 prompts x G = 4): 40 pay for 5 steps; 30 for 3 steps and a last step of
+    one prompt (28), since a second group would exceed them; 0 is unlimited (all 6 steps)."""
+    base = _toy_base(tmp_path / "base")
+    cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=6, label_budget=budget)
+    meta = read_meta(_rl(base, cfg, tmp_path / "rl"))
+    assert (meta["step"], meta["label_queries"], meta["reward_queries"]) == (steps, used, used)
+    assert meta["stopped"] == ("labels" if budget else "steps") and meta["label_budget"] == budget
+    assert len((tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()) == steps
+
+
+def test_label_budget_counts_ground_truth_only(tmp_path):
+    base = _toy_base(tmp_path / "base")
+    verifier = Verifier(load_policy(base)).eval()
+    cfg = RLConfig(n=4, prompts_per_step=2, G=4, steps=3, reward="verifier", label_budget=8)
+    meta = read_meta(_rl(base, cfg, tmp_path / "rl", verifier=verifier))
+    assert (meta["step"], meta["label_queries"], meta["reward_queries"], meta["stopped"]) == (3, 0, 24, "steps")
+    with pytest.raises(ConfigError, match="label_budget"):
+        RLConfig(G=8, label_budget=4)
+
+
+def test_the_default_label_budget_is_what_the_verifier_used():
+    assert verifier_labels(256, SamplesConfig(r=1, val_prompts=128)) == 384
+    assert verifier_labels(16, SamplesConfig(r=2, val_prompts=8)) == 48

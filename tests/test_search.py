@@ -68,12 +68,12 @@ def test_oracle_best_of_n_equals_unbiased_pass_at_k(task):
         assert abs(oracle - estimate) < 1e-9, H
 
 
-def test_answer_keys_take_last_m_content_tokens(task):
+def test_answer_keys_take_the_last_complete_candidate(task):
     f, e, p = task.filler_base, task.eos, task.pad
-    tokens = torch.tensor([[1, f, 2, 3, f, 4, e, p],
+    tokens = torch.tensor([[1, f, 2, 3, 4, f, 5, e],
                            [f, f, 5, f, 6, p, p, p],
                            [1, 2, 3, 4, 5, 6, 7, 0]])
-    counts = torch.tensor([7, 5, 6])  # row 2 truncated to 6 tokens
+    counts = torch.tensor([8, 5, 6])  # row 2 truncated to 6 tokens: two candidates of 3
     ro = Rollouts(tokens, torch.arange(8) < counts[:, None], counts)
     answers, valid = task.answer_keys(task.prompts("test", 3, 0), ro)
     assert valid.tolist() == [True, False, True]
@@ -154,9 +154,9 @@ def test_per_sample_pools_respect_n_times_h(task, tiny_gpt):
             assert row["tokens"] <= 4 * row["budget"]
 
 
-def test_majority_votes_for_the_credited_answer(task):
-    """A sample that writes the target and then another candidate votes for the target (the answer
-    the checker credits), so two such samples outvote two identical wrong ones."""
+def test_majority_votes_for_final_candidates_not_for_credit(task):
+    """A sample that writes the target and then another candidate votes for that last candidate,
+    although the checker credits it: two identical wrong samples outvote two such samples."""
     prompts = task.prompts("test", 1, 0)
     f = task.filler_base
     tgt = task.target(prompts)[0]
@@ -167,7 +167,7 @@ def test_majority_votes_for_the_credited_answer(task):
     tokens = torch.stack(rows)
     ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((4,), 7))
     row = search_budgets(Pool(task, prompts, ro, SearchPlan("maj", 4, "per_sample")), [7])[0]
-    assert row["success"] == 1.0  # ties go to the lowest index, which is a credited sample
+    assert row["success"] == 0.0
 
 
 @pytest.fixture

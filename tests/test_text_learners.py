@@ -164,7 +164,7 @@ def test_cut_batches_match_the_full_width_computation(lm_dir, gym_task):
     verifier = Verifier(policy)
     with torch.no_grad():
         verifier.value.weight.normal_()  # a non-zero head, so every prefix scores differently
-    held = labelled(verifier, s.repeated("val"), s.val_rollouts, s.val_T)
+    held = labelled(verifier, gym_task, s.repeated("val"), s.val_rollouts)
     assert len(set(s.val_rollouts.counts.tolist())) > 1  # rows of different lengths: the cut matters
     with torch.no_grad():
         full = prefix_metrics(verifier(held["seq"]).gather(1, held["pos"]), held["labels"], held["mask"], "log")

@@ -85,14 +85,16 @@ def test_truncate_keeps_texts_offsets_and_counts_aligned():
 
 
 def test_answer_keys_vote_by_value():
-    texts = ["Final| answer:| 7|<eos>", "Final| answer:| 7.0|<eos>", "Final| answer:| 1,000|<eos>",
-             "so| 1000|<eos>", "\\boxed{x+1}|<eos>", "no| answer|<eos>", "Final| answer:| 7"]
+    texts = ["Final| answer:| 7|<eos>", "Final| answer:| 7.0|<eos>", "Final| answer:| 1000|<eos>",
+             "Final| answer:| 1,000|<eos>", "\\boxed{x+1}|<eos>", "so| 7|<eos>", "Final| answer:| 7"]
     problems = [PROBLEM] * 4 + [TextProblem("?", "x+1", form="boxed")] + [PROBLEM] * 2
     answers, valid = GradingConfig().answer_keys(problems, text_rollouts(texts))
     assert answers.shape == (7, 1) and answers.dtype == torch.long
-    assert valid.tolist() == [True] * 5 + [False, False]  # the last is cut right after its "7"
+    # no cue: no answer; the last is cut right after its "7"
+    assert valid.tolist() == [True] * 5 + [False, False]
     a = answers[:, 0].tolist()
-    assert a[0] == a[1] == answer_key("7") and a[2] == a[3] == answer_key("1000") != a[0]
+    assert a[0] == a[1] == answer_key("7") and a[2] == answer_key("1000") != a[0]
+    assert a[3] == answer_key("1,000") != a[2]  # a thousands separator is not a canonical number
     assert a[4] == answer_key("x+1") and a[5] == a[6] == 0
     assert all(0 <= k < 2**63 for k in a)
     assert answer_key("7") != answer_key("7 apples") == answer_key(" 7 apples ")

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from veriscale.config import load_config
-from veriscale.learn.verifier import SELECT, Verifier, VerifierConfig, auc, load_verifier, prefix_labels, train_verifier
+from veriscale.learn.verifier import SELECT, Verifier, VerifierConfig, auc, load_verifier, train_verifier
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.engine import generate
 from veriscale.policy.load import load_policy
 from veriscale.policy.tiny import GPTPolicy
-from veriscale.tasks.base import NEVER
+from veriscale.tasks.base import Rollouts
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
 
 
@@ -36,9 +36,14 @@ def test_fast_scoring_equals_per_example_reference(task, tiny_gpt):
     assert (fast[i, c:] == fast[i, c - 1]).all()
 
 
-def test_prefix_labels_are_the_bilevel_reward():
-    labels = prefix_labels(torch.tensor([3, 1, NEVER]), 5)
-    assert labels.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+def test_planted_prefix_labels_are_the_bilevel_reward():
+    task = PlantedTask(PlantedConfig(vocab=16, prompt_len=4, answer_len=2, horizon=8))
+    prompts = task.prompts("test", 3, 0)
+    tgt, f = task.target(prompts), task.filler_base
+    tokens = torch.tensor([[f, *tgt[0].tolist(), f, f], [*tgt[1].tolist(), f, f, f], [f] * 5])
+    ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((3,), 5))
+    labels = task.prefix_verdicts(prompts, ro)
+    assert labels.int().tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
 
 
 def test_auc_hand_cases():

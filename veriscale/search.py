@@ -6,9 +6,10 @@ Best-of-N at budget H draws N samples and selects one:
           that commits to no answer abstains;
   wmaj    verifier-weighted majority: each answer gets the sum of its samples' final scores;
   oracle  any correct sample if there is one (pass@N, the upper bound).
-Answers: planted task, the target when the checker credits the sample, else its final
-candidate; text tasks, the final answer span `grading.answer_span` finds in the sample's text,
-compared by exact value for numbers ("7" and "7.0" vote together) and by stripped text otherwise.
+Answers are the sample's own, read without the checker (only oracle consults it): planted task,
+its last complete candidate; text tasks, the final answer span the grader extracts from the
+sample's text, compared by exact value for numbers ("7" and "7.0" vote together) and by stripped
+text otherwise.
 Ties go to the lowest sample index. A selected sample is correct when the task's checker, run on
 the sample as truncated to its per-sample length, finds the answer within it: the same checker
 as every other method.

@@ -46,8 +46,3 @@ def prefix_positions(starts: torch.Tensor, lengths: torch.Tensor, L: int) -> tor
     prompt's last position."""
     h = torch.minimum(torch.arange(1, L + 1)[None], lengths[:, None])  # (N, L)
     return starts[:, None] + h - 1
-
-
-def prefix_labels(T: torch.Tensor, L: int) -> torch.Tensor:
-    """(B, L) float bi-level reward y_h = 1{h >= T} for h = 1..L, from (B,) first-success T."""
-    return (torch.arange(1, L + 1)[None] >= T[:, None]).float()

@@ -13,11 +13,18 @@ engine. Reward, in [0, 1]:
   verifier   R_ij = sum_{h=1..H} r_hat(x_i, tau_ij,<=h) / H, the return the learned verifier
              predicts (Algorithm 1's policy-improvement step; past a trace's end the score of its
              last prefix repeats).
-Data accounting: every sampled trace is one reward query (checker or verifier); the run's
-veriscale.json states prompts, steps and the reward queries spent. Training runs `steps` steps,
-or stops earlier at a plateau of the training reward (`plateau` = W > 0): after every W steps
-from 2W on, when the mean reward of the last W steps is at most that of the W steps before plus
-`plateau_tol`; veriscale.json says which (`stopped`).
+Data accounting: every sampled trace is one reward query (checker or verifier); with the
+outcome and return rewards each is a ground-truth label, and `label_budget` caps them: a step
+that would exceed it takes only the prompts whose G traces still fit (at least one), and the run
+stops once fewer than G labels are left (`stopped: "labels"`). The study passes the labels the
+verifier of the same n used (`samples.verifier_labels`: n x r training samples plus the
+validation ones), so RL and the verifier see equally many; 0 is unlimited (the `rl_outcome_unlimited`
+method). The verifier reward queries no ground truth (the checker's true return is only logged),
+so the budget never binds it. The run's veriscale.json states prompts, steps, the reward queries
+spent and the ground-truth labels among them (`label_queries`). Training runs `steps` steps, or
+stops earlier when the labels are spent or at a plateau of the training reward (`plateau` = W >
+0): after every W steps from 2W on, when the mean reward of the last W steps is at most that of
+the W steps before plus `plateau_tol`; veriscale.json says which (`stopped`).
 Advantage A_ij = R_ij - (1/G) sum_l R_il (`adv_norm = "none"`, the default, ours) or that divided
 by the group's standard deviation + 1e-4 (`"std"`, GRPO's). Loss:
   L(theta) = 1/(sum_ij |tau_ij|) * sum_ij sum_{t <= |tau_ij|} [ -A_ij log pi_theta^temp(tau_ij,t | s_ijt)
@@ -57,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from veriscale import progress
-from veriscale.config import knob, to_dict
+from veriscale.config import ConfigError, knob, to_dict
 from veriscale.learn.data import lm_rows
 from veriscale.learn.loop import LogitsOf, check_finite, epoch_steps, jsonl_log, make_optimizer, minibatches
 from veriscale.learn.samples import horizon_of
@@ -92,10 +99,22 @@ class RLConfig:
                            "of the `plateau` steps before by more than plateau_tol (0 = run every step; ours)", min=0)
     plateau_tol: float = knob(0.0, "smallest rise of the windowed mean reward that counts as still improving",
                               min=0.0)
+    label_budget: int = knob(0, "most ground-truth reward queries (traces the checker labels for the outcome or "
+                                "return reward); the run stops when they are spent (0 = unlimited; a study passes "
+                                "the labels of its verifier at the same n)", min=0)
     save_every: int = knob(10, "steps between saves of the policy", min=1)
     seed: int = knob(0, "seed of sampling and prompt order", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/verifier by default)", min=0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
+
+    def __post_init__(self) -> None:
+        if 0 < self.label_budget < self.G:
+            raise ConfigError(f"label_budget: {self.label_budget} labels cannot pay for one group of G={self.G} traces")
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether this run's rewards are ground-truth labels under a budget."""
+        return self.label_budget > 0 and self.reward != "verifier"
 
     @property
     def total_steps(self) -> int:
@@ -223,7 +242,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
     trainable = [p for p in net.parameters() if p.requires_grad]
     run = {"base": policy.spec, "verifier": None if verifier is None else verifier.policy.spec, **(meta or {}),
            "stage": "rl", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name, "horizon": H,
-           "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": 0, "stopped": "steps"}
+           "steps_planned": steps, "training_prompts": cfg.n, "reward_queries": 0, "label_queries": 0,
+           "label_budget": cfg.label_budget, "stopped": "steps"}
     out = Path(out)
     policy.save(out, {**run, "step": 0})
     rewards: list[float] = []
@@ -232,6 +252,8 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
         for step in bar:
             t0 = time.perf_counter()
             idx = next(batches)
+            if cfg.budgeted:  # the prompts whose G labelled traces the budget still pays for (>= 1)
+                idx = idx[:(cfg.label_budget - run["label_queries"]) // cfg.G]
             chosen = take(prompts, idx)
             x = repeat_each(chosen, cfg.G)  # G copies of each prompt
             ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample, capture=top.frozen if top else 0)
@@ -256,9 +278,11 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
             rewards.append(rec["reward"])
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.4f}")
             run["reward_queries"] += len(ro)
-            stop = plateaued(rewards, cfg.plateau, cfg.plateau_tol)
+            run["label_queries"] += 0 if cfg.reward == "verifier" else len(ro)
+            spent = cfg.budgeted and cfg.label_budget - run["label_queries"] < cfg.G
+            stop = plateaued(rewards, cfg.plateau, cfg.plateau_tol) or spent
             if stop:
-                run["stopped"] = "plateau"
+                run["stopped"] = "labels" if spent else "plateau"
             if (step + 1) % cfg.save_every == 0 or step + 1 == steps or stop:
                 net.eval()
                 policy.save(out, {**run, "step": step + 1})

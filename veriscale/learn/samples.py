@@ -60,6 +60,12 @@ class SamplesFileError(ValueError):
     """A samples file row is malformed."""
 
 
+def verifier_labels(n: int, cfg: SamplesConfig) -> int:
+    """Ground-truth labels a verifier trained on n prompts uses: its n x r training samples and its
+    val_prompts x r validation samples (each checked once). RL on the outcome gets as many."""
+    return (n + cfg.val_prompts) * cfg.r
+
+
 def horizon_of(policy) -> int:
     """The horizon a policy carries (the tiny GPT's task horizon); text policies have none (ValueError)."""
     if policy.horizon is None:

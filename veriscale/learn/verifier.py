@@ -5,8 +5,9 @@ Algorithm 1 (simple verifier-based algorithm), steps 1-3 here, step 4 in `search
 and `learn/rl.py` (RL against the verifier):
   1. sample r rollouts tau ~ pi_b(.|x) of at most H tokens on each of n training prompts
      (`learn/samples.py`; H is the task horizon of a tiny-GPT policy, else `horizon`);
-  2. label every prefix with the bi-level reward y_h = 1{h >= T(tau)}, h = 1..|tau|, from the
-     task's checker;
+  2. label every prefix h = 1..|tau| with the task checker's verdict on it (`labelled`): the
+     bi-level reward y_h = 1{h >= T(tau)} on the planted task; on a text task the grader's
+     verdict on the trace cut at h, which a later final answer can turn back to 0;
   3. fit r_hat(x, tau_<=h) = sigmoid(w . z_h + b), where z_h is the policy body's final hidden
      state after reading prompt + tau_1..tau_h (the body starts from pi_b), by
         log loss      min  -mean_{i,h} [ y log r_hat + (1 - y) log(1 - r_hat) ]   (default)
@@ -49,7 +50,7 @@ from safetensors.torch import load_file, save_file
 
 from veriscale.config import knob, to_dict
 from veriscale.learn import samples as samples_
-from veriscale.learn.data import join, prefix_labels, prefix_positions
+from veriscale.learn.data import join, prefix_positions
 from veriscale.learn.loop import BestCheckpoint, OptimConfig, Snapshot, epoch_steps, features, jsonl_log, train_lm
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.load import load_policy
@@ -146,13 +147,16 @@ class Verifier(nn.Module):
         return out
 
 
-def labelled(verifier: Verifier, prompts: Any, ro: Rollouts, T: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Training tensors of checked rollouts: seq (N, S), the position of every prefix h = 1..L
-    (N, L), labels y_h = 1{h >= T} (N, L) and mask (N, L), True for h <= the trace's length."""
+def labelled(verifier: Verifier, task: Task, prompts: Any, ro: Rollouts) -> dict[str, torch.Tensor]:
+    """Training tensors of rollouts: seq (N, S), the position of every prefix h = 1..L (N, L),
+    labels y_h (N, L) and mask (N, L), True for h <= the trace's length. y_h is the task's verdict
+    on the prefix of h tokens (`Task.prefix_verdicts`), exactly what the grader says of the trace
+    cut there: 1{h >= T} on the planted task; on a text task 0 until a complete final answer is
+    right, and 0 again where a later answer overrides a right one."""
     seq, starts, lengths = join(verifier.policy.encode_prompts(prompts), ro, verifier.policy.pad_id)
     L = ro.tokens.shape[1]
-    return {"seq": seq, "pos": prefix_positions(starts, lengths, L), "labels": prefix_labels(T, L),
-            "mask": torch.arange(L)[None] < lengths[:, None]}
+    return {"seq": seq, "pos": prefix_positions(starts, lengths, L),
+            "labels": task.prefix_verdicts(prompts, ro).float(), "mask": torch.arange(L)[None] < lengths[:, None]}
 
 
 def verifier_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, loss: Loss) -> torch.Tensor:
@@ -241,8 +245,8 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
         samples = samples_.draw(policy, task, cfg.samples, cfg.n, H, cfg.data_seed, cfg.seed)
     verifier = Verifier(policy, hard=cfg.loss == "zero_one")
     policy.train_top(cfg.train_layers)
-    train = labelled(verifier, samples.repeated("train"), samples.rollouts, samples.T)
-    held = labelled(verifier, samples.repeated("val"), samples.val_rollouts, samples.val_T)
+    train = labelled(verifier, task, samples.repeated("train"), samples.rollouts)
+    held = labelled(verifier, task, samples.repeated("val"), samples.val_rollouts)
     verifier.top = policy.top_blocks()
     if verifier.top is not None:  # the frozen trunk's features (N, S, d), computed once for every epoch
         for d in (train, held):

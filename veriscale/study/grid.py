@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
+from veriscale.learn.samples import verifier_labels
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.study.jobs import (BaseJob, DiagnoseJob, DrawJob, EvalJob, Job, Point, RLJob, SamplesJob,
                                   ScoresJob, SFTJob, VerifierJob)
@@ -24,13 +25,16 @@ from veriscale.study.world import World, spec_digest
 
 
 def learner_config(study: StudyConfig, kind: str, n: int, seed: int, H: int, **fixed) -> dict[str, Any]:
-    """The config dict of learner `kind` at one grid point: the study's table (where it differs
-    from the defaults), then what the grid point fixes (n, seeds, horizon, the method's options).
-    RL trains at H unless the study's [rl] table sets a shorter training horizon (cheaper; the
-    policy is still evaluated at every budget)."""
+    """The config dict of learner `kind` at one grid point: the study's table as written, then
+    what the grid point fixes (n, seeds, horizon, the method's options). RL trains at H unless
+    the study's [rl] table sets a shorter training horizon (cheaper; the policy is still
+    evaluated at every budget), and queries the checker at most as often as the verifier of the
+    same n is given labels (`label_budget`; the method `rl_outcome_unlimited` lifts it)."""
+    labels = verifier_labels(n, study.samples)
     point = {"sft": {"n": n, "data_seed": seed, "optim": {"seed": seed}},
              "verifier": {"n": n, "seed": seed, "data_seed": seed, "horizon": H, "samples": to_dict(study.samples)},
-             "rl": {"n": n, "seed": seed, "data_seed": seed, "horizon": study.rl.get("horizon") or H}}[kind]
+             "rl": {"n": n, "seed": seed, "data_seed": seed, "horizon": study.rl.get("horizon") or H,
+                    "label_budget": study.rl.get("label_budget", labels)}}[kind]
     return deep_merge(getattr(study, kind), {**point, **fixed})
 
 

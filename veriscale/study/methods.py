@@ -60,6 +60,8 @@ TABLE = [
            verifier=True, vb=True),
     Method("rl_outcome", "rl", "VB: RL on the 0/1 outcome reward (the paper's)", learner="rl",
            options={"reward": "outcome"}, vb=True),
+    Method("rl_outcome_unlimited", "rl", "VB: rl_outcome without a label budget (not data-matched)", learner="rl",
+           options={"reward": "outcome", "label_budget": 0}, vb=True),
     Method("rl_return", "rl", "VB: RL on the shaped return R_H/H (ours)", learner="rl", options={"reward": "return"},
            vb=True),
     Method("rl_verifier", "rl", "VB: RL against the learned verifier", learner="rl", options={"reward": "verifier"},

@@ -95,10 +95,17 @@ class Task(Protocol):
         """(B,) int64 first-success index T (1-based token index that completes a correct
         answer), or NEVER. Row i of `rollouts` answers prompt i."""
 
+    def prefix_verdicts(self, prompts: Any, rollouts: Rollouts) -> torch.Tensor:
+        """(B, L) bool for rollouts of width L: the checker's verdict on every prefix h = 1..L, what
+        `check` says of the rollouts truncated to h tokens (past a trace's end, of the whole
+        trace). The verifier's labels. It equals 1{h >= T} when a credited answer can never be
+        withdrawn (the planted task); a text trace's later final answer overrides an earlier one."""
+
     def answer_keys(self, prompts: Any, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
-        """The final answer each rollout commits to, as comparable integer keys: answers (B, m)
-        int64 (two rollouts give the same answer iff their rows are equal; majority voting
-        compares them) and valid (B,) bool, False when the rollout commits to no answer."""
+        """The final answer each rollout commits to, read without the checker, as comparable
+        integer keys: answers (B, m) int64 (two rollouts give the same answer iff their rows are
+        equal; majority voting compares them) and valid (B,) bool, False when the rollout commits
+        to no answer."""
 
 
 @runtime_checkable

@@ -5,8 +5,9 @@ Each row is one problem, in either format (detected per row):
   the model is asked to end with "Final answer: N".
 - MATH:  {"problem": ..., "solution": "... \\boxed{\\frac{1}{2}}"}; the gold answer is the content
   of the solution's last \\boxed{}; the model is asked to box its final answer.
-Extra fields are ignored. Both are graded 0/1 with math-verify in the sandboxed pool
-(`grading.py`). A malformed row stops loading with an error naming the file and the line (JSONL)
+Extra fields are ignored. Both are graded 0/1 in the sandboxed pool (`grading.py`): a GSM8K
+answer must be the gold number in canonical form (the `exact` judge), a MATH answer is compared
+with math-verify. A malformed row stops loading with an error naming the file and the line (JSONL)
 or row (Parquet), 1-based.
 
 Splits: `test_share` of the rows (by a stable hash of the prompt text) form "test"; the default 1.0
@@ -71,8 +72,8 @@ def parse_row(row: object, where: str, instruction: str) -> TextProblem:
         raise DataFileError(f"{where}: expected string fields question+answer (GSM8K) or problem+solution "
                             f"(MATH), got keys {keys}")
     cue = INSTRUCTIONS[form] if instruction == "auto" else instruction
-    return TextProblem(text=f"{text.strip()} {cue}", gold=gold, form=form, judge="math_verify", group=where,
-                       solution=solution)
+    return TextProblem(text=f"{text.strip()} {cue}", gold=gold, form=form,
+                       judge="exact" if form == "number" else "math_verify", group=where, solution=solution)
 
 
 def read_problems(path: str | Path, instruction: str = "auto") -> list[TextProblem]:
@@ -131,8 +132,12 @@ class FileTask:
         return gold_traces(prompts, homogeneous)
 
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
-        """Task protocol: (B,) T of each rollout, graded with math-verify (see grading.py)."""
+        """Task protocol: (B,) T of each rollout (see grading.py)."""
         return self.cfg.first_success(prompts, rollouts)
+
+    def prefix_verdicts(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
+        """Task protocol: (B, L) the grader's verdict on every prefix of every rollout."""
+        return self.cfg.prefix_verdicts(prompts, rollouts)
 
     def answer_keys(self, prompts: list[TextProblem], rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
         """Task protocol: (B, 1) keys of each rollout's final answer, and (B,) valid (see grading.py)."""

@@ -6,12 +6,13 @@ a "Final answer:" cue (`instruction`; the per-dataset defaults below, documented
 docs/diagnostics.md). Grading is strict 0/1: a partial score counts as 0.
 - basic_arithmetic, chain_sum, gsm_symbolic, and every dataset whose gold answers are numbers
   (decided once by probing its first entries), use the project's strict number grader
-  (`grading.py`: exact rational equality; T = the token completing the final answer; earlier
-  mentions of the number do not count).
+  (`grading.py`: the answer line after the cue must be a canonical number equal to the gold; T =
+  the token completing the final answer; earlier mentions of the number do not count; without
+  the cue there is no answer unless `fallback_last_number` is set).
 - Any other dataset: the final answer is free text, everything after the last cue up to the
   EOS marker (`text_answer_span`), and it is scored by the dataset's own `score_answer`; only a
   score of 1.0 counts. It runs in the grading pool's killable workers (one wall-clock limit per
-  answer) and a checker that raises scores 0.
+  answer, extraction included) and a checker that raises scores 0.
 - Model text is never executed: datasets whose checker evals the answer are graded by plain
   string comparison when that gives the same strict verdict, else refused; datasets whose checker
   gives 1.0 to wrong answers are compared likewise (the tables: tasks/gym_checkers.py).
@@ -34,7 +35,6 @@ import difflib
 import hashlib
 import random
 import re
-from bisect import bisect_left
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -42,10 +42,10 @@ from typing import Any
 import torch
 
 from veriscale.config import ConfigError, knob
-from veriscale.grading import GradingConfig, GradingPool, TextProblem, answer_key, answer_span
-from veriscale.tasks.base import NEVER, Rollouts, gold_traces, other_prompts
+from veriscale.grading import GradingConfig, TextProblem
+from veriscale.tasks.base import Rollouts, gold_traces, other_prompts
 from veriscale.tasks.gym_checkers import (CHECKER, OWN_COMPARISON, REFUSED, CheckerGold, is_number, numeric_answers,
-                                          remember_checker, text_answer_span)
+                                          remember_checker)
 
 NAMES = ("basic_arithmetic", "chain_sum", "gsm_symbolic")  # hand-tuned: own instructions and worked solutions
 INSTRUCTIONS = {
@@ -252,11 +252,6 @@ class GymTask:
         return CheckerGold(self.cfg.name, entry, tuple(str(a).strip() for a in
                                                        (entry["metadata"][key] if key else [p.gold])))
 
-    def _span(self, p: TextProblem, text: str) -> tuple[int, int] | None:
-        if p.judge == CHECKER:
-            return text_answer_span(text)
-        return answer_span(text, p.form, self.cfg.fallback_last_number)
-
     def validation_prompts(self, exclude: list[TextProblem], n: int, seed: int) -> list[TextProblem]:
         """n training problems not among `exclude` (a learner's validation set)."""
         return other_prompts(self, exclude, n, seed)
@@ -265,36 +260,19 @@ class GymTask:
         """The gold worked solutions (None where a dataset has none)."""
         return gold_traces(prompts, homogeneous)
 
+    def _golds(self, prompts: list[TextProblem]) -> list[Any]:
+        return [self._gold(p) for p in prompts]
+
     def check(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
-        """Task protocol: (B,) T of each rollout, strict 0/1 grading (see grading.py)."""
-        if all(p.judge != CHECKER for p in prompts):
-            return self.cfg.first_success(prompts, rollouts)  # number answers: grading.py as is
-        # Free-text rows need their own span and judge, so this repeats grading.first_success's
-        # last steps: judge every span in the sandboxed pool, then T = the token completing it.
-        if rollouts.texts is None or rollouts.offsets is None:
-            raise ValueError("text grading needs rollouts with texts and offsets (use a text sampler)")
-        rows, items = [], []
-        for i, (p, text) in enumerate(zip(prompts, rollouts.texts)):
-            span = self._span(p, text)
-            if span is not None:
-                rows.append((i, span[1]))
-                items.append((p.judge, text[span[0]:span[1]], self._gold(p)))
-        with GradingPool(self.cfg.grade_workers, self.cfg.grade_timeout) as pool:
-            ok = pool.grade(items)
-        T = torch.full((len(rollouts),), NEVER, dtype=torch.long)
-        for (i, end), good in zip(rows, ok):
-            j = bisect_left(rollouts.offsets[i], end)  # first token whose text reaches the span's end
-            if good and j < len(rollouts.offsets[i]):
-                T[i] = j + 1
-        return T
+        """Task protocol: (B,) T of each rollout, strict 0/1 grading (see grading.py); a free-text
+        answer is read by `text_answer_span` and judged by its dataset's checker."""
+        return self.cfg.first_success(prompts, rollouts, self._golds(prompts))
+
+    def prefix_verdicts(self, prompts: list[TextProblem], rollouts: Rollouts) -> torch.Tensor:
+        """Task protocol: (B, L) the grader's verdict on every prefix of every rollout."""
+        return self.cfg.prefix_verdicts(prompts, rollouts, self._golds(prompts))
 
     def answer_keys(self, prompts: list[TextProblem], rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
         """Task protocol: (B, 1) keys of each rollout's final answer, and (B,) valid (see grading.py);
         a free-text answer's key is that of its stripped text (`grading.answer_key`)."""
-        answers, valid = self.cfg.answer_keys(prompts, rollouts)
-        for i, p in enumerate(prompts):
-            if p.judge == CHECKER:
-                span = text_answer_span(rollouts.texts[i])
-                answers[i, 0] = answer_key(rollouts.texts[i][span[0]:span[1]]) if span else 0
-                valid[i] = span is not None
-        return answers, valid
+        return self.cfg.answer_keys(prompts, rollouts)

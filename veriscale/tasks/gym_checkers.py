@@ -13,12 +13,11 @@ reaches them (tasks/gym.py uses this for every dataset whose answers are not num
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from veriscale.grading import BOX, CUE, JUDGES, MAX_EXACT_CHARS, NUMBER, box_content
+from veriscale.grading import BOX, CUE, EOS_MARK, JUDGES, MAX_NUMBER_CHARS, NUMBER, READERS, last_match, box_content
 
 # Datasets whose reasoning-gym 0.1.25 `score_answer` executes the model's answer (found by reading
 # their score_answer code paths; tests/test_gym_any.py re-scans the installed source). Not listed
@@ -59,7 +58,7 @@ PROBE = 10  # entries (seed 0) whose gold answers decide whether a dataset is gr
 def is_number(text: str) -> bool:
     """A gold answer the strict number grader can judge: one number ("-12", "1,000", "0.5").
     Stricter than grading's own parse, which drops spaces and would read "1 0 2" as 102."""
-    return len(text) <= MAX_EXACT_CHARS and NUMBER.fullmatch(text.strip()) is not None
+    return len(text) <= MAX_NUMBER_CHARS and NUMBER.fullmatch(text.strip()) is not None
 
 
 @lru_cache(maxsize=None)
@@ -72,23 +71,18 @@ def numeric_answers(name: str) -> bool:
 
 
 # ---- free-text answers ------------------------------------------------------------------------
-# The EOS string a sampler keeps at the end of a text (<|im_end|>, <|eot_id|>, </s>, <eos>, ...).
-EOS_MARK = re.compile(r"<\|[^<>|\s]{1,40}\|>|<｜[^<>｜]{1,40}｜>|</s>|<eos>|<end_of_turn>")
-
-
 def text_answer_span(text: str) -> tuple[int, int] | None:
     """Character span of a free-text final answer, or None: the content of the last \\boxed{...} if
     it comes after the last cue (as in `grading.answer_span`), else everything after the last cue
     up to the first EOS marker, whitespace stripped, so multi-line answers (grids, move lists)
     stay whole. Like a number span it counts only if something follows it: a trace cut at the
     budget right after "Final answer: abc" might have gone on to write "abcd"."""
-    cues = list(CUE.finditer(text))
-    boxes = list(BOX.finditer(text))
-    if boxes and (not cues or boxes[-1].start() >= cues[-1].start()):
-        return box_content(text, boxes[-1].end())
-    if not cues:
+    cue, box = last_match(CUE, text), last_match(BOX, text)
+    if box is not None and (cue is None or box.start() >= cue.start()):
+        return box_content(text, box.end())
+    if cue is None:
         return None
-    start = cues[-1].end()
+    start = cue.end()
     mark = EOS_MARK.search(text, start)
     end = mark.start() if mark else len(text)
     answer = text[start:end]
@@ -138,7 +132,9 @@ def judge_checker(pred: str, gold: Any) -> bool:
         return False
 
 
-# The pool's workers look judges up by name in grading.JUDGES; registering this one here keeps
-# grading.py free of reasoning-gym. Forked workers inherit the entry; a spawned worker gets it
-# when unpickling a CheckerGold imports this module.
+# The pool's workers look judges up by name in grading.JUDGES, and the grader reads a problem's
+# answer with READERS[form]; registering these here keeps grading.py free of reasoning-gym. Forked
+# workers inherit the entries; a spawned worker gets them when unpickling a CheckerGold or the
+# reader imports this module.
 JUDGES.setdefault(CHECKER, judge_checker)
+READERS.setdefault("text", text_answer_span)

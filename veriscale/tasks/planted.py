@@ -161,22 +161,28 @@ class PlantedTask:
         """Task protocol: T of each rollout; tokens outside the sampled mask never count."""
         return self.first_success(prompts, torch.where(rollouts.mask, rollouts.tokens, -1))
 
-    def answer_keys(self, prompts: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Task protocol: the answer a trace counts for -> answers (B, m), valid (B,).
+    def prefix_verdicts(self, prompts: torch.Tensor, rollouts: Rollouts) -> torch.Tensor:
+        """Task protocol: (B, L) 1{h >= T}: a prefix holds the target from its first occurrence on."""
+        return torch.arange(1, rollouts.tokens.shape[1] + 1)[None] >= self.check(prompts, rollouts)[:, None]
 
-        A trace the checker credits (the target appears in it, first at T) answers the target:
-        that occurrence is what counts as correct, wherever later candidates go. Any other trace
-        answers its last m sampled content tokens, its final candidate (valid False when it
-        holds fewer than m content tokens). So a vote never splits a correct trace's credit."""
+    def answer_keys(self, prompts: torch.Tensor, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task protocol: the answer a trace commits to -> answers (B, m), valid (B,).
+
+        A trace's answer is its own last complete candidate, read without the checker (a vote
+        must not learn from the checker which traces agree): content tokens form runs between
+        filler and special tokens, each run is read as consecutive m-token candidates from its
+        start (the teacher's attempts with no filler between them), and the last candidate of m
+        tokens is the answer; a shorter tail, such as a candidate cut by the budget, is not one.
+        valid is False when a trace holds no complete candidate."""
         m, tokens = self.cfg.answer_len, rollouts.tokens  # tokens (B, L)
-        content = (tokens < self.cfg.vocab) & rollouts.mask  # content ids are 0..V-1
-        from_end = content.flip(-1).cumsum(-1).flip(-1)  # 1 at the last content token, 2 before it, ...
-        keep = content & (from_end <= m)
-        slot = torch.where(keep, m - from_end, m)  # answer position; m is a discard column
-        last = torch.zeros(tokens.shape[0], m + 1, dtype=tokens.dtype).scatter(-1, slot, tokens)[:, :m]
-        credited = self.check(prompts, rollouts) != NEVER  # (B,)
-        answers = torch.where(credited[:, None], self.target(prompts), last)
-        return answers, credited | (content.sum(-1) >= m)
+        content = (tokens < self.cfg.vocab) & rollouts.mask  # (B, L); content ids are 0..V-1
+        idx = torch.arange(tokens.shape[1])
+        run_start = torch.where(content, 0, idx + 1).cummax(-1).values  # (B, L) where each content run began
+        ends = content & ((idx - run_start + 1) % m == 0)  # (B, L) the last token of a complete candidate
+        last = torch.where(ends, idx, -1).max(-1).values  # (B,) end of the last one, -1 if none
+        cols = (last[:, None] - m + 1 + torch.arange(m)).clamp(min=0)  # (B, m)
+        valid = last >= 0
+        return torch.where(valid[:, None], tokens.gather(1, cols), 0), valid
 
     # ---- teacher -------------------------------------------------------------------------
     def filler_weights(self, budget: int | None = None) -> torch.Tensor:
