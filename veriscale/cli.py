@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -25,6 +26,17 @@ from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
 SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
+
+
+class FiniteRange(click.FloatRange):
+    """A float option in a range that also refuses nan and inf (click's FloatRange lets nan
+    through: every comparison with it is false)."""
+
+    def convert(self, value, param, ctx):
+        out = super().convert(value, param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{out} is not a finite number.", param, ctx)
+        return out
 
 
 def _fail(msg: str) -> None:
@@ -265,9 +277,9 @@ def _verifier(path: str, task):
                    "each sample gets H (the selected trace scored with J_H; N*H tokens drawn).")
 @click.option("--force-budget", is_flag=True,
               help="Text policies: sample sequential methods once per budget with s1 budget forcing.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--threshold", default=0.5, show_default=True, type=FiniteRange(0.0, 1.0),
               help="Verifier score at which early_stop stops.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0))
+@click.option("--temperature", default=1.0, show_default=True, type=FiniteRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "

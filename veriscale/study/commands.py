@@ -58,13 +58,10 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
     The LLM track: `veriscale reproduce studies/llm.toml [--quick]` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
-    from veriscale.policy.base import PolicyError
-    from veriscale.policy.load import load_policy
-    from veriscale.policy.vllm import BackendUnavailable, check_vllm
-    from veriscale.study.jobs import check_learner_configs
+    from veriscale.study.lock import StudyLocked
+    from veriscale.study.preflight import preflight
     from veriscale.study.report import write_report
     from veriscale.study.spec import load_study_config
-    from veriscale.study.lock import StudyLocked
     from veriscale.study.sweep import run_study
 
     if sampler == "vllm":  # one GPU: the jobs run here, one at a time
@@ -73,17 +70,11 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
         overrides = (*overrides, f"sampler={sampler}")
     try:
         study = load_study_config(_study_file(study_file, quick), list(overrides))
-        check_learner_configs(study)
-        if study.sampler == "vllm":
-            check_vllm()
-        if study.text:  # the model is found (or converted) before any work
-            load_policy(study.policy, hf=study.hf)
+        preflight(study)  # before any directory is created
         if executor == "ray":
             import ray  # noqa: F401
     except ConfigError as e:
         _fail(f"config: {e}")
-    except (PolicyError, BackendUnavailable) as e:
-        _fail(str(e))
     except ImportError:
         _fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
