@@ -84,6 +84,8 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
                            threads=threads or None)
     except StudyLocked as e:
         _fail(str(e))
+    for why in counts["rebuilt"]:
+        click.echo(f"rebuilt {why}", err=True)
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)

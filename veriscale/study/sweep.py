@@ -2,10 +2,10 @@
 
 Each job starts as soon as the artifacts it reads are finished and a worker is free (no barrier
 between stages, so no core idles while a slow learner of another branch trains), the jobs with
-the longest chains of dependents first. Before starting, the runner asks the
-study directory what is already done (an artifact directory that exists, a record that reads
-back with a valid digest) and runs only the rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
-and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
+the longest chains of dependents first. Before starting, the runner asks the study directory
+what is already done (an artifact whose completion marker verifies, a record that reads back
+with a valid digest) and runs only the rest, rebuilding damaged artifacts, so a sweep killed at
+any point (even `kill -9`) resumes where it stopped, with no lost and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
 a study whose artifacts were deleted (or that kept only `records/` and `study.json`) can gain
 seeds or methods without retraining what its finished records already measured. Failed evaluations are recorded with their error and retried on the
 next run; the sweep itself goes on.
@@ -31,7 +31,7 @@ from veriscale.atomic import write_json_atomic
 from veriscale.study.jobs import Job, artifact_dir, expand, record_path, run_job
 from veriscale.study.lock import study_lock
 from veriscale.study.spec import StudyConfig, study_from_dict
-from veriscale.study.store import read_record
+from veriscale.study.store import damage, read_record
 
 STUDY_FILE = "study.json"
 
@@ -40,22 +40,36 @@ def is_done(job: Job, study_dir: Path) -> bool:
     if job.kind == "eval":
         rec = read_record(record_path(study_dir, job.id))
         return rec is not None and rec["status"] == "ok"
-    return artifact_dir(study_dir, job.id).is_dir()
+    return damage(artifact_dir(study_dir, job.id)) is None
 
 
 def unfinished(jobs: list[Job], study_dir: Path) -> list[Job]:
     """The jobs a sweep runs, in `jobs`' order: every evaluation without a good record and every
-    missing artifact that one of them reads, directly or through another missing artifact."""
+    artifact that one of them reads, directly or through another, that is missing or fails its
+    completion marker. Only those artifacts are verified (their files hashed)."""
     by_id = {j.id: j for j in jobs}
-    done = {j.id: is_done(j, study_dir) for j in jobs}
+    done: dict[str, bool] = {}
+
+    def finished(i: str) -> bool:  # each artifact verified once, however many evaluations read it
+        if i not in done:
+            done[i] = is_done(by_id[i], study_dir)
+        return done[i]
+
     need: set[str] = set()
-    stack = [j.id for j in jobs if j.kind == "eval" and not done[j.id]]
+    stack = [j.id for j in jobs if j.kind == "eval" and not finished(j.id)]
     while stack:
         i = stack.pop()
         if i not in need:
             need.add(i)
-            stack.extend(d for d in by_id[i].deps if not done[d])
+            stack.extend(d for d in by_id[i].deps if d not in need and not finished(d))
     return [j for j in jobs if j.id in need]
+
+
+def damaged(jobs: list[Job], study_dir: Path) -> list[str]:
+    """"artifacts/ID: why" of each artifact among `jobs` whose directory exists but fails
+    verification: the sweep rebuilds it and says so."""
+    dirs = [(j.id, artifact_dir(study_dir, j.id)) for j in jobs if j.kind != "eval"]
+    return [f"artifacts/{i}: {damage(d)}" for i, d in dirs if d.is_dir()]
 
 
 def _ready(job: Job, unfinished: set[str]) -> bool:
@@ -168,7 +182,8 @@ def _sweep(study: StudyConfig, study_dir: Path, workers: int, executor: Literal[
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
     jobs = expand(study)
     todo = unfinished(jobs, study_dir)
-    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0}
+    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0,
+              "rebuilt": damaged(todo, study_dir)}
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="job", disable=not progress, dynamic_ncols=True)
     errors = []
     results = _ray_results(todo, study_dir, threads, ray_address) if executor == "ray" \
