@@ -13,6 +13,7 @@ body, so `veriscale --help` and a config error answer in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import math
@@ -71,7 +72,26 @@ EVAL_COLUMNS = [("method", "method"), ("H", "H"), ("J", "J_H/H [95% CI]"), ("S",
                 ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("n", "n")]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# What the machine, not the input, refuses: a full disk or quota, a read-only or failing device.
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+class _Main(click.Group):
+    """The command group; a write the machine refuses ends any command with one line, exit 1
+    (what was written before stays consistent: every file is written atomically)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno not in ENVIRONMENT_ERRORS:
+                raise
+            click.echo(f"error: {e.strerror}" + (f": {e.filename}" if e.filename else "")
+                       + "; free space (or fix the device) and rerun: finished work is kept", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """veriscale: verifier-free vs verifier-based scaling of test-time compute."""
 

@@ -17,10 +17,8 @@ second run on the same directory fails at once with `StudyLocked`, before it wri
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -32,6 +30,7 @@ from veriscale.study.jobs import Job, artifact_dir, expand, record_path, run_job
 from veriscale.study.lock import study_lock
 from veriscale.study.spec import StudyConfig, study_from_dict
 from veriscale.study.store import damage, read_record
+from veriscale.study.workers import Pool
 
 STUDY_FILE = "study.json"
 
@@ -117,21 +116,17 @@ def _schedule(jobs: list[Job], submit, wait_any, slots: int | None = None) -> It
         yield res
 
 
-def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int) -> Iterator[dict]:
+def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int, fn=run_job) -> Iterator[dict]:
+    """Run `jobs` with `fn` (run_job) in this process, or on a pool of `workers` processes."""
     if workers == 1:  # in this process, in dependency order
         for job in jobs:
-            yield run_job(job, study_dir, threads)
+            yield fn(job, study_dir, threads)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures: set = set()
-
-        def wait_any() -> dict:
-            done = next(iter(wait(futures, return_when=FIRST_COMPLETED)[0]))
-            futures.remove(done)
-            return done.result()
-
-        yield from _schedule(jobs, lambda job: futures.add(pool.submit(run_job, job, str(study_dir), threads)),
-                             wait_any, slots=workers)
+    pool = Pool(workers, fn, str(study_dir), threads)
+    try:
+        yield from _schedule(jobs, pool.submit, pool.wait_any, slots=workers)
+    finally:
+        pool.close()
 
 
 def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterator[dict]:
