@@ -17,6 +17,7 @@ import errno
 import importlib
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -160,18 +161,23 @@ def train() -> None:
               help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1),
               help="Held-out prompts of that table.")
-def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int) -> None:
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run directory to write [the config's `out`: runs/base].")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty.")
+def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int,
+                     out: str | None, overwrite: bool) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
     from veriscale.evaluate import evaluate_policy
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
-        cfg = load_config(PretrainConfig, config_path, list(overrides))
+        cfg = load_config(PretrainConfig, config_path, [*overrides, *([f"out={json.dumps(out)}"] if out else [])])
     except ConfigError as e:
         _fail(f"config: {e}")
     b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
         _fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
+    prepare_out(cfg.out, overwrite)
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
@@ -181,7 +187,7 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budget
 
 
 def _learner_options(f):
-    """--base/--task/--out/--config/--set/--threads, shared by every learner."""
+    """--base/--task/--task-set/--out/--overwrite/--config/--set, shared by every learner."""
     for opt in reversed([
         click.option("--base", "base", required=True,
                      help="The policy to train from: a run directory, hf:PATH or smollm2."),
@@ -190,6 +196,7 @@ def _learner_options(f):
         click.option("--task-set", "task_overrides", multiple=True, metavar="KEY=VALUE",
                      help="Set a text task's field (gym: max_digits=2, ...; file: test_share=0.2, ...)."),
         click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
+        click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field."),
@@ -198,16 +205,33 @@ def _learner_options(f):
     return f
 
 
-def _prepare(cls, config_path, overrides, base, task, task_overrides, out):
+def prepare_out(out: str, overwrite: bool) -> None:
+    """Refuse (exit 2) a run directory `out` that is not empty, unless `overwrite`: then it is
+    removed, but only if it is a run directory (so a mistyped --out never deletes other files)."""
+    path = Path(out)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        _fail(f"--out: {out} exists and is not empty (--overwrite replaces a run directory)")
+    if not ((path / "veriscale.json").is_file() or (path / "metrics.jsonl").is_file()):
+        _fail(f"--out: {out} is not a run directory (no veriscale.json or metrics.jsonl); --overwrite replaces "
+              "only run directories")
+    shutil.rmtree(path)
+
+
+def _prepare(cls, config_path, overrides, base, task, task_overrides, out, overwrite):
     """Validated config, base policy and task, or exit 2 before anything is written."""
     try:
         cfg = load_config(cls, config_path, list(overrides))
     except ConfigError as e:
         _fail(f"config: {e}")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
+    if not overwrite:  # refused before the (slow) policy loads
+        prepare_out(out, False)
     policy = _policy(base, "--base")
-    return cfg, policy, _task(task, policy, task_overrides)
+    task_obj = _task(task, policy, task_overrides)
+    if overwrite:  # replaced only once everything else is known to be good
+        prepare_out(out, True)
+    return cfg, policy, task_obj
 
 
 def _summary(out: Path) -> None:
@@ -230,21 +254,22 @@ def _run(train_fn, *args, **kwargs) -> None:
 
 @train.command("sft")
 @_learner_options
-def train_sft_command(config_path, overrides, base, task, task_overrides, out) -> None:
+def train_sft_command(config_path, overrides, base, task, task_overrides, out, overwrite) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
     from veriscale.learn.sft import SFTConfig, train_sft
 
-    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, task_overrides, out, overwrite)
     _run(train_sft, policy, task_obj, cfg, out)
 
 
 @train.command("verifier")
 @_learner_options
-def train_verifier_command(config_path, overrides, base, task, task_overrides, out) -> None:
+def train_verifier_command(config_path, overrides, base, task, task_overrides, out, overwrite) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
     from veriscale.learn.verifier import VerifierConfig, train_verifier
 
-    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, task_overrides, out,
+                                     overwrite)
     _run(train_verifier, policy, task_obj, cfg, out)
 
 
@@ -252,11 +277,11 @@ def train_verifier_command(config_path, overrides, base, task, task_overrides, o
 @_learner_options
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (needed for reward=verifier).")
-def train_rl_command(config_path, overrides, base, task, task_overrides, out, verifier_dir) -> None:
+def train_rl_command(config_path, overrides, base, task, task_overrides, out, overwrite, verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
     from veriscale.learn.rl import RLConfig, train_rl
 
-    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out)
+    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out, overwrite)
     if cfg.reward == "verifier" and verifier_dir is None:
         _fail("--verifier: reward=verifier needs a verifier run directory")
     verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None

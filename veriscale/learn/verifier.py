@@ -38,6 +38,7 @@ Run: `veriscale train verifier --base runs/base-high --out runs/verifier`, or `-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -231,6 +232,22 @@ def heldout_metrics(verifier: Verifier, held: dict[str, torch.Tensor], loss: Los
     return prefix_metrics(logits, held["labels"], held["mask"], loss)
 
 
+def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor], key: str, cfg: VerifierConfig,
+                    H: int) -> None:
+    """Refuse, before any training, labelled data a verifier cannot learn from: training traces
+    none of which succeeds (every label 0), or validation traces on which the stopping metric
+    `key` is undefined (an AUC without both classes never improves, so no weights would be kept)."""
+    if not train["labels"][train["mask"]].any():
+        raise ValueError(f"verifier: none of the {len(train['labels'])} training traces (n={cfg.n} prompts x "
+                         f"samples.r={cfg.samples.r}) reaches a correct answer within H={H}: no positive example; "
+                         "raise samples.r or n (or horizon), or start from a base that succeeds sometimes (SFT)")
+    zeros = torch.zeros(held["labels"].shape)
+    if not math.isfinite(prefix_metrics(zeros, held["labels"], held["mask"], cfg.loss)[key]):
+        raise ValueError(f"verifier: select={cfg.select} reads {key}, undefined on the {len(held['labels'])} "
+                         f"validation traces (they need successes and failures); raise samples.val_prompts or "
+                         "samples.r, or set select=loss")
+
+
 def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                    samples: samples_.Samples | None = None, meta: dict | None = None) -> Path:
     """Algorithm 1 (log/squared loss) or 2 (zero_one) on `policy` (its body trains in place):
@@ -244,6 +261,8 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     policy.train_top(cfg.train_layers)
     train = labelled(verifier, samples.repeated("train"), samples.rollouts, samples.T)
     held = labelled(verifier, samples.repeated("val"), samples.val_rollouts, samples.val_T)
+    key, higher = SELECT["zero_one" if cfg.select == "loss" and cfg.loss == "zero_one" else cfg.select]
+    check_learnable(train, held, key, cfg, H)
     verifier.top = policy.top_blocks()
     if verifier.top is not None:  # the frozen trunk's features (N, S, d), computed once for every epoch
         for d in (train, held):
@@ -251,7 +270,6 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train["labels"][train["mask"]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())
-    key, higher = SELECT["zero_one" if cfg.select == "loss" and cfg.loss == "zero_one" else cfg.select]
     traces = len(train["seq"])
     optim = replace(cfg.optim, steps=epoch_steps(cfg.optim.steps, cfg.epochs, traces, cfg.optim.batch_size))
     out = Path(out)

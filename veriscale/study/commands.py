@@ -130,36 +130,56 @@ def report(study_dir: str) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of the learner's config (`veriscale config sft|verifier|rl`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty.")
+def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str, overwrite: bool) -> None:
     """Train one learner of a study again, on the same inputs, with its config changed by --set.
 
-    ARTIFACT names a finished learner of STUDY_DIR (sft-..., verifier-... or rl-..., a folder
-    of its artifacts/). Its base, samples and verifier are the study's own, so only the
-    overridden fields differ; without --set the run repeats the study's. The study is not
-    changed. For ablations such as the verifier's stopping rule (docs/llm.md).
+    ARTIFACT names a learner of STUDY_DIR (sft-..., verifier-... or rl-...: a folder of its
+    artifacts/, or the id of one that failed, as errors/ and the sweep's output name it). Its
+    base, samples and verifier are the study's own, so only the overridden fields differ;
+    without --set the run repeats the study's. The study is not changed. For ablations such as
+    the verifier's stopping rule (docs/llm.md).
     """
-    import json
-
-    from veriscale.cli import _summary
+    from veriscale.cli import _summary, prepare_out
     from veriscale.config import apply_overrides, from_dict, to_dict
     from veriscale.study.jobs import LEARNERS, artifact_dir
     from veriscale.study.run import make_artifact
 
-    job_file = artifact_dir(Path(study_dir), artifact) / "job.json"
-    if not job_file.is_file():
-        _fail(f"ARTIFACT: {job_file} not found (a finished learner of the study is a folder of its artifacts/)")
-    job = json.loads(job_file.read_text())
+    job = _job(Path(study_dir), artifact)
     if job["kind"] not in LEARNERS:
         _fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
     try:
         cfg = from_dict(LEARNERS[job["kind"]], apply_overrides(job["config"]["cfg"], list(overrides)))
     except ConfigError as e:
         _fail(f"--set: {job['kind']}.{e}")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        _fail(f"--out: {out} exists and is not empty")
     missing = [d for d in job["deps"] if not artifact_dir(Path(study_dir), d).is_dir()]
     if missing:
         _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
-    make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)}, lambda d: artifact_dir(Path(study_dir), d),
-                  Path(out))
+    prepare_out(out, overwrite)
+    try:
+        make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)},
+                      lambda d: artifact_dir(Path(study_dir), d), Path(out))
+    except ValueError as e:  # a learner that cannot learn from its data says so (learn/verifier.py)
+        _fail(str(e))
     _summary(Path(out))
+
+
+def _job(study_dir: Path, artifact: str) -> dict:
+    """The job of artifact id `artifact`: its job.json when it finished, else from the study's
+    grid (a learner that failed left no folder, only errors/<id>.txt)."""
+    import dataclasses
+    import json
+
+    from veriscale.study.jobs import artifact_dir, expand
+    from veriscale.study.sweep import load_study
+
+    job_file = artifact_dir(study_dir, artifact) / "job.json"
+    if job_file.is_file():
+        return json.loads(job_file.read_text())
+    try:
+        jobs = {j.id: j for j in expand(load_study(study_dir))}
+    except (FileNotFoundError, ConfigError) as e:
+        _fail(f"STUDY_DIR: {e}")
+    if artifact not in jobs:
+        _fail(f"ARTIFACT: {artifact} is not a job of {study_dir} (a learner's id: sft-..., verifier-..., rl-...)")
+    return dataclasses.asdict(jobs[artifact])

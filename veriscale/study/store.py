@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from veriscale.atomic import write_json_atomic
+from veriscale.atomic import finite, write_json_atomic
 
 SCHEMA = 1
 DONE = "done.json"
@@ -65,7 +65,7 @@ def damage(directory: Path) -> str | None:
 
 def write_record(study_dir: Path, job, result: dict[str, Any]) -> Path:
     """Atomically write the record of evaluation `job` (temporary file, fsync, rename)."""
-    body = {"schema": SCHEMA, "id": job.id, "config": job.config, **result}
+    body = finite({"schema": SCHEMA, "id": job.id, "config": job.config, **result})  # the digest of what is written
     path = Path(study_dir) / "records" / f"{job.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {**body, "digest": _digest(body)})
