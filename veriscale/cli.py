@@ -13,37 +13,19 @@ body, so `veriscale --help` and a config error answer in a fraction of a second.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import json
-import math
-import shutil
-import sys
 from pathlib import Path
 
 import click
 
+from veriscale.cli_checks import (FiniteRange, Main, check_supply, fit_prompts, given_keys, own_horizon,
+                                  prepare_out, fail as _fail)
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
 SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
-
-
-class FiniteRange(click.FloatRange):
-    """A float option in a range that also refuses nan and inf (click's FloatRange lets nan
-    through: every comparison with it is false)."""
-
-    def convert(self, value, param, ctx):
-        out = super().convert(value, param, ctx)
-        if not math.isfinite(out):
-            self.fail(f"{out} is not a finite number.", param, ctx)
-        return out
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
 
 
 def _budgets(text: str) -> list[int]:
@@ -73,26 +55,7 @@ EVAL_COLUMNS = [("method", "method"), ("H", "H"), ("J", "J_H/H [95% CI]"), ("S",
                 ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("n", "n")]
 
 
-# What the machine, not the input, refuses: a full disk or quota, a read-only or failing device.
-ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-
-
-class _Main(click.Group):
-    """The command group; a write the machine refuses ends any command with one line, exit 1
-    (what was written before stays consistent: every file is written atomically)."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except OSError as e:
-            if e.errno not in ENVIRONMENT_ERRORS:
-                raise
-            click.echo(f"error: {e.strerror}" + (f": {e.filename}" if e.filename else "")
-                       + "; free space (or fix the device) and rerun: finished work is kept", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """veriscale: verifier-free vs verifier-based scaling of test-time compute."""
 
@@ -205,30 +168,18 @@ def _learner_options(f):
     return f
 
 
-def prepare_out(out: str, overwrite: bool) -> None:
-    """Refuse (exit 2) a run directory `out` that is not empty, unless `overwrite`: then it is
-    removed, but only if it is a run directory (so a mistyped --out never deletes other files)."""
-    path = Path(out)
-    if not path.is_dir() or not any(path.iterdir()):
-        return
-    if not overwrite:
-        _fail(f"--out: {out} exists and is not empty (--overwrite replaces a run directory)")
-    if not ((path / "veriscale.json").is_file() or (path / "metrics.jsonl").is_file()):
-        _fail(f"--out: {out} is not a run directory (no veriscale.json or metrics.jsonl); --overwrite replaces "
-              "only run directories")
-    shutil.rmtree(path)
-
-
 def _prepare(cls, config_path, overrides, base, task, task_overrides, out, overwrite):
     """Validated config, base policy and task, or exit 2 before anything is written."""
     try:
-        cfg = load_config(cls, config_path, list(overrides))
+        data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
+        cfg = from_dict(cls, data)
     except ConfigError as e:
         _fail(f"config: {e}")
     if not overwrite:  # refused before the (slow) policy loads
         prepare_out(out, False)
     policy = _policy(base, "--base")
     task_obj = _task(task, policy, task_overrides)
+    cfg = check_supply(cfg, task_obj, given_keys(data))
     if overwrite:  # replaced only once everything else is known to be good
         prepare_out(out, True)
     return cfg, policy, task_obj
@@ -312,7 +263,8 @@ def _verifier(path: str, task):
                    "NAME=RUN_DIR evaluates that run's policy instead of --policy.")
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (bon, wmaj, early_stop).")
-@click.option("--budgets", default="16,32,64,128", show_default=True, help="Comma-separated budgets H.")
+@click.option("--budgets", default=None,
+              help="Comma-separated budgets H [16,32,64,128; a tiny GPT: 8, 16, ... up to its horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1), help="Held-out prompts.")
 @click.option("--samples-per-prompt", "samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="Independent problems per prompt (traces, or search pools).")
@@ -337,7 +289,7 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
-    b = _budgets(budgets)
+    b = _budgets(budgets or "16,32,64,128")
     plan = []
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
         name, _, run = item.partition("=")
@@ -346,6 +298,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler)
     task_obj = _task(task, base, task_overrides)
+    if base.kind == "gpt" and budgets is None:
+        b = _default_budgets(task_obj.cfg.horizon)
     if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
         _fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
     if force_budget and base.kind != "hf":
@@ -406,12 +360,14 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
-        cfg = from_dict(DiagnoseConfig, data)
+        data.setdefault("budget", own_horizon(data.get("policy")))
+        cfg = from_dict(DiagnoseConfig, {k: v for k, v in data.items() if v is not None})
         if not cfg.policy:
             raise ConfigError("policy: required (--policy RUN_DIR|hf:PATH|smollm2)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         sampler_obj, task_obj = resolve(cfg)
+        cfg = fit_prompts(cfg, task_obj, "prompts" in data)
     except ConfigError as e:
         _fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:

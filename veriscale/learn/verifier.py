@@ -78,6 +78,8 @@ class VerifierConfig:
     train_layers: int = knob(0, "train only the top k blocks of the body (0 = all; ours, for CPU)", min=0)
     horizon: int = knob(0, "H of the labelled rollouts (0 = the tiny GPT's task horizon; text tasks need it)",
                         min=0)
+    min_positives: int = knob(1, "training traces that must succeed, else training stops before it starts (with "
+                                 "none, the verifier can only learn 'never'; 0 = train anyway)", min=0)
     eval_batch: int = knob(256, "rows per forward pass of a validation evaluation (memory)", min=1)
     seed: int = knob(0, "seed of the rollouts", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/RL by default)", min=0)
@@ -234,13 +236,15 @@ def heldout_metrics(verifier: Verifier, held: dict[str, torch.Tensor], loss: Los
 
 def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor], key: str, cfg: VerifierConfig,
                     H: int) -> None:
-    """Refuse, before any training, labelled data a verifier cannot learn from: training traces
-    none of which succeeds (every label 0), or validation traces on which the stopping metric
+    """Refuse, before any training, labelled data a verifier cannot learn from: fewer successful
+    training traces than `min_positives` (with none, every label is 0), or validation traces on which the stopping metric
     `key` is undefined (an AUC without both classes never improves, so no weights would be kept)."""
-    if not train["labels"][train["mask"]].any():
-        raise ValueError(f"verifier: none of the {len(train['labels'])} training traces (n={cfg.n} prompts x "
-                         f"samples.r={cfg.samples.r}) reaches a correct answer within H={H}: no positive example; "
-                         "raise samples.r or n (or horizon), or start from a base that succeeds sometimes (SFT)")
+    positives = int(train["labels"].amax(1).sum())  # traces with a correct prefix
+    if positives < cfg.min_positives:
+        raise ValueError(f"verifier: {positives} of the {len(train['labels'])} training traces (n={cfg.n} prompts x "
+                         f"samples.r={cfg.samples.r}) reach a correct answer within H={H}, min_positives="
+                         f"{cfg.min_positives}: too few positive examples; raise samples.r or n (or horizon), start "
+                         "from a base that succeeds more often (SFT), or set min_positives=0")
     zeros = torch.zeros(held["labels"].shape)
     if not math.isfinite(prefix_metrics(zeros, held["labels"], held["mask"], cfg.loss)[key]):
         raise ValueError(f"verifier: select={cfg.select} reads {key}, undefined on the {len(held['labels'])} "

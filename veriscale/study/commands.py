@@ -10,15 +10,11 @@ from pathlib import Path
 
 import click
 
+from veriscale.cli_checks import fail as _fail
 from veriscale.config import ConfigError
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
 
 
 def _study_file(path: str | None, quick: bool) -> Path:
@@ -140,7 +136,8 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str,
     without --set the run repeats the study's. The study is not changed. For ablations such as
     the verifier's stopping rule (docs/llm.md).
     """
-    from veriscale.cli import _summary, prepare_out
+    from veriscale.cli import _summary
+    from veriscale.cli_checks import prepare_out
     from veriscale.config import apply_overrides, from_dict, to_dict
     from veriscale.study.jobs import LEARNERS, artifact_dir
     from veriscale.study.run import make_artifact
