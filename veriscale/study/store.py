@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from veriscale.atomic import finite, write_json_atomic
+from veriscale.atomic import write_json_atomic, write_text_atomic
 
 SCHEMA = 1
 DONE = "done.json"
@@ -65,10 +65,12 @@ def damage(directory: Path) -> str | None:
 
 def write_record(study_dir: Path, job, result: dict[str, Any]) -> Path:
     """Atomically write the record of evaluation `job` (temporary file, fsync, rename)."""
-    body = finite({"schema": SCHEMA, "id": job.id, "config": job.config, **result})  # the digest of what is written
+    body = {"schema": SCHEMA, "id": job.id, "config": job.config, **result}
     path = Path(study_dir) / "records" / f"{job.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**body, "digest": _digest(body)})
+    # byte for byte as its digest reads it: Python's JSON, where an undefined metric stays NaN (a
+    # method that never succeeds has no T_std); `finite` would make it null and the digest stale
+    write_text_atomic(path, json.dumps({**body, "digest": _digest(body)}, indent=2, sort_keys=True))
     return path
 
 
