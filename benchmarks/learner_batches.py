@@ -8,7 +8,7 @@ each computation timed both ways in one process, alternating, so a busy CPU slow
 - verifier held-out evaluation (every validation trace, chunks of 16): chunks in file order at
   the set's width (before) against chunks in order of length, each cut (`heldout_metrics`, now);
 - SFT step (top 8 blocks, 8 search-style traces: prompt + the sampled trace): logits at every
-  position (before) against the head only at the loss positions (`loop.lm_nll`, now);
+  position (before) against the head only at the loss positions (`LogitsOf.nll`, now);
 - SFT held-out NLL (every trace, chunks of 8): uncut chunks of full logits (before) against
   `eval_nll` (sorted, cut, head at loss positions; now).
 Both ways compute the same numbers; the script checks they agree before it times them.
@@ -26,7 +26,7 @@ import torch
 
 from veriscale.learn import samples as samples_
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import LogitsOf, eval_nll, features, lm_nll, make_optimizer, masked_ce, width
+from veriscale.learn.loop import LogitsOf, eval_nll, features, make_optimizer, masked_ce, width
 from veriscale.learn.verifier import (Verifier, heldout_metrics, labelled, prefix_logits, prefix_metrics,
                                       verifier_loss)
 from veriscale.policy.load import load_policy
@@ -111,7 +111,7 @@ def main() -> None:
     def sft_step(cut: bool):
         xb, yb, mb = x[idx, :w], y[idx, :w], m[idx, :w]
         if cut:
-            nll, count = lm_nll(net, xb, yb, mb)
+            nll, count = net.nll(xb, yb, mb)
             loss = nll / count
         else:
             loss = masked_ce(net(xb), yb, mb)

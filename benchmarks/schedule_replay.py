@@ -19,7 +19,8 @@ import heapq
 import json
 from pathlib import Path
 
-from veriscale.study.jobs import Job, expand
+from veriscale.study.grid import expand
+from veriscale.study.jobs import Job
 from veriscale.study.sweep import levels, load_study
 
 

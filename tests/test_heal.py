@@ -3,6 +3,7 @@ study heals from what a full disk or a flipped byte leaves behind."""
 
 import errno
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.study import jobs
-from veriscale.study.jobs import Job, expand, run_job
+from veriscale.study.jobs import run_job
 from veriscale.study.spec import StudyConfig
 from veriscale.study.store import DONE, load_records
 from veriscale.study.sweep import run_study
@@ -119,13 +120,26 @@ def _full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_run_job_never_raises_even_when_its_error_cannot_be_written(small, tmp_path, monkeypatch):
-    job = next(j for j in expand(load_config(StudyConfig, small)) if j.kind == "base")
-    monkeypatch.setattr(jobs.run, "make_artifact", _full_disk)
+class _World:
+    def quiet(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _DiskFullJob:
+    """A job whose work, and then its error report, meet a full disk."""
+
+    kind: str
+    id: str = "x-000000000000"
+    deps: tuple = ()
+    config: dict = field(default_factory=dict)
+    world: _World = field(default_factory=_World)
+    make = evaluate = _full_disk
+
+
+@pytest.mark.parametrize("kind", ["sft", "eval"])
+def test_run_job_never_raises_even_when_its_error_cannot_be_written(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(jobs, "write_text_atomic", _full_disk)
-    res = run_job(job, tmp_path / "study", threads=1)
-    assert res["status"] == "error" and "No space left" in res["error"] and "not recorded" in res["error"]
-    ev = Job("eval-x", "eval", {}, ())
     monkeypatch.setattr(jobs, "write_record", _full_disk)
-    monkeypatch.setattr(jobs.run, "evaluate", _full_disk)
-    assert run_job(ev, tmp_path / "study")["status"] == "error"
+    res = run_job(_DiskFullJob(kind), tmp_path / "study", threads=1)
+    assert res["status"] == "error" and "No space left" in res["error"] and "not recorded" in res["error"]

@@ -142,3 +142,27 @@ def test_train_sft_and_evaluate_on_a_data_file(lm_dir, tmp_path):
     res = _ok(_cli("evaluate", "--policy", out, "--method", "sft", "--budgets", "16", "--prompts", "3"))
     rows = _table(res.stdout)
     assert [r[:2] for r in rows] == [["sft", "16"]] and f"file:{data}" in res.stdout
+
+
+def test_evaluate_takes_hf_settings_and_threads(lm_dir):
+    """`--set hf.KEY=VALUE` and `--threads` reach the transformers policy evaluate loads (hf.chat=on
+    is refused by a tokenizer without a chat template); a bad setting, or a key evaluate has no
+    config for, is one line naming it."""
+    args = ["evaluate", "--policy", f"hf:{lm_dir}", "--task", TASK, "--budgets", "8", "--prompts", "2"]
+    res = _ok(_cli(*args, "--set", "hf.progress=false", "--set", "hf.batch_size=2", "--threads", "1"))
+    assert [r[:2] for r in _table(res.stdout)] == [["base", "8"]]
+    bad = _cli(*args, "--set", "hf.batch_sise=2")
+    assert bad.exit_code == 2 and bad.output.startswith("error: --set: hf.batch_sise: unknown key (valid keys: ")
+    chat = _cli(*args, "--set", "hf.chat=on")
+    assert chat.exit_code == 2 and "hf.chat=on but the tokenizer has no chat template" in chat.output
+    other = _cli(*args, "--set", "n=3")
+    assert other.exit_code == 2 and "only hf.KEY=VALUE applies, not 'n=3'" in other.output
+
+
+def test_a_learner_takes_hf_settings_and_threads(lm_dir, tmp_path):
+    res = _cli("train", "sft", "--base", f"hf:{lm_dir}", "--task", TASK, "--out", tmp_path / "s", *SFT,
+               "--set", "hf.batch_sise=2")
+    assert res.exit_code == 2 and "hf.batch_sise: unknown key" in res.output and not (tmp_path / "s").exists()
+    _ok(_cli("train", "sft", "--base", f"hf:{lm_dir}", "--task", TASK, "--out", tmp_path / "t", *SFT,
+             "--set", "hf.progress=false", "--threads", "1"))
+    assert read_meta(tmp_path / "t")["run"]["threads"] == 1

@@ -14,7 +14,7 @@ from veriscale.config import load_config
 from veriscale.learn.loop import jsonl_log
 from veriscale.policy import smollm2
 from veriscale.policy.load import load_policy
-from veriscale.study import run
+from veriscale.study import jobs
 from veriscale.study.spec import StudyConfig
 from veriscale.study.sweep import run_study
 
@@ -69,7 +69,7 @@ def test_relearn_retrains_a_learner_that_failed(tmp_path, monkeypatch):
         raise RuntimeError("killed mid-training")
 
     with monkeypatch.context() as m:
-        m.setattr(run, "train_sft", boom)
+        m.setattr(jobs, "train_sft", boom)
         counts = run_study(load_config(StudyConfig, study), out, threads=1, progress=False)
     (failed,) = [p.stem for p in (out / "errors").glob("sft-*.txt")]
     assert counts["error"] >= 1 and not (out / "artifacts" / failed).exists()

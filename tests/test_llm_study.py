@@ -16,8 +16,8 @@ from veriscale.cli import main
 from veriscale.config import ConfigError, from_dict, to_dict
 from veriscale.learn.verifier import VerifierConfig, load_verifier
 from veriscale.search import repeat_each
-from veriscale.study.jobs import artifact_dir, expand
-from veriscale.study.run import DRAW_FILE, SCORES_FILE, task_of
+from veriscale.study.grid import expand
+from veriscale.study.jobs import DRAW_FILE, SCORES_FILE, artifact_dir
 from veriscale.study.report import write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows
@@ -26,7 +26,7 @@ from veriscale.study.sweep import run_study
 
 def _study(lm_dir, **kw):
     data = {"name": "tiny-llm", "policy": f"hf:{lm_dir}", "task": "gym:basic_arithmetic", "budgets": [24, 32],
-            "n": [8, 12], "seeds": [0], "eval_prompts": 6, "search_n": 2, "accounting": ["shared"],
+            "n": [8, 12], "seeds": [0], "eval_prompts": 6, "samples_per_problem": 2, "accounting": ["shared"],
             "diagnose_prompts": 3, "diagnose_samples": 2, "gym": {"grade_workers": 1},
             "forcing": {"answer_tokens": 4}, "samples": {"r": 2, "val_prompts": 3},
             "sft": {"val_traces": 3, "test_traces": 3, "eval_batch": 8, "optim": {"steps": 2, "batch_size": 4}},
@@ -80,14 +80,14 @@ def test_a_search_pool_is_scored_once_as_the_per_example_reference_scores_it(don
     jobs = {j.id: j for j in expand(study)}
     evals = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "wmaj")]
     assert len(evals) == 2 * len(study.n) and len({j.config["scores"] for j in evals}) == len(study.n)
-    c = jobs[evals[0].config["scores"]].config
-    task = task_of(c)
+    scores = jobs[evals[0].config["scores"]]
+    c, task = scores.config, scores.world.make_task()
     verifier = load_verifier(artifact_dir(out, c["verifier"]), task)
     stored = load_file(str(artifact_dir(out, evals[0].config["scores"]) / SCORES_FILE))["scores"]
     d = json.loads((artifact_dir(out, c["draw"]) / DRAW_FILE).read_text())
     prompts = repeat_each(task.prompts("test", c["prompts"], 0), d["per_prompt"])
     ro = verifier.policy.rollouts(d["ids"], d["width"])
-    assert stored.shape == (study.eval_prompts * study.search_n, d["width"])
+    assert stored.shape == (study.eval_prompts * study.samples_per_problem, d["width"])
     assert torch.allclose(stored, verifier.score_reference(prompts, ro), atol=1e-5)
 
 
@@ -137,6 +137,7 @@ def test_records_carry_the_learners_curves(done):
     assert recs["rl_outcome"]["data"]["reward_queries"] == rl["steps"] * study.rl["prompts_per_step"] * study.rl["G"]
 
 
+
 def test_a_changed_base_model_is_never_reused(done, lm_dir, tmp_path):
     import shutil
 
@@ -179,12 +180,14 @@ def test_vllm_sampler_without_vllm_or_gpu_is_a_clear_error(lm_dir, tmp_path):
 def test_learners_train_with_transformers_under_the_vllm_sampler(lm_dir):
     from veriscale.policy.hf_sampler import HFSampler
     from veriscale.policy.vllm import BackendUnavailable
-    from veriscale.study.run import base_policy
+    from veriscale.policy.text import HFConfig
+    from veriscale.study.world import World
+    from veriscale.tasks.gym import GymConfig
 
-    c = {"base": None, "base_spec": f"hf:{lm_dir}", "hf": {}}
-    assert isinstance(base_policy(c, None).sampler, HFSampler)  # a learner never needs vLLM
+    world = World("gym:basic_arithmetic", GymConfig(), None, f"hf:{lm_dir}", None, HFConfig())
+    assert isinstance(world.base_policy(None).sampler, HFSampler)  # a learner never needs vLLM
     with pytest.raises(BackendUnavailable):  # sampling jobs do ask for vLLM (absent here)
-        base_policy(c, None, "vllm")
+        world.base_policy(None, "vllm")
 
 
 def test_relearn_repeats_a_studys_learner_and_changes_only_what_is_set(done, tmp_path):

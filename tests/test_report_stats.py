@@ -12,7 +12,7 @@ import pytest
 
 from veriscale.config import to_dict
 from veriscale.atomic import write_json_atomic
-from veriscale.study.jobs import expand
+from veriscale.study.grid import expand
 from veriscale.study.report import Report, write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import write_record
@@ -46,7 +46,7 @@ def _laws(c: dict, H: int, N: int) -> dict:
 
 def _make(tmp_path, **kw):
     study = study_from_dict({"name": "synthetic", "budgets": [8, 16, 32, 64], "n": [16, 32, 64, 128, 256],
-                             "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "search_n": 4,
+                             "heterogeneity": ["none", "high"], "seeds": [0, 1, 2], "samples_per_problem": 4,
                              "methods": ["base", "expert", "sft", "bon", "rl_verifier"],
                              **{"planted": {"answer_len": M}, **kw}})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
@@ -58,7 +58,7 @@ def _make(tmp_path, **kw):
                         "eps_ref": 0.25, "mean_c": {k: [0.5, 0.3, 0.1] for k in ("value", "lo", "hi")},
                         "verdict": "YES (synthetic)"}]
         else:
-            metrics = [_laws(c, H, study.search_n) for H in c["budgets"]]
+            metrics = [_laws(c, H, study.samples_per_problem) for H in c["budgets"]]
         learner = {"sft": {"best_step": 9, "steps_planned": 10, "test_nll_before": 3.0, "test_nll_after": 2.0}} \
             if c["method"] == "sft" else {}
         data = {"prompts": c["n"] or 0, "expert_traces": c["n"] if c["method"] == "sft" else 0}
@@ -145,7 +145,7 @@ def test_learners_that_never_left_their_start_are_named_per_seed(tmp_path):
     """Seed 1's verifier kept its start (so bon and rl_verifier read a constant score), its SFT
     kept its start and its RL reward never changed; seed 0's learners moved. Only seed 1 is named."""
     study = study_from_dict({"name": "stuck", "budgets": [8, 16], "n": [16], "heterogeneity": ["high"],
-                             "seeds": [0, 1], "search_n": 4, "methods": ["base", "sft", "bon", "rl_verifier"],
+                             "seeds": [0, 1], "samples_per_problem": 4, "methods": ["base", "sft", "bon", "rl_verifier"],
                              "planted": {"answer_len": M}})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval" and j.config["method"] != "diagnose"):

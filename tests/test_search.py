@@ -1,6 +1,7 @@
 """Search under a token budget: pass@k by hand and against the oracle on every subset, answer
 extraction and votes by hand, no method charging more than H, and evaluate/CLI end to end."""
 
+import dataclasses
 import itertools
 import math
 
@@ -10,21 +11,24 @@ from click.testing import CliRunner
 
 from veriscale.cli import main
 from veriscale.config import load_config, to_dict
-from veriscale.evaluate import METHODS, evaluate_method
+from veriscale.evaluate import EVALUATIONS, draw, evaluate_method, grade_search
 from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier, train_verifier
 from veriscale.policy.load import load_policy
 from veriscale.policy.tiny import GPTPolicy, save_gpt
-from veriscale.search import Pool, budget_record, draw_pool, pass_at_k, repeat_each, search_budgets, select
+from veriscale.search import Pool, SearchPlan, budget_record, repeat_each, search_budgets, select
 from veriscale.tasks.base import NEVER, Rollouts
 
 
-def test_pass_at_k_hand_cases():
-    got = pass_at_k(5, torch.tensor([0, 1, 2, 4, 5]), 2)
-    want = [1 - math.comb(5 - c, 2) / math.comb(5, 2) for c in (0, 1, 2, 4, 5)]
-    assert torch.allclose(got, torch.tensor(want, dtype=torch.float64))
-    assert pass_at_k(5, torch.tensor([2]), 5).item() == 1.0
-    with pytest.raises(ValueError):
-        pass_at_k(3, torch.tensor([1]), 4)
+def _search(pool: Pool, budgets: list[int], rule: str, **kw) -> list[dict]:
+    """search_budgets with the pool's plan set to selection `rule`."""
+    return search_budgets(dataclasses.replace(pool, plan=dataclasses.replace(pool.plan, selection=rule)), budgets, **kw)
+
+
+def _subset(pool: Pool, idx: torch.Tensor) -> Pool:
+    """The pool restricted to samples `idx` (1-D) of every problem."""
+    rows = (torch.arange(len(pool.prompts))[:, None] * pool.N + idx[None]).flatten()  # (B * len(idx),)
+    plan = dataclasses.replace(pool.plan, N=len(idx))
+    return Pool(pool.task, pool.prompts, pool.rollouts.take(rows), plan, pool.scores[:, idx])
 
 
 def _synthetic_pool(task, B=40, N=6, L=8, seed=0) -> Pool:
@@ -41,25 +45,26 @@ def _synthetic_pool(task, B=40, N=6, L=8, seed=0) -> Pool:
     tokens = torch.where(plant[:, None] & (pos >= 0) & (pos < m), target, tokens)
     mask = torch.arange(L) < counts[:, None]
     ro = Rollouts(torch.where(mask, tokens, task.pad), mask, counts)
-    return Pool(task, prompts, ro, N, torch.rand(B, N, L, generator=g))
+    return Pool(task, prompts, ro, SearchPlan("oracle", N), torch.rand(B, N, L, generator=g))
 
 
 def _first_success(pool: Pool) -> torch.Tensor:
     """(B, N) T of every full sample of the pool."""
-    return pool.task.check(repeat_each(pool.prompts, pool.n), pool.rollouts).view(-1, pool.n)
+    return pool.task.check(repeat_each(pool.prompts, pool.N), pool.rollouts).view(-1, pool.N)
 
 
 def test_oracle_best_of_n_equals_unbiased_pass_at_k(task):
     pool = _synthetic_pool(task)
-    n, k, L = pool.n, 3, pool.width
+    n, k, L = pool.N, 3, pool.width
     T = _first_success(pool)
     assert 0 < (T <= L).float().mean() < 1  # a mix of correct and wrong samples
     subsets = [torch.tensor(s) for s in itertools.combinations(range(n), k)]
     # Averaged over all C(n, k) subsets, the oracle's success is pass@k exactly (its definition),
     # at the full budget k*L and at every truncated one.
     for H in (k, 2 * k, 5 * k, k * L):
-        oracle = sum(search_budgets(pool.subset(s), [H], "oracle")[0]["success"] for s in subsets) / len(subsets)
-        estimate = pass_at_k(n, (T <= H // k).sum(1), k).mean().item()
+        oracle = sum(_search(_subset(pool, s), [H], "oracle")[0]["success"] for s in subsets) / len(subsets)
+        # unbiased pass@k = 1 - C(n - c, k) / C(n, k) from c correct of n samples, per problem
+        estimate = sum(1 - math.comb(n - c, k) / math.comb(n, k) for c in (T <= H // k).sum(1).tolist()) / len(T)
         assert abs(oracle - estimate) < 1e-9, H
 
 
@@ -94,9 +99,10 @@ def test_no_method_spends_more_than_its_budget(task, tiny_gpt):
     prompts = task.prompts("test", 16, 0)
     budgets = list(range(4, 25))
     for N in (1, 2, 4):
-        pool = draw_pool(policy, task, prompts, N, 24, seed=1, verifier=verifier)
         for rule in ("bon", "maj", "wmaj", "oracle") + (("early_stop",) if N == 1 else ()):
-            for row in search_budgets(pool, budgets, rule, threshold=0.7):
+            plan = SearchPlan(rule, N)  # the study's path: a draw, then grade_search
+            ro = draw(policy, prompts, plan.samples, plan.sample_len(24), seed=1)
+            for row in grade_search(plan, task, prompts, ro, budgets, verifier=verifier, threshold=0.7):
                 assert row["tokens"] <= row["budget"]
                 calls = row["verifier_calls"]
                 if rule in ("bon", "wmaj"):
@@ -115,9 +121,9 @@ def test_search_return_charges_all_samples(task):
     tokens = torch.tensor([[*task.target(prompts)[0].tolist(), p],  # correct, T = 3 (m = 3)
                            [f, f, f, f]])
     counts = torch.tensor([3, 4])
-    pool = Pool(task, prompts, Rollouts(tokens, torch.arange(4) < counts[:, None], counts), 2)
+    pool = Pool(task, prompts, Rollouts(tokens, torch.arange(4) < counts[:, None], counts), SearchPlan("oracle", 2))
     assert _first_success(pool).tolist() == [[3, NEVER]]
-    row = search_budgets(pool, [8], "oracle")[0]
+    row = search_budgets(pool, [8])[0]
     assert row["success"] == 1.0 and row["tokens"] == 7.0 and row["J"] == 8 - 7 + 1  # T_eff = 3 + 4
 
 
@@ -129,10 +135,10 @@ def test_per_sample_accounting_scores_the_selected_trace(task):
     tokens = torch.tensor([[f, f, *tgt, p, p, p], [f] * 8])  # T = 5 (m = 3), and a trace that never answers
     counts = torch.tensor([5, 8])
     ro = Rollouts(tokens, torch.arange(8) < counts[:, None], counts)
-    row = search_budgets(Pool(task, prompts, ro, 2, accounting="per_sample"), [8], "oracle")[0]
+    row = search_budgets(Pool(task, prompts, ro, SearchPlan("oracle", 2, "per_sample")), [8])[0]
     assert row["success"] == 1.0 and row["J"] == 8 - 5 + 1 and row["tokens"] == 13.0  # 13 <= N*H = 16
     # shared: the same pool gives each sample floor(8/2) = 4 tokens, too few for the answer at 5
-    shared = search_budgets(Pool(task, prompts, ro, 2), [8], "oracle")[0]
+    shared = search_budgets(Pool(task, prompts, ro, SearchPlan("oracle", 2)), [8])[0]
     assert shared["success"] == 0.0 and shared["tokens"] <= 8
 
 
@@ -140,11 +146,11 @@ def test_per_sample_pools_respect_n_times_h(task, tiny_gpt):
     prompts = task.prompts("test", 16, 0)
     policy = GPTPolicy(tiny_gpt, task)
     verifier = Verifier(policy).eval()
-    pool = draw_pool(policy, task, prompts, 4, 24, seed=1, verifier=verifier,
-                     accounting="per_sample")
-    assert pool.width == 24
     for rule in ("bon", "maj", "wmaj", "oracle"):
-        for row in search_budgets(pool, [4, 8, 16, 24], rule):
+        plan = SearchPlan(rule, 4, "per_sample")
+        assert plan.sample_len(24) == 24 and plan.cap(24) == 96
+        ro = draw(policy, prompts, plan.samples, plan.sample_len(24), seed=1)
+        for row in grade_search(plan, task, prompts, ro, [4, 8, 16, 24], verifier=verifier):
             assert row["tokens"] <= 4 * row["budget"]
 
 
@@ -160,7 +166,7 @@ def test_majority_votes_for_the_credited_answer(task):
             torch.cat([torch.tensor([f] * 4), wrong]), torch.cat([torch.tensor([f] * 4), wrong])]
     tokens = torch.stack(rows)
     ro = Rollouts(tokens, torch.ones_like(tokens, dtype=torch.bool), torch.full((4,), 7))
-    row = search_budgets(Pool(task, prompts, ro, 4, accounting="per_sample"), [7], "maj")[0]
+    row = search_budgets(Pool(task, prompts, ro, SearchPlan("maj", 4, "per_sample")), [7])[0]
     assert row["success"] == 1.0  # ties go to the lowest index, which is a credited sample
 
 
@@ -181,9 +187,8 @@ def test_every_method_on_the_same_prompts_and_budgets(runs):
     task = policy.task
     verifier = load_verifier(verifier_dir, task)
     prompts = task.prompts("test", 8, 3)
-    for method in METHODS:
-        rows = evaluate_method(method, policy, task, prompts, [8, 16, 24], verifier=verifier, samples=2,
-                               n_search=4, seed=3)
+    for method in EVALUATIONS:
+        rows = evaluate_method(method, policy, task, prompts, [8, 16, 24], verifier=verifier, samples=2, N=4, seed=3)
         assert [r["budget"] for r in rows] == [8, 16, 24] and all(r["n"] == 16 for r in rows)
         assert all(r["tokens"] <= r["budget"] and r["method"] == method for r in rows)
     with pytest.raises(ValueError, match="needs a verifier"):
@@ -194,7 +199,7 @@ def test_cli_evaluate_prints_one_table(runs):
     policy, verifier = runs
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(policy), "--verifier", str(verifier),
                                     "--method", "base,bon", "--method", f"sft={policy}", "--budgets", "8,16",
-                                    "--prompts", "8", "--samples-per-prompt", "2", "--search-n", "2"])
+                                    "--prompts", "8", "--samples-per-prompt", "2", "--samples-per-problem", "2"])
     assert res.exit_code == 0, res.output
     assert "verifier calls" in res.output and "sft:policy" in res.output
     assert sum(line.strip().startswith(("base", "bon", "sft")) for line in res.output.splitlines()) == 6
@@ -208,9 +213,9 @@ def test_a_per_sample_pool_serves_the_shared_accounting_as_a_pool_drawn_at_h_ove
     sample gives, at every budget, the records of that pool's samples cut to H/N tokens, i.e. of
     a pool drawn at H/N (a sample of H tokens cut to its first H/N is a sample of H/N)."""
     wide = _synthetic_pool(task, N=4, L=16)
-    wide = Pool(task, wide.prompts, wide.rollouts, wide.n, wide.scores, "shared")
-    H_max = wide.n * 4  # the shared pool of H_max holds 4 tokens a sample
-    narrow = Pool(task, wide.prompts, wide.rollouts.truncate(4), wide.n, wide.scores[..., :4], "shared")
-    budgets = [wide.n * k for k in (1, 2, 3, 4)]
+    H_max = wide.N * 4  # the shared pool of H_max holds 4 tokens a sample
+    assert wide.plan.pool_width(H_max, shared_pool=False) == 4 and wide.plan.pool_width(H_max, shared_pool=True) == H_max
+    narrow = Pool(task, wide.prompts, wide.rollouts.truncate(4), wide.plan, wide.scores[..., :4])
+    budgets = [wide.N * k for k in (1, 2, 3, 4)]
     assert H_max == max(budgets) and narrow.width == 4 < wide.width
-    assert search_budgets(wide, budgets, rule) == search_budgets(narrow, budgets, rule)
+    assert _search(wide, budgets, rule) == _search(narrow, budgets, rule)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import BestCheckpoint, eval_nll
+from veriscale.learn.loop import BestCheckpoint, FullLogits, eval_nll
 from veriscale.learn.sft import SFTConfig, train_sft
 from veriscale.policy.base import read_meta
 from veriscale.policy.load import load_policy
@@ -19,7 +19,7 @@ def _nll_on_test_experts(run_dir) -> float:
     policy = load_policy(run_dir)
     task = policy.task
     prompts = task.prompts("test", 64, 7)
-    return eval_nll(policy.model, *lm_rows(task.encode(prompts), task.expert_traces(prompts, 7, False), task.pad))
+    return eval_nll(FullLogits(policy.model), *lm_rows(task.encode(prompts), task.expert_traces(prompts, 7, False), task.pad))
 
 
 def _sft(base, cfg, out):
@@ -83,7 +83,7 @@ def test_best_checkpoint_can_maximise_and_nan_never_improves():
     saved = []
     best = BestCheckpoint("auc", patience=2, save=lambda: saved.append(best.best_step), higher=True)
     stops = [best.update({"step": s, "auc": v}) for s, v in enumerate([0.5, 0.7, float("nan"), 0.8, 0.6, 0.75])]
-    assert saved == [0, 1, 3] and best.last["auc"] == 0.8
+    assert saved == [0, 1, 3] and best.best_record["auc"] == 0.8
     assert stops == [False, False, False, False, False, True]
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from veriscale.cli import main
 from veriscale.config import load_config
-from veriscale.study.jobs import expand
+from veriscale.study.grid import expand
 from veriscale.study.methods import METHODS
 from veriscale.study.spec import StudyConfig
 from veriscale.study.store import load_records
@@ -28,7 +28,7 @@ heterogeneity = ["high"]
 methods = ["base", "sft", "bon", "rl_outcome"]
 seeds = [0]
 eval_prompts = 16
-search_n = 2
+samples_per_problem = 2
 diagnose_prompts = 4
 diagnose_samples = 2
 [planted]
@@ -96,16 +96,34 @@ def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
         rows, c = rec["metrics"], rec["config"]
         if c["method"] == "diagnose":
             continue
-        cap = study.search_n if c["accounting"] == "per_sample" else 1  # per_sample draws N*H tokens
+        cap = study.samples_per_problem if c["accounting"] == "per_sample" else 1  # per_sample draws N*H tokens
         assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= cap * r["budget"] for r in rows)
-        assert set(rec["data"]) == {"prompts", "expert_traces", "labelled_traces", "reward_queries",
-                                    "validation_traces"}
+        d = rec["data"]
+        assert set(d) == {"prompts", "expert_traces", "labelled_traces", "reward_queries", "validation_traces",
+                          "labels"}
         if c["method"] == "sft":
-            assert rec["data"]["expert_traces"] == c["n"] and "test_nll_before" in rec["learner"]["sft"]
+            assert d["expert_traces"] == c["n"] and "test_nll_before" in rec["learner"]["sft"]
+            assert d["labels"] == d["expert_traces"] + d["validation_traces"]
         if c["method"] == "bon":
-            assert rec["data"]["labelled_traces"] == c["n"] * 2  # r = 2 rollouts per prompt in TINY
+            assert d["labelled_traces"] == c["n"] * 2  # r = 2 rollouts per prompt in TINY
+            assert d["labels"] == d["labelled_traces"] + d["validation_traces"]
         if c["method"] == "rl_outcome":
-            assert rec["data"]["reward_queries"] == rec["learner"]["rl"]["steps"] * 2 * 2  # B x G per step
+            assert d["reward_queries"] == d["labels"] == rec["learner"]["rl"]["steps"] * 2 * 2  # B x G per step
+        if c["method"] == "base":
+            assert d["labels"] == 0
+
+
+def test_records_keep_every_problems_outcome(uninterrupted):
+    """Per-problem first-success indices reproduce each row's success and J_H, so intervals can
+    resample prompts and gaps can be paired by prompt."""
+    for rec in load_records(uninterrupted):
+        if rec["config"]["method"] == "diagnose":
+            continue
+        for row in rec["metrics"]:
+            T, H = row["T_per_problem"], row["budget"]
+            assert len(T) == row["n"] and all(t is None or 1 <= t <= H for t in T)
+            assert abs(sum(t is not None for t in T) / len(T) - row["success"]) < 1e-12
+            assert abs(sum((H - t + 1) / H for t in T if t is not None) / len(T) - row["J_norm"]) < 1e-9
 
 
 def test_rerun_skips_finished_runs(tiny_toml, uninterrupted):

@@ -14,7 +14,7 @@ import torch
 from veriscale.config import from_dict
 from veriscale.learn import samples as samples_
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import LogitsOf, Snapshot, eval_nll, lm_nll, masked_ce
+from veriscale.learn.loop import LogitsOf, Snapshot, eval_nll, masked_ce
 from veriscale.learn.rl import RLConfig, accumulate_gradient, train_rl
 from veriscale.learn.sft import SFTConfig, search_texts, search_trace, train_sft
 from veriscale.learn.verifier import (Verifier, VerifierConfig, heldout_metrics, labelled, load_verifier, prefix_metrics,
@@ -173,7 +173,7 @@ def test_cut_batches_match_the_full_width_computation(lm_dir, gym_task):
     net = LogitsOf(policy)
     with torch.no_grad():
         plain = masked_ce(net(x), y, m).item()
-        nll, count = lm_nll(net, x, y, m)
+        nll, count = net.nll(x, y, m)
     assert (nll / count).item() == pytest.approx(plain, rel=1e-5) and int(count) == int(m.sum())
     assert eval_nll(net, x, y, m, batch_size=3) == pytest.approx(plain, rel=1e-5)
 
@@ -258,6 +258,8 @@ def test_sft_on_search_traces_uses_only_prompts_with_a_success(lm_dir, gym_task,
     meta = read_meta(out)
     assert meta["training_traces"] == 8 and meta["validation_traces"] == 4  # n' < n: rejection sampling
     assert meta["test_nll_before"] is None  # search traces have no test set
+    # every checked sample is a label, kept in a search trace or not (what the verifier reads too)
+    assert meta["labelled_traces"] == len(s.T) + len(s.val_T)
 
 
 def test_snapshot_restores_only_trainable_weights(lm_dir):

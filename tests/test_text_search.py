@@ -1,11 +1,14 @@
 """Best-of-N, majority, weighted majority and oracle on a text task, by hand: hand-written
 candidates (no model) whose token boundaries are marked with "|", graded by `GradingConfig`."""
 
+import dataclasses
+
 import pytest
 import torch
 
+from veriscale.evaluate import draw, grade_search
 from veriscale.grading import GradingConfig, TextProblem, answer_key
-from veriscale.search import Pool, draw_pool, repeat_each, search_budgets, select
+from veriscale.search import Pool, SearchPlan, repeat_each, search_budgets, select
 from veriscale.tasks.base import NEVER, Rollouts
 from veriscale.tasks.files import FilesConfig, FileTask
 
@@ -56,7 +59,12 @@ def scores() -> torch.Tensor:
 
 @pytest.fixture
 def pool() -> Pool:
-    return Pool(TextTask(), [PROBLEM], text_rollouts(SAMPLES), N, scores())
+    return Pool(TextTask(), [PROBLEM], text_rollouts(SAMPLES), SearchPlan("bon", N), scores())
+
+
+def _search(pool: Pool, budgets: list[int], rule: str) -> list[dict]:
+    """search_budgets with the pool's plan set to selection `rule`."""
+    return search_budgets(dataclasses.replace(pool, plan=dataclasses.replace(pool.plan, selection=rule)), budgets)
 
 
 def test_truncate_keeps_texts_offsets_and_counts_aligned():
@@ -115,7 +123,7 @@ def test_search_budgets_by_hand(pool):
                "wmaj": [0, 0, 0],  # "5" (0.8) always outweighs "7"
                "oracle": [1, 1, 1]}  # sample 1 is right at every budget
     for rule, ok in success.items():
-        rows = search_budgets(pool, [16, 20, 24], rule)
+        rows = _search(pool, [16, 20, 24], rule)
         assert [r["budget"] for r in rows] == [16, 20, 24]
         for r, good in zip(rows, reversed(ok)):
             H = r["budget"]
@@ -134,12 +142,14 @@ def test_truncated_answer_is_lost(pool):
 
 def test_no_method_spends_more_than_its_budget(pool):
     for rule in ("bon", "maj", "wmaj", "oracle"):
-        for r in search_budgets(pool, list(range(4, 25)), rule):
+        for r in _search(pool, list(range(4, 25)), rule):
             H = r["budget"]
             assert r["tokens"] == sum(min(c, H // N) for c in (4, 4, 6, 5)) <= H
 
 
-def test_draw_pool_repeats_list_prompts():
+def test_a_search_draw_repeats_list_prompts():
+    """The study's path on text prompts (a list): the draw repeats each prompt N times and the
+    pool is graded per prompt."""
     other = TextProblem(text="What is 2 + 2?", gold="4")
 
     class Canned:
@@ -147,16 +157,11 @@ def test_draw_pool_repeats_list_prompts():
             assert prompts == [PROBLEM] * N + [other] * N and max_new_tokens == 6
             return text_rollouts(SAMPLES + ["Final| answer:| 4|<eos>"] * N)
 
-    class Flat:
-        def score(self, prompts, rollouts):
-            return scores().repeat(2, 1, 1).view(2 * N, 6)
-
-    pool = draw_pool(Canned(), TextTask(), [PROBLEM, other], N, 27, verifier=Flat())
-    assert pool.scores.shape == (2, N, 6) and len(pool.rollouts) == 2 * N
-    assert [r["success"] for r in search_budgets(pool, [16, 24], "maj")] == [0.5, 1.0]
-    assert pool.subset(torch.tensor([1, 2])).rollouts.texts == [SAMPLES[1].replace("|", ""),
-                                                                 SAMPLES[2].replace("|", ""),
-                                                                 "Final answer: 4<eos>", "Final answer: 4<eos>"]
+    plan = SearchPlan("maj", N)
+    ro = draw(Canned(), [PROBLEM, other], N, plan.sample_len(27))
+    assert len(ro) == 2 * N and ro.texts[N:] == ["Final answer: 4<eos>"] * N
+    assert [r["success"] for r in grade_search(plan, TextTask(), [PROBLEM, other], ro, [16, 24])] \
+        == [0.5, 1.0]
 
 
 def test_file_task_answer_keys_delegate(tmp_path):

@@ -3,16 +3,26 @@ integrity checks."""
 
 import json
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
-from veriscale.study.jobs import Job, config_id
+from veriscale.study.jobs import config_id
 from veriscale.study.store import load_records, read_record, rows, write_record
 from veriscale.study.sweep import _schedule, levels
 from veriscale.theory import crossing, fit_power_law, scaled, t_interval, vb_shape, vf_shape
 
 X = [8, 16, 32, 64, 128]
+
+
+class Job(NamedTuple):
+    """What the store and the scheduler read of a job: its id, kind, config and dependencies."""
+
+    id: str
+    kind: str
+    config: dict
+    deps: tuple = ()
 
 
 def test_power_law_fit_recovers_a_noiseless_exponent_exactly():

@@ -1,7 +1,11 @@
 """The frozen-trunk split (`HFPolicy.top_blocks`) against the full forward, its slow reference:
-features then top equal the whole network's logits and hidden states; the RL gradient and KL
+features then top equal the whole network's logits and hidden states, also at every cut of a model
+whose blocks attend by position (Gemma 3: sliding-window or global); a model that cannot be split
+says so once; the RL gradient and KL
 through a shared trunk equal the full-forward ones; a verifier reads features as it reads ids;
 the KL temperature knob computes KL(softmax(z/T) || softmax(z_ref/T)) exactly."""
+
+import warnings
 
 import pytest
 import torch
@@ -13,7 +17,7 @@ from veriscale.learn.data import lm_rows
 from veriscale.learn.loop import LogitsOf
 from veriscale.learn.rl import RLConfig, accumulate_gradient, padded, rl_loss
 from veriscale.learn.verifier import Verifier
-from veriscale.policy.hf import HFPolicy
+from veriscale.policy.hf import HFPolicy, TopBlocks
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 from veriscale.tasks.base import id_rollouts
@@ -49,6 +53,45 @@ def test_features_then_top_equal_the_full_forward(lm_dir):
         assert torch.allclose(top.logits(h), policy.logits(inputs), atol=1e-5)
         assert torch.allclose(top.hidden(h), policy.hidden(inputs), atol=1e-5)
     assert len(policy.model.base_model.layers) == 2  # the swap leaves the model whole
+
+
+def _gemma3(layers: int = 5):
+    """A tiny random Gemma 3: blocks 0, 1, 3, 4 attend within a window of 3 tokens, block 2 to all."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=3,
+                           sliding_window_pattern=3, max_position_embeddings=64)
+    assert cfg.layer_types[2] == "full_attention" and cfg.layer_types.count("full_attention") == 1
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("frozen", [1, 2, 3, 4])
+def test_a_split_of_gemma3_at_any_block_equals_the_full_forward(frozen):
+    """Transformers picks each Gemma 3 block's mask and rotary embedding by its position in the
+    block list; the split keeps every block's own, wherever it cuts (not only after whole patterns)."""
+    model = _gemma3()
+    ids = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(1))  # longer than the window
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a split that reproduces the model says nothing
+        top = TopBlocks.checked(model, frozen)
+    assert top is not None
+    with torch.no_grad():
+        assert torch.allclose(top.logits(top.features(ids)), model(input_ids=ids, use_cache=False).logits, atol=1e-5)
+    assert model.config.layer_types[2] == "full_attention" and len(model.model.layers) == 5  # left whole
+
+
+def test_a_model_that_cannot_be_split_says_so_once():
+    """GPT-2 names its blocks `h`, not `layers`: no split, and one warning line saying why."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        assert TopBlocks.checked(model, 1) is None and TopBlocks.checked(model, 1) is None
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert "GPT2LMHeadModel" in str(caught[0].message) and "every training step" in str(caught[0].message)
 
 
 def test_rl_gradient_through_a_shared_trunk_equals_the_full_forward(lm_dir):

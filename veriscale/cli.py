@@ -20,21 +20,23 @@ from pathlib import Path
 import click
 
 from veriscale.cli_checks import (FiniteRange, Main, check_supply, fit_prompts, given_keys, own_horizon,
-                                  prepare_out, fail as _fail)
+                                  prepare_out)
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
+from veriscale.console import fail, run_summary
+from veriscale.policy import SAMPLERS
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
-SAMPLERS = click.Choice(["hf", "vllm", "ct2"])
+SAMPLER_CHOICE = click.Choice(SAMPLERS)
 
 
 def _budgets(text: str) -> list[int]:
     try:
         out = sorted({int(b) for b in text.split(",") if b.strip()})
     except ValueError:
-        _fail(f"--budgets: expected comma-separated integers, got {text!r}")
+        fail(f"--budgets: expected comma-separated integers, got {text!r}")
     if not out or out[0] < 1:
-        _fail(f"--budgets: budgets must be positive integers, got {text!r}")
+        fail(f"--budgets: budgets must be positive integers, got {text!r}")
     return out
 
 
@@ -43,9 +45,11 @@ def _default_budgets(horizon: int) -> list[int]:
     return sorted({b for b in (2**i for i in range(3, 20)) if b < horizon} | {horizon})
 
 
-def budget_rows(metrics) -> list[dict]:
-    return [{"H": m.budget, "J": f"{m.J_norm:.3f} [{m.J_norm_lo:.3f}, {m.J_norm_hi:.3f}]",
-             "S": f"{m.success:.3f} [{m.success_lo:.3f}, {m.success_hi:.3f}]", "tokens": m.tokens, "n": m.n}
+def budget_rows(metrics: list[dict]) -> list[dict]:
+    """Table rows of metrics rows (`rewards.BudgetMetrics` fields): H, J_H/H and success@H with CIs."""
+    return [{"H": m["budget"], "J": f"{m['J_norm']:.3f} [{m['J_norm_lo']:.3f}, {m['J_norm_hi']:.3f}]",
+             "S": f"{m['success']:.3f} [{m['success_lo']:.3f}, {m['success_hi']:.3f}]", "tokens": m["tokens"],
+             "n": m["n"], **({"verifier_calls": m["verifier_calls"]} if "verifier_calls" in m else {})}
             for m in metrics]
 
 
@@ -66,16 +70,42 @@ for _cmd in (reproduce, results, report, relearn):
 
 # ---- policies and tasks ----------------------------------------------------------------------
 
-def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None):
-    """The policy of `spec`, or exit 2 with one line naming the flag and what is wrong."""
-    from veriscale.policy.base import PolicyError
+def _policy_options(f):
+    """--set and --threads, taken alike by every command that loads a policy."""
+    f = click.option("--threads", default=0, type=click.IntRange(min=0),
+                     help="torch CPU threads [default: the config's `threads`, else torch's].")(f)
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config field; hf.KEY=VALUE sets a transformers policy's loading and "
+                             "sampling (hf.batch_size=32, ...; `veriscale config diagnose` lists them).")(f)
+
+
+def _with_threads(overrides: list[str], threads: int) -> list[str]:
+    """--set items with --threads as `threads=N` (a config's `threads` field; the flag wins)."""
+    return overrides + ([f"threads={threads}"] if threads else [])
+
+
+def _settings(overrides: tuple[str, ...]):
+    """(HFConfig from the hf.KEY=VALUE items of --set, the other items), or exit 2 naming a bad
+    hf setting."""
+    from veriscale.policy.text import HFConfig
+
+    try:
+        hf = from_dict(HFConfig, apply_overrides({}, [o[3:] for o in overrides if o.startswith("hf.")]), "hf.")
+    except ConfigError as e:
+        fail(f"--set: {e}")
+    return hf, [o for o in overrides if not o.startswith("hf.")]
+
+
+def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None, hf=None):
+    """The policy of `spec` loaded with the transformers settings `hf`, or exit 2 with one line
+    naming the flag and what is wrong (PolicyError, or a setting the model refuses)."""
     from veriscale.policy.load import POLICY_STAGES, load_policy
     from veriscale.policy.vllm import BackendUnavailable
 
     try:
-        return load_policy(spec, sampler=sampler, stages=stages or POLICY_STAGES)
-    except (PolicyError, BackendUnavailable) as e:
-        _fail(f"{flag}: {e}")
+        return load_policy(spec, hf=hf, sampler=sampler, stages=stages or POLICY_STAGES)
+    except (ValueError, BackendUnavailable) as e:
+        fail(f"{flag}: {e}")
 
 
 def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
@@ -87,18 +117,18 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
     from veriscale.tasks.gym import GymConfig
     from veriscale.tasks.load import is_text, make_task
 
-    if policy.kind == "gpt":
-        if task not in (None, "planted"):
-            _fail(f"--task: a tiny-GPT policy works on its own planted task, not {task!r}")
+    if policy.task is not None:
+        if task not in (None, policy.task.name):
+            fail(f"--task: a tiny-GPT policy works on its own {policy.task.name} task, not {task!r}")
         if overrides:
-            _fail("--task-set: a tiny-GPT policy's planted task is fixed by its run directory")
+            fail(f"--task-set: a tiny-GPT policy's {policy.task.name} task is fixed by its run directory")
         return policy.task
     meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
     spec = task or meta.get("task_spec")
     if spec is None:
-        _fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
+        fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
     if not is_text(spec):
-        _fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
+        fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
     own = meta.get("task") if meta.get("task_spec") == spec else None
     try:
         table = apply_overrides(own or {}, list(overrides))
@@ -106,7 +136,7 @@ def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
             return make_task(spec, gym=from_dict(GymConfig, table, "task-set "))
         return make_task(spec, files=from_dict(FilesConfig, table, "task-set "))
     except (ConfigError, ValueError, OSError) as e:
-        _fail(f"--task: {e}")
+        fail(f"--task: {e}")
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -119,7 +149,7 @@ def train() -> None:
 @train.command("pretrain")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config (defaults are used for missing keys).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@_policy_options
 @click.option("--budgets", default=None,
               help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1),
@@ -127,30 +157,32 @@ def train() -> None:
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory to write [the config's `out`: runs/base].")
 @click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty.")
-def pretrain_command(config_path: str | None, overrides: tuple[str, ...], budgets: str | None, prompts: int,
-                     out: str | None, overwrite: bool) -> None:
+def pretrain_command(config_path: str | None, overrides: tuple[str, ...], threads: int, budgets: str | None,
+                     prompts: int, out: str | None, overwrite: bool) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
-    from veriscale.evaluate import evaluate_policy
+    from veriscale.evaluate import evaluate_method
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
-        cfg = load_config(PretrainConfig, config_path, [*overrides, *([f"out={json.dumps(out)}"] if out else [])])
+        cfg = load_config(PretrainConfig, config_path, _with_threads(list(overrides), threads)
+                          + ([f"out={json.dumps(out)}"] if out else []))
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
+        fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
     prepare_out(cfg.out, overwrite)
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
-    metrics = evaluate_policy(policy, policy.task, policy.task.prompts("test", prompts, 0), b)
+    metrics = evaluate_method("base", policy, policy.task, policy.task.prompts("test", prompts, 0), b)
     click.echo(f"{prompts} held-out prompts, temperature 1.0, sampled once at H={b[-1]}")
     click.echo(format_table(budget_rows(metrics), BUDGET_COLUMNS))
 
 
 def _learner_options(f):
-    """--base/--task/--task-set/--out/--overwrite/--config/--set, shared by every learner."""
+    """--base/--task/--task-set/--out/--overwrite/--config, and --set/--threads (`_policy_options`),
+    shared by every learner."""
     for opt in reversed([
         click.option("--base", "base", required=True,
                      help="The policy to train from: a run directory, hf:PATH or smollm2."),
@@ -162,65 +194,57 @@ def _learner_options(f):
         click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field."),
     ]):
         f = opt(f)
-    return f
+    return _policy_options(f)
 
 
-def _prepare(cls, config_path, overrides, base, task, task_overrides, out, overwrite):
-    """Validated config, base policy and task, or exit 2 before anything is written."""
+def _prepare(cls, config_path, overrides, threads, base, task, task_overrides, out, overwrite):
+    """Validated config, the transformers settings (hf.*), base policy and task, or exit 2 before
+    anything is written."""
+    hf, own = _settings(overrides)
     try:
-        data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
+        data = apply_overrides(read_toml(config_path) if config_path else {}, _with_threads(own, threads))
         cfg = from_dict(cls, data)
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     if not overwrite:  # refused before the (slow) policy loads
         prepare_out(out, False)
-    policy = _policy(base, "--base")
+    policy = _policy(base, "--base", hf=hf)
     task_obj = _task(task, policy, task_overrides)
     cfg = check_supply(cfg, task_obj, given_keys(data))
     if overwrite:  # replaced only once everything else is known to be good
         prepare_out(out, True)
-    return cfg, policy, task_obj
-
-
-def _summary(out: Path) -> None:
-    """The run directory and the logged record of the kept step (the best held-out evaluation
-    when the learner keeps one, else the last step)."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads((out / "veriscale.json").read_text()).get("best_step")
-    rec = next((r for r in records if r["step"] == best), records[-1]) if records else {}
-    click.echo(f"wrote {out}; kept step {rec.get('step')}: " + ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "step"))
+    return cfg, hf, policy, task_obj
 
 
 def _run(train_fn, *args, **kwargs) -> None:
     """Run a learner; a value it refuses (a missing horizon, too few traces) is one line, exit 2."""
     try:
-        _summary(train_fn(*args, **kwargs))
+        run_summary(train_fn(*args, **kwargs))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @train.command("sft")
 @_learner_options
-def train_sft_command(config_path, overrides, base, task, task_overrides, out, overwrite) -> None:
+def train_sft_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
     from veriscale.learn.sft import SFTConfig, train_sft
 
-    cfg, policy, task_obj = _prepare(SFTConfig, config_path, overrides, base, task, task_overrides, out, overwrite)
+    cfg, _, policy, task_obj = _prepare(SFTConfig, config_path, overrides, threads, base, task, task_overrides, out,
+                                        overwrite)
     _run(train_sft, policy, task_obj, cfg, out)
 
 
 @train.command("verifier")
 @_learner_options
-def train_verifier_command(config_path, overrides, base, task, task_overrides, out, overwrite) -> None:
+def train_verifier_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
     from veriscale.learn.verifier import VerifierConfig, train_verifier
 
-    cfg, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, base, task, task_overrides, out,
-                                     overwrite)
+    cfg, _, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, threads, base, task, task_overrides,
+                                        out, overwrite)
     _run(train_verifier, policy, task_obj, cfg, out)
 
 
@@ -228,26 +252,28 @@ def train_verifier_command(config_path, overrides, base, task, task_overrides, o
 @_learner_options
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (needed for reward=verifier).")
-def train_rl_command(config_path, overrides, base, task, task_overrides, out, overwrite, verifier_dir) -> None:
+def train_rl_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite,
+                     verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
     from veriscale.learn.rl import RLConfig, train_rl
 
-    cfg, policy, task_obj = _prepare(RLConfig, config_path, overrides, base, task, task_overrides, out, overwrite)
+    cfg, hf, policy, task_obj = _prepare(RLConfig, config_path, overrides, threads, base, task, task_overrides, out,
+                                         overwrite)
     if cfg.reward == "verifier" and verifier_dir is None:
-        _fail("--verifier: reward=verifier needs a verifier run directory")
-    verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
+        fail("--verifier: reward=verifier needs a verifier run directory")
+    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     _run(train_rl, policy, task_obj, cfg, out, verifier=verifier)
 
 
-def _verifier(path: str, task):
+def _verifier(path: str, task, hf):
     from veriscale.learn.verifier import load_verifier
     from veriscale.policy.base import PolicyError
 
 
     try:
-        return load_verifier(path, task)
+        return load_verifier(path, task, hf)
     except PolicyError as e:
-        _fail(f"--verifier: {e}")
+        fail(f"--verifier: {e}")
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -268,7 +294,10 @@ def _verifier(path: str, task):
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1), help="Held-out prompts.")
 @click.option("--samples-per-prompt", "samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="Independent problems per prompt (traces, or search pools).")
-@click.option("--search-n", default=4, show_default=True, type=click.IntRange(min=1), help="N of best-of-N.")
+@click.option("--samples-per-problem", "N", default=4, show_default=True, type=click.IntRange(min=1),
+              help="N: samples per problem of best-of-N and majority.")
+@click.option("--search-n", hidden=True, callback=lambda ctx, p, v: v is None or fail(
+    "--search-n: renamed --samples-per-problem (the same value under the new name)"))
 @click.option("--accounting", default="shared", show_default=True, type=click.Choice(["shared", "per_sample"]),
               help="Best-of-N against H: the N samples share H (floor(H/N) tokens each, all charged), or "
                    "each sample gets H (the selected trace scored with J_H; N*H tokens drawn).")
@@ -278,54 +307,59 @@ def _verifier(path: str, task):
               help="Verifier score at which early_stop stops.")
 @click.option("--temperature", default=1.0, show_default=True, type=FiniteRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--sampler", default="hf", show_default=True, type=SAMPLERS,
+@click.option("--sampler", default="hf", show_default=True, type=SAMPLER_CHOICE,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
                    "CPU, veriscale[cpu]).")
-def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, search_n, accounting, force_budget,
-             threshold, temperature, seed, sampler) -> None:
+@_policy_options
+def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, N, search_n,
+             accounting, force_budget, threshold, temperature, seed, sampler, overrides, threads) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
     all methods on the same held-out prompts, each sampled once at the largest budget."""
-    from veriscale.evaluate import METHODS, evaluate_method
+    import torch
+
+    from veriscale.evaluate import EVALUATIONS, evaluate_method
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
     b = _budgets(budgets or "16,32,64,128")
+    hf, own = _settings(overrides)
+    if own:
+        fail(f"--set: evaluate has no config of its own; only hf.KEY=VALUE applies, not {own[0]!r}")
+    if threads:
+        torch.set_num_threads(threads)
     plan = []
     for item in (i.strip() for text in methods for i in text.split(",") if i.strip()):
         name, _, run = item.partition("=")
-        if name not in METHODS:
-            _fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
+        if name not in EVALUATIONS:
+            fail(f"--method: {name!r} is not one of {', '.join(EVALUATIONS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
-    base = _policy(policy_spec, "--policy", sampler)
+    base = _policy(policy_spec, "--policy", sampler, hf=hf)
     task_obj = _task(task, base, task_overrides)
-    if base.kind == "gpt" and budgets is None:
-        b = _default_budgets(task_obj.cfg.horizon)
-    if base.kind == "gpt" and b[-1] > task_obj.cfg.horizon:
-        _fail(f"--budgets: {b[-1]} exceeds the policy's horizon {task_obj.cfg.horizon}")
-    if force_budget and base.kind != "hf":
-        _fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
+    if base.horizon is not None and budgets is None:
+        b = _default_budgets(base.horizon)
+    if base.horizon is not None and b[-1] > base.horizon:
+        fail(f"--budgets: {b[-1]} exceeds the policy's horizon {base.horizon}")
+    if force_budget and not base.text:
+        fail("--force-budget: budget forcing edits text decoding; the tiny GPT has no answer cue")
     if any(m in NEEDS_VERIFIER for _, m, _ in plan) and verifier_dir is None:
-        _fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
-    if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < search_n:
-        _fail(f"--budgets: best-of-{search_n} needs every budget >= {search_n}, got {b[0]}")
-    verifier = _verifier(verifier_dir, task_obj) if verifier_dir else None
+        fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
+    if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < N:
+        fail(f"--budgets: best-of-{N} needs every budget >= {N}, got {b[0]}")
+    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     test = task_obj.prompts("test", prompts, seed)
     rows = []
     for label, method, spec in plan:
-        policy = base if spec == policy_spec else _policy(spec, "--method", sampler)
+        policy = base if spec == policy_spec else _policy(spec, "--method", sampler, hf=hf)
         forcing = BudgetForcing() if force_budget and method in ("base", "sft", "rl") else None
         try:
             recs = evaluate_method(method, policy, task_obj, test, b, verifier=verifier, samples=samples,
-                                   n_search=search_n, temperature=temperature, seed=seed, threshold=threshold,
+                                   N=N, temperature=temperature, seed=seed, threshold=threshold,
                                    accounting=accounting, forcing=forcing)
         except ValueError as e:
-            _fail(f"{label}: {e}")
-        rows += [{"method": label, "H": r["budget"], "n": r["n"], "tokens": r["tokens"],
-                  "verifier_calls": r["verifier_calls"],
-                  "J": f"{r['J_norm']:.3f} [{r['J_norm_lo']:.3f}, {r['J_norm_hi']:.3f}]",
-                  "S": f"{r['success']:.3f} [{r['success_lo']:.3f}, {r['success_hi']:.3f}]"} for r in recs]
+            fail(f"{label}: {e}")
+        rows += [{"method": label, **row} for row in budget_rows(recs)]
     click.echo(f"{task_obj.name}: {prompts} held-out prompts x {samples} problems, temperature {temperature}, "
-               f"seed {seed}; search: N={search_n} samples, accounting {accounting} ("
+               f"seed {seed}; search: N={N} samples, accounting {accounting} ("
                f"{'floor(H/N) tokens each' if accounting == 'shared' else 'H tokens each'}); "
                + ("sequential methods budget-forced per H" if force_budget else f"sampled once at H={b[-1]}"))
     click.echo(format_table(rows, EVAL_COLUMNS))
@@ -341,13 +375,12 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
               help="M: traces per prompt [16].")
 @click.option("--prompts", type=click.IntRange(min=2), default=None, help="N: prompts [64].")
 @click.option("--out", default=None, help="Output directory [runs/diagnose/<policy>-<task>].")
-@click.option("--sampler", type=SAMPLERS, default=None,
+@click.option("--sampler", type=SAMPLER_CHOICE, default=None,
               help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
                    "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a field (margin=linear, hf.batch_size=32, gym.max_digits=2, ...).")
-def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides) -> None:
+@_policy_options
+def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides, threads) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""
     import torch
 
@@ -356,7 +389,8 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
     from veriscale.policy.vllm import BackendUnavailable
 
 
-    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler)
+    given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler,
+                 threads=threads or None)
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
@@ -369,9 +403,9 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
         sampler_obj, task_obj = resolve(cfg)
         cfg = fit_prompts(cfg, task_obj, "prompts" in data)
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     s = diagnose(sampler_obj, task_obj, cfg)
     path = write_report(s, Path(cfg.out) if cfg.out else default_out(cfg))
     click.echo(f"{cfg.policy} on {s['task']} [{s['source']}]: N={cfg.prompts} prompts x M={cfg.samples} traces, "
@@ -405,10 +439,24 @@ def show_config(kind: str, preset: str | None) -> None:
     try:
         values = load_config(cls, preset) if preset else None
     except ConfigError as e:
-        _fail(f"config: {e}")
-    rows = [{"key": k, "type": t, "default": repr(d), "help": h} for k, t, d, h in describe(cls, defaults=values)]
-    click.echo(format_table(rows, [("key", "key"), ("type", "type"), ("default", "default" if values is None
-                                                                        else "value"), ("help", "meaning")]))
+        fail(f"config: {e}")
+    columns = [("key", "key"), ("type", "type"), ("default", "default" if values is None else "value"),
+               ("help", "meaning")]
+    table = lambda rows: format_table([{"key": k, "type": t, "default": repr(d), "help": h}  # noqa: E731
+                                       for k, t, d, h in rows], columns)
+    if kind != "study":
+        click.echo(table(describe(cls, defaults=values)))
+        return
+    from veriscale.study.methods import TABLE
+    from veriscale.study.spec import TABLES
+
+    study = values or cls()
+    for title, rows in study.sections():
+        click.echo(f"{title}\n{table(rows)}\n")
+    click.echo("methods (`methods = [...]`)\n" + format_table(
+        [{"name": m.name, "doc": m.doc + (f" ({m.needs} tasks only)" if m.needs else "")} for m in TABLE],
+        [("name", "name"), ("doc", "what it is")]) + "\n")
+    click.echo(f"tables this study does not read: {', '.join(t for t in TABLES if t not in study.tables())}")
 
 
 @main.group()

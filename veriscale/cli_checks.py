@@ -1,7 +1,6 @@
-"""The command line's checks before work, shared by every command (cli.py, study/commands.py):
-one-line refusals (`fail`, exit 2), finite float options, run directories that are not
-overwritten by accident, the prompts a task can supply, and the one-line end of a command that
-the machine refuses (a full disk: `Main`).
+"""The command line's checks before work (cli.py, study/commands.py): finite float options, run
+directories that are not overwritten by accident, the prompts a task can supply, and the
+one-line end of a command that the machine refuses (a full disk: `Main`).
 """
 
 from __future__ import annotations
@@ -11,17 +10,11 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from veriscale.config import ConfigError
-
-
-def fail(msg: str) -> NoReturn:
-    """One line naming what is wrong, exit 2: every refusal of the command line."""
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+from veriscale.console import fail
 
 
 class FiniteRange(click.FloatRange):

@@ -35,6 +35,7 @@ import torch
 
 from veriscale.atomic import write_json_atomic
 from veriscale.config import ConfigError, knob
+from veriscale.policy import SamplerName
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 from veriscale.rewards import returns
@@ -68,7 +69,7 @@ class DiagnoseConfig:
                            min=0.0, max=1.0)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
-    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
+    sampler: SamplerName = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
                                                  "CTranslate2 (CPU; veriscale[cpu])")
     hf: HFConfig = field(default_factory=HFConfig)
     gym: GymConfig = field(default_factory=GymConfig)
@@ -180,14 +181,15 @@ def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
         raise ConfigError(f"task: a transformers policy needs a text task (gym:NAME or file:PATH), not {cfg.task!r}")
     task = make_task(cfg.task, gym=cfg.gym, files=cfg.files) if text else None
     policy = load_policy(cfg.policy, hf=cfg.hf, sampler=cfg.sampler)
-    if policy.kind == "gpt":
+    if policy.task is not None:
         if text:
-            raise ConfigError(f"task: a tiny-GPT run directory diagnoses its own planted task, not {cfg.task!r}")
+            raise ConfigError(f"task: a tiny-GPT run directory diagnoses its own {policy.task.name} task, "
+                              f"not {cfg.task!r}")
         task = policy.task
-        if cfg.budget > task.cfg.horizon:
-            raise ConfigError(f"budget: {cfg.budget} exceeds the policy's horizon {task.cfg.horizon}")
     elif not text:
         raise ConfigError(f"task: a transformers policy needs a text task (gym:NAME or file:PATH), not {cfg.task!r}")
+    if policy.horizon is not None and cfg.budget > policy.horizon:
+        raise ConfigError(f"budget: {cfg.budget} exceeds the policy's horizon {policy.horizon}")
     return policy, task
 
 

@@ -7,8 +7,8 @@ Evaluation kinds:
                     policy it is), sampled once at H_max; each smaller budget H re-grades the trace
                     cut to H tokens (a cut text trace can end in a different final answer);
   expert            one trace of the planted task's expert process (what VF clones), likewise;
-  bon | maj | wmaj | oracle   best-of-`n_search` samples of the policy under a best-of-N
-                    `accounting` (search.py: shared H, or H per sample);
+  bon | maj | wmaj | oracle   best-of-N samples of the policy under a best-of-N `accounting`
+                    (search.py `SearchPlan`: shared H, or H per sample);
   early_stop        one trace of the policy, stopped by the verifier.
 A sequential trace can instead be sampled once per budget with budget forcing (`forcing`, text
 policies): the trace is capped at each H by forcing the answer cue (policy/forcing.py).
@@ -28,14 +28,13 @@ import torch
 from veriscale.config import from_dict
 from veriscale.diagnose import DiagnoseConfig, diagnose
 from veriscale.policy.forcing import BudgetForcing
-from veriscale.policy.tiny import ExpertSampler
-from veriscale.rewards import BudgetMetrics, evaluate_budgets
-from veriscale.search import NEEDS_VERIFIER, Accounting, Pool, budget_record, repeat_each, search_budgets
+from veriscale.search import Accounting, Pool, SearchPlan, budget_record, repeat_each, search_budgets
 from veriscale.tasks.base import Rollouts, Task
+from veriscale.tasks.planted import ExpertSampler
 
 SEQUENTIAL = ("base", "expert", "sft", "rl")
-SEARCH = ("bon", "maj", "wmaj", "oracle", "early_stop")
-METHODS = SEQUENTIAL + SEARCH
+# The evaluation kinds: one sequential trace of a policy, or a search selection rule.
+EVALUATIONS = SEQUENTIAL + ("bon", "maj", "wmaj", "oracle", "early_stop")
 
 
 def draw(sampler, prompts: Any, per_prompt: int, width: int, *, temperature: float = 1.0, seed: int = 0,
@@ -60,42 +59,32 @@ def grade_sequential(task: Task, prompts: Any, per_prompt: int, traces: Callable
     return rows
 
 
-def grade_search(method: str, task: Task, prompts: Any, rollouts: Rollouts, n: int, budgets: list[int], *,
-                 verifier=None, scores: torch.Tensor | None = None, accounting: Accounting = "shared",
-                 threshold: float = 0.5) -> list[dict]:
-    """One record per budget for selection rule `method` over a pool of n samples per problem
-    (`rollouts`: B*n rows of width L(H_max)), every budget read off by truncation. A method that
-    needs a verifier reads `scores` ((B*n, L), the verifier's score of every prefix, as
+def grade_search(plan: SearchPlan, task: Task, prompts: Any, rollouts: Rollouts, budgets: list[int], *,
+                 verifier=None, scores: torch.Tensor | None = None, threshold: float = 0.5) -> list[dict]:
+    """One record per budget for `plan` over a pool of plan.samples samples per problem
+    (`rollouts`: B*N rows of width L(H_max)), every budget read off by truncation. A plan that
+    needs a verifier reads `scores` ((B*N, L), the verifier's score of every prefix, as
     `Verifier.score` returns them) or scores the pool with `verifier`."""
-    if method in NEEDS_VERIFIER:
+    if plan.needs_verifier:
         if scores is None and verifier is None:
-            raise ValueError(f"method {method!r} needs a verifier")
+            raise ValueError(f"method {plan.selection!r} needs a verifier")
         if scores is None:
-            scores = verifier.score(repeat_each(prompts, n), rollouts)
-        scores = scores.view(len(prompts), n, -1)
+            scores = verifier.score(repeat_each(prompts, plan.samples), rollouts)
+        scores = scores.view(len(prompts), plan.samples, -1)
     else:
         scores = None
-    pool = Pool(task, prompts, rollouts, n, scores, accounting)
-    return search_budgets(pool, budgets, method, threshold=threshold)
-
-
-def search_width(method: str, n_search: int, H: int, accounting: Accounting) -> tuple[int, int]:
-    """(samples per problem, tokens per sample) a search method draws at budget H."""
-    n = 1 if method == "early_stop" else n_search
-    L = H // n if accounting == "shared" and method != "early_stop" else H
-    if L < 1:
-        raise ValueError(f"budget {H} is smaller than the {n} samples it must be split into")
-    return n, L
+    return search_budgets(Pool(task, prompts, rollouts, plan, scores), budgets, threshold=threshold)
 
 
 def evaluate_method(method: str, policy, task: Task, prompts: Any, budgets: list[int], *, verifier=None,
-                    samples: int = 1, n_search: int = 4, temperature: float = 1.0, seed: int = 0,
+                    samples: int = 1, N: int = 4, temperature: float = 1.0, seed: int = 0,
                     threshold: float = 0.5, accounting: Accounting = "shared",
                     forcing: BudgetForcing | None = None) -> list[dict]:
-    """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for `method` with
-    `policy` on held-out `prompts`, `samples` independent problems per prompt."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    """One record per budget (`BudgetMetrics` fields, verifier_calls, method) for evaluation kind
+    `method` with `policy` on held-out `prompts`, `samples` independent problems per prompt;
+    search methods draw best-of-`N` pools under `accounting`."""
+    if method not in EVALUATIONS:
+        raise ValueError(f"method must be one of {list(EVALUATIONS)}, got {method!r}")
     budgets = sorted(budgets)
     if method in SEQUENTIAL:
         sampler = ExpertSampler(task) if method == "expert" else policy
@@ -109,21 +98,11 @@ def evaluate_method(method: str, policy, task: Task, prompts: Any, budgets: list
             ro = draw(sampler, prompts, samples, budgets[-1], temperature=temperature, seed=seed)
             rows = grade_sequential(task, prompts, samples, lambda H: ro, budgets)
     else:
+        plan = SearchPlan(method, N, accounting)
         problems = repeat_each(prompts, samples)
-        n, L = search_width(method, n_search, budgets[-1], accounting)
-        ro = draw(policy, problems, n, L, temperature=temperature, seed=seed)
-        rows = grade_search(method, task, problems, ro, n, budgets, verifier=verifier, accounting=accounting,
-                            threshold=threshold)
+        ro = draw(policy, problems, plan.samples, plan.sample_len(budgets[-1]), temperature=temperature, seed=seed)
+        rows = grade_search(plan, task, problems, ro, budgets, verifier=verifier, threshold=threshold)
     return [{"method": method, **r} for r in rows]
-
-
-def evaluate_policy(sampler, task: Task, prompts: Any, budgets: list[int], *, samples: int = 1,
-                    temperature: float = 1.0, seed: int = 0) -> list[BudgetMetrics]:
-    """J_H/H, success@H and tokens at every budget from one pass at max(budgets), T read off the
-    full traces (the pretraining table)."""
-    rep = repeat_each(prompts, samples)
-    ro = sampler.sample(rep, max(budgets), temperature=temperature, seed=seed)
-    return evaluate_budgets(task.check(rep, ro), ro.counts, sorted(budgets))
 
 
 def diagnose_policy(policy, task: Task, *, budget: int, prompts: int, samples: int, temperature: float = 1.0,

@@ -28,9 +28,11 @@ Verifier calls count scored prefixes: N per problem for bon/wmaj (one final pref
 one per generated token for early_stop (the score is checked after every token), 0 otherwise.
 `budget_record` checks every row against its cap (H; N*H for per_sample).
 
-Sample once: `draw_pool` samples N traces of L(H_max) tokens per problem (and scores all their
-prefixes in one verifier pass); `search_budgets` serves every H <= H_max by truncating each
-sample to L(H), which has exactly the distribution of sampling L(H) tokens.
+`SearchPlan` holds the width rule (samples per problem, tokens per sample, the cap charged) for
+every caller: study jobs, evaluation and search. Sample once: a pool holds N traces of L(H_max)
+tokens per problem (and the verifier's score of every prefix); `search_budgets` serves every
+H <= H_max by truncating each sample to L(H), which has exactly the distribution of sampling
+L(H) tokens.
 """
 
 from __future__ import annotations
@@ -41,72 +43,79 @@ from typing import Literal
 import torch
 
 from veriscale.rewards import budget_metrics
-from veriscale.tasks.base import NEVER, Rollouts, Sampler, Task, repeat_each
+from veriscale.tasks.base import NEVER, Rollouts, Task, repeat_each
 
 Selection = Literal["bon", "maj", "wmaj", "oracle", "early_stop"]
 Accounting = Literal["shared", "per_sample"]
 NEEDS_VERIFIER = ("bon", "wmaj", "early_stop")
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a search method draws and charges at budget H: the one place of the width rule.
+
+    selection: the rule that picks a sample; N: samples per problem of best-of-N (early_stop
+    writes one trace, whatever N); accounting: how the samples share H (module docstring).
+    """
+
+    selection: Selection
+    N: int = 4
+    accounting: Accounting = "shared"
+
+    @property
+    def samples(self) -> int:
+        """Samples drawn per problem."""
+        return 1 if self.selection == "early_stop" else self.N
+
+    @property
+    def needs_verifier(self) -> bool:
+        return self.selection in NEEDS_VERIFIER
+
+    def sample_len(self, H: int) -> int:
+        """Tokens each sample gets at budget H."""
+        L = H // self.samples if self.accounting == "shared" else H
+        if L < 1:
+            raise ValueError(f"budget {H} is smaller than the {self.samples} samples it must be split into")
+        return L
+
+    def cap(self, H: int) -> int:
+        """The most tokens a problem may be charged at budget H (N*H when each sample gets H)."""
+        return H * self.samples if self.accounting == "per_sample" else H
+
+    def pool_width(self, H: int, shared_pool: bool) -> int:
+        """Tokens per sample of the pool drawn for budget H: this plan's sample length, or H when
+        the pool also serves the per-sample accounting (truncating a sample of H tokens to its
+        first L is a sample of L tokens)."""
+        return H if shared_pool else self.sample_len(H)
+
+
 @dataclass
 class Pool:
-    """N samples per problem, drawn once at the largest budget.
+    """The samples of every problem, drawn once at the largest budget under `plan`.
 
-    prompts: the B problems ((B, k) tensor or list); rollouts: B*N rows of width
-    L(H_max) (floor(H_max/N) shared, H_max per_sample), row b*N+j is sample j of problem b;
-    scores (B, N, L) verifier score of every prefix (None without a verifier).
+    prompts: the B problems ((B, k) tensor or list); rollouts: B*N rows (N = plan.samples) of
+    width L(H_max); row b*N+j is sample j of problem b; scores (B, N, L) verifier score of
+    every prefix (None without a verifier).
     """
 
     task: Task
     prompts: torch.Tensor | list
     rollouts: Rollouts
-    n: int
+    plan: SearchPlan
     scores: torch.Tensor | None = None
-    accounting: Accounting = "shared"
 
-    def sample_len(self, H: int) -> int:
-        """Tokens each sample gets at budget H."""
-        return H // self.n if self.accounting == "shared" else H
+    @property
+    def N(self) -> int:
+        """Samples per problem."""
+        return self.plan.samples
 
     def __post_init__(self) -> None:
-        if len(self.rollouts) != len(self.prompts) * self.n:
-            raise ValueError(f"{len(self.rollouts)} rollouts for {len(self.prompts)} problems x {self.n} samples")
+        if len(self.rollouts) != len(self.prompts) * self.N:
+            raise ValueError(f"{len(self.rollouts)} rollouts for {len(self.prompts)} problems x {self.N} samples")
 
     @property
     def width(self) -> int:
         return self.rollouts.tokens.shape[1]
-
-    def subset(self, idx: torch.Tensor) -> "Pool":
-        """The pool restricted to samples `idx` (1-D) of every problem."""
-        rows = (torch.arange(len(self.prompts))[:, None] * self.n + idx[None]).flatten()  # (B * len(idx),)
-        scores = None if self.scores is None else self.scores[:, idx]
-        return Pool(self.task, self.prompts, self.rollouts.take(rows), len(idx), scores, self.accounting)
-
-
-def draw_pool(sampler: Sampler, task: Task, prompts: torch.Tensor | list, n: int, max_budget: int, *,
-              temperature: float = 1.0, seed: int = 0, verifier=None, accounting: Accounting = "shared") -> Pool:
-    """Sample n traces of L(max_budget) tokens for each of the B prompts; score every prefix
-    with `verifier` (a `learn.verifier.Verifier`: (B*n, L) scores) when given."""
-    L = max_budget // n if accounting == "shared" else max_budget
-    if L < 1:
-        raise ValueError(f"budget {max_budget} is smaller than the {n} samples it must be split into")
-    rep = repeat_each(prompts, n)
-    ro = sampler.sample(rep, L, temperature=temperature, seed=seed)
-    scores = None if verifier is None else verifier.score(rep, ro).view(len(prompts), n, -1)
-    return Pool(task, prompts, ro, n, scores, accounting)
-
-
-def pass_at_k(n: torch.Tensor | int, c: torch.Tensor, k: int) -> torch.Tensor:
-    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k), per problem, from c correct of n samples.
-
-    Computed as 1 - prod_{i = n-c+1..n} (1 - k/i), which avoids huge binomials."""
-    n = torch.as_tensor(n).expand_as(c).double()
-    if k > n.min():
-        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {int(n.min())}")
-    c = c.double()
-    i = torch.arange(1, int(n.max()) + 1, dtype=torch.float64)  # (n_max,)
-    factors = torch.where((i[None] > (n - c)[:, None]) & (i[None] <= n[:, None]), 1 - k / i[None], 1.0)
-    return torch.where(n - c < k, torch.ones_like(c), 1 - factors.prod(1))
 
 
 def select(rule: Selection, correct: torch.Tensor, scores: torch.Tensor | None, answers: torch.Tensor,
@@ -125,15 +134,19 @@ def select(rule: Selection, correct: torch.Tensor, scores: torch.Tensor | None, 
 
 def budget_record(T: torch.Tensor, tokens: torch.Tensor, calls: torch.Tensor, H: int, cap: int | None = None) -> dict:
     """`rewards.BudgetMetrics` fields plus mean verifier calls, after checking no row spent more
-    than `cap` tokens (H unless given: N*H for per-sample best-of-N)."""
+    than `cap` tokens (H unless given: N*H for per-sample best-of-N), and `T_per_problem`: each
+    problem's (B,) first-success index within H, None where it failed, in problem order (problem
+    b is held-out prompt b // samples-per-prompt, the same prompts for every method and seed),
+    so intervals can resample prompts and gaps can be paired by prompt."""
     cap = H if cap is None else cap
     if (tokens > cap).any():
         raise AssertionError(f"accounting: a row charged {int(tokens.max())} tokens at budget H={H} (cap {cap})")
-    return {**budget_metrics(T, tokens, H).as_dict(), "verifier_calls": float(calls.double().mean())}
+    return {**budget_metrics(T, tokens, H).as_dict(), "verifier_calls": float(calls.double().mean()),
+            "T_per_problem": [t if t <= H else None for t in T.tolist()]}
 
 
 def _best_of_n(pool: Pool, H: int, rule: Selection) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, N, L = len(pool.prompts), pool.n, pool.sample_len(H)
+    B, N, L = len(pool.prompts), pool.N, pool.plan.sample_len(H)
     rep = repeat_each(pool.prompts, N)
     ro = pool.rollouts.truncate(L)  # B*N rows, as if sampled with L tokens each
     T = pool.task.check(rep, ro).view(B, N)
@@ -145,7 +158,7 @@ def _best_of_n(pool: Pool, H: int, rule: Selection) -> tuple[torch.Tensor, torch
     ok = correct.gather(1, j[:, None]).squeeze(1)
     spent = used.sum(1)  # (B,) tokens drawn by all N samples
     calls = torch.full_like(spent, N if rule in NEEDS_VERIFIER else 0)
-    if pool.accounting == "per_sample":
+    if pool.plan.accounting == "per_sample":
         return torch.where(ok, T.gather(1, j[:, None]).squeeze(1), NEVER), spent, calls
     return torch.where(ok, spent, NEVER), spent, calls  # shared: T_eff = every drawn token
 
@@ -160,21 +173,19 @@ def _early_stop(pool: Pool, T: torch.Tensor, H: int,
     return torch.where(T <= stop, T, NEVER), stop, stop
 
 
-def search_budgets(pool: Pool, budgets: list[int], selection: Selection, *, threshold: float = 0.5) -> list[dict]:
-    """Per budget H (each <= the pool's budget): `BudgetMetrics` fields + verifier_calls for one
-    selection rule, every H served by truncating the same pool."""
-    if selection in NEEDS_VERIFIER and pool.scores is None:
+def search_budgets(pool: Pool, budgets: list[int], *, threshold: float = 0.5) -> list[dict]:
+    """Per budget H (each <= the pool's budget): `BudgetMetrics` fields + verifier_calls for the
+    pool's selection rule, every H served by truncating the same pool."""
+    selection = pool.plan.selection
+    if pool.plan.needs_verifier and pool.scores is None:
         raise ValueError(f"selection {selection!r} needs verifier scores in the pool")
-    if selection == "early_stop" and pool.n != 1:
-        raise ValueError(f"early_stop works on one sequential trace per problem, the pool has {pool.n}")
     T_full = pool.task.check(pool.prompts, pool.rollouts) if selection == "early_stop" else None
     out = []
     for H in sorted(budgets):
-        if not 1 <= pool.sample_len(H) <= pool.width:
-            raise ValueError(f"budget {H} needs {pool.sample_len(H)} tokens per sample; the pool has "
-                             f"{pool.n} x {pool.width}")
+        if pool.plan.sample_len(H) > pool.width:
+            raise ValueError(f"budget {H} needs {pool.plan.sample_len(H)} tokens per sample; the pool has "
+                             f"{pool.N} x {pool.width}")
         T, tokens, calls = _early_stop(pool, T_full, H, threshold) if selection == "early_stop" \
             else _best_of_n(pool, H, selection)
-        cap = H * pool.n if pool.accounting == "per_sample" and selection != "early_stop" else H
-        out.append(budget_record(T, tokens, calls, H, cap))
+        out.append(budget_record(T, tokens, calls, H, pool.plan.cap(H)))
     return out

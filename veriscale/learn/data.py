@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from veriscale.tasks.base import Rollouts
+from veriscale.tasks.base import Rollouts, id_lengths, padded_ids
 
 
 def join(prompt_ids: torch.Tensor | Sequence[Sequence[int]], rollouts: Rollouts,
@@ -23,15 +23,10 @@ def join(prompt_ids: torch.Tensor | Sequence[Sequence[int]], rollouts: Rollouts,
     lengths (N,) trace lengths (= rollouts.counts); L is the rollouts' width."""
     N, L = rollouts.tokens.shape
     trace = torch.where(torch.arange(L)[None] < rollouts.counts[:, None], rollouts.tokens, pad_id)  # (N, L)
-    if isinstance(prompt_ids, torch.Tensor):  # (N, P): one prompt length
-        starts = torch.full((N,), prompt_ids.shape[1], dtype=torch.long)
-        return torch.cat([prompt_ids, trace], 1), starts, rollouts.counts.clone()
-    starts = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
-    seq = torch.full((N, int(starts.max()) + L), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompt_ids):
-        c = int(rollouts.counts[i])
-        seq[i, :len(p)] = torch.tensor(p, dtype=torch.long)
-        seq[i, len(p):len(p) + c] = trace[i, :c]
+    starts = id_lengths(prompt_ids)  # (N,)
+    seq = torch.cat([padded_ids(prompt_ids, pad_id), torch.full((N, L), pad_id, dtype=torch.long)], 1)
+    # each trace (with its padding) right where its prompt ends: columns starts .. starts + L - 1
+    seq.scatter_(1, starts[:, None] + torch.arange(L)[None], trace)
     return seq, starts, rollouts.counts.clone()
 
 

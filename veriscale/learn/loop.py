@@ -54,31 +54,18 @@ def width(mask: torch.Tensor) -> int:
     return int(cols.max()) + 1 if len(cols) else 1
 
 
-def lm_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-           loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed NLL, token count) over the masked positions of (B, T) rows. A model with
-    `logits_at` (`LogitsOf`) runs its head only there: for SmolLM2 the head is a 49k x 576 matmul,
-    as costly per position as 8 decoder blocks, and prompt positions carry no loss."""
-    m = loss_mask.bool()
-    if hasattr(model, "logits_at"):
-        nll = F.cross_entropy(model.logits_at(inputs, m).float(), targets[m], reduction="sum")
-    else:
-        nll = masked_ce(model(inputs), targets, loss_mask) * m.sum()
-    return nll, m.sum()
-
-
 @torch.no_grad()
 def eval_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
              batch_size: int = 256) -> float:
-    """Token-averaged masked NLL over a fixed held-out set, in chunks of `batch_size` rows taken in
-    order of length, each cut to its `width`."""
+    """Token-averaged masked NLL of `model` (a `FullLogits` or a `LogitsOf`) over a fixed held-out
+    set, in chunks of `batch_size` rows taken in order of length, each cut to its `width`."""
     total, count = 0.0, 0
     model.eval()
     order = (loss_mask.float() * torch.arange(1, loss_mask.shape[1] + 1)).argmax(1).argsort()  # by last loss column
     for i in range(0, len(inputs), batch_size):
         rows = order[i:i + batch_size]
         w = width(loss_mask[rows])
-        nll, m = lm_nll(model, inputs[rows, :w], targets[rows, :w], loss_mask[rows, :w])
+        nll, m = model.nll(inputs[rows, :w], targets[rows, :w], loss_mask[rows, :w])
         total, count = total + nll.item(), count + int(m)
     model.train()
     return total / max(count, 1)
@@ -131,6 +118,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
              loss_fn: LossFn | None = None, stop: Callable[[dict], bool] | None = None) -> list[dict]:
     """Train on (N, T) inputs/targets/loss_mask for cfg.steps; returns the per-step records.
 
+    `model` is a `FullLogits` or a `LogitsOf`: its `nll` is the next-token loss.
     `evaluate()` is called every eval_every steps and at the end; its dict joins the record.
     `loss_fn(model, idx)` replaces the next-token loss on the rows `idx` (the verifier's
     per-prefix loss uses it); `stop(record)`, called after each evaluation, ends training early
@@ -148,7 +136,7 @@ def train_lm(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             group["lr"] = lr_at(step, cfg)
         if loss_fn is None:
             w = width(loss_mask[idx])
-            nll, m = lm_nll(model, inputs[idx, :w], targets[idx, :w], loss_mask[idx, :w])
+            nll, m = model.nll(inputs[idx, :w], targets[idx, :w], loss_mask[idx, :w])
             loss = nll / m.clamp(min=1)
         else:
             loss = loss_fn(model, idx)
@@ -185,14 +173,14 @@ class BestCheckpoint:
     def __init__(self, key: str, patience: int, save: Callable[[], None], min_step: int = 0, higher: bool = False):
         self.key, self.patience, self.save, self.min_step = key, patience, save, min_step
         self.sign = -1.0 if higher else 1.0  # compare sign * value, lower is better
-        self.best, self.best_step, self.bad, self.last = math.inf, -1, 0, {}
+        self.best, self.best_step, self.bad, self.best_record = math.inf, -1, 0, {}
 
     def update(self, rec: dict) -> bool:
         """Save on improvement; True (stop) after `patience` evaluations without one, never
         before step `min_step` (the end of the warm-up)."""
         if self.sign * rec[self.key] < self.best:
             self.best, self.best_step, self.bad = self.sign * rec[self.key], rec["step"], 0
-            self.last = rec
+            self.best_record = rec
             self.save()
             return False
         self.bad += 1
@@ -230,6 +218,24 @@ class Snapshot:
             p.copy_(self.state[k])
 
 
+class FullLogits(torch.nn.Module):
+    """A module `(N, S) ids -> (N, S, V) logits` (the tiny GPT in pretraining) as the model
+    `train_lm` trains and `eval_nll` evaluates: its loss reads the logits at every position."""
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm(x)
+
+    def nll(self, inputs: torch.Tensor, targets: torch.Tensor,
+            loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL, token count) over the masked positions of (B, T) rows."""
+        m = loss_mask.bool()
+        return masked_ce(self(inputs), targets, loss_mask) * m.sum(), m.sum()
+
+
 class LogitsOf(torch.nn.Module):
     """A policy seen as the module `train_lm` trains: `(N, S) ids -> (N, S, V) logits`, or, with
     the policy's `top_blocks()` split, `(N, S, d) frozen-block features -> (N, S, V) logits`
@@ -241,6 +247,13 @@ class LogitsOf(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.policy.logits(x) if self.top is None else self.top.logits(x)
+
+    def nll(self, inputs: torch.Tensor, targets: torch.Tensor,
+            loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL, token count) over the masked positions of (B, T) rows, the head run only
+        there (`logits_at`)."""
+        m = loss_mask.bool()
+        return F.cross_entropy(self.logits_at(inputs, m).float(), targets[m], reduction="sum"), m.sum()
 
     def logits_at(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(M, V) logits at the M positions where the (N, S) mask is set: every position runs the

@@ -20,7 +20,7 @@ import torch
 
 from veriscale.config import knob, to_dict
 from veriscale.learn.data import lm_rows
-from veriscale.learn.loop import OptimConfig, eval_nll, jsonl_log, train_lm
+from veriscale.learn.loop import FullLogits, OptimConfig, eval_nll, jsonl_log, train_lm
 from veriscale.policy.gpt import GPT, GPTConfig
 from veriscale.policy.tiny import resolve_model_config, save_gpt
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
@@ -89,11 +89,12 @@ def pretrain(cfg: PretrainConfig) -> Path:
     mcfg = resolve_model_config(cfg.model, task)
     torch.manual_seed(cfg.optim.seed)
     model = GPT(mcfg)
+    lm = FullLogits(model)  # what the loop trains: the loss reads the logits at every position
     held = teacher_dataset(task, "test", cfg.heldout_traces, cfg.data_seed + 1)  # the level's own traces
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     with jsonl_log(out / "metrics.jsonl") as log:
         for i, (data, optim) in enumerate(stages(cfg, task)):
-            train_lm(model, *data, optim, evaluate=lambda: {"heldout_loss": eval_nll(model, *held)},
+            train_lm(lm, *data, optim, evaluate=lambda: {"heldout_loss": eval_nll(lm, *held)},
                      log=lambda rec, i=i: log({**rec, "stage": i}), desc=f"pretrain {i + 1}")
     return save_gpt(out, model, {"stage": "pretrain", "task": to_dict(cfg.task), "run": to_dict(cfg)})

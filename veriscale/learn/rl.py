@@ -63,7 +63,7 @@ from veriscale.learn.loop import LogitsOf, check_finite, epoch_steps, jsonl_log,
 from veriscale.learn.samples import horizon_of
 from veriscale.learn.verifier import Verifier
 from veriscale.rewards import returns
-from veriscale.tasks.base import Rollouts, Task, repeat_each
+from veriscale.tasks.base import Rollouts, Task, repeat_each, take
 
 
 @dataclass
@@ -232,7 +232,7 @@ def train_rl(policy, task: Task, cfg: RLConfig, out: str | Path, verifier: Verif
         for step in bar:
             t0 = time.perf_counter()
             idx = next(batches)
-            chosen = prompts[idx] if isinstance(prompts, torch.Tensor) else [prompts[int(i)] for i in idx]
+            chosen = take(prompts, idx)
             x = repeat_each(chosen, cfg.G)  # G copies of each prompt
             ro = policy.sample(x, H, temperature=cfg.temperature, generator=g_sample, capture=top.frozen if top else 0)
             t_sample = time.perf_counter() - t0

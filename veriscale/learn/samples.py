@@ -61,11 +61,10 @@ class SamplesFileError(ValueError):
 
 
 def horizon_of(policy) -> int:
-    """The task horizon a tiny-GPT policy carries; text policies have none (ValueError)."""
-    task = getattr(policy, "task", None)
-    if task is None:
+    """The horizon a policy carries (the tiny GPT's task horizon); text policies have none (ValueError)."""
+    if policy.horizon is None:
         raise ValueError("horizon: a text policy has no task horizon; set horizon (the H of the rollouts)")
-    return task.cfg.horizon
+    return policy.horizon
 
 
 def check(policy, task: Task, prompts: Any, r: int, H: int, temperature: float,

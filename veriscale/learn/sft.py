@@ -35,6 +35,7 @@ gym:basic_arithmetic --config configs/llm/sft.toml`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -124,7 +125,7 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     if cfg.init == "scratch":
         policy.reinitialise(cfg.optim.seed)
     search = cfg.expert == "search"
-    if search and not hasattr(policy, "decode"):
+    if search and not policy.text:
         raise ValueError("expert=search joins text attempts, which needs a text policy; the planted task's "
                          "expert already writes search traces (task.expert_q)")
     if search and samples is None:  # Algorithm 1's steps 1-2, as the verifier draws them
@@ -152,6 +153,9 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         test_p, test_t = expert_rollouts(policy, task, task.prompts("test", cfg.test_traces, 0), cfg, 12345)
         test = lm_rows(policy.encode_prompts(test_p), test_t, policy.pad_id)
     if cfg.lora_r:
+        if cfg.train_layers:
+            warnings.warn(f"train_layers = {cfg.train_layers} is not used with lora_r = {cfg.lora_r}: LoRA adapts "
+                          f"every block (lora_r = 0 trains the top blocks)", stacklevel=2)
         policy.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     else:
         policy.train_top(cfg.train_layers)
@@ -179,6 +183,8 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "sft", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "best_step": best.best_step, "steps_planned": optim.steps, "training_prompts": cfg.n,
                           "training_traces": len(traces), "validation_traces": len(val_t),
+                          # search traces come from checked base samples: every one is a label
+                          "labelled_traces": len(samples.T) + len(samples.val_T) if search else 0,
                           "val_nll_before": init["val_nll"],
                           "val_nll_after": best.best, "test_nll_before": test_before, "test_nll_after": nll(test)})
     return out

@@ -55,7 +55,7 @@ from veriscale.learn.loop import BestCheckpoint, OptimConfig, Snapshot, epoch_st
 from veriscale.policy.base import PolicyError, read_meta
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
-from veriscale.tasks.base import Rollouts, Task
+from veriscale.tasks.base import Rollouts, Task, id_lengths, take
 
 Loss = Literal["log", "squared", "zero_one"]
 Select = Literal["loss", "auc", "auc_length"]
@@ -124,14 +124,13 @@ class Verifier(nn.Module):
         B, L = rollouts.tokens.shape
         prompt_ids = self.policy.encode_prompts(prompts)
         counts = rollouts.counts
-        fixed = isinstance(prompt_ids, torch.Tensor)
-        order = (counts if fixed else counts + torch.tensor([len(p) for p in prompt_ids])).argsort()
+        order = (counts + id_lengths(prompt_ids)).argsort()
         out = torch.empty(B, L)
         for i in range(0, B, batch_size):
             rows = order[i:i + batch_size]
             w = int(counts[rows].max())
             chunk = Rollouts(rollouts.tokens[rows, :w], rollouts.mask[rows, :w], counts[rows])
-            ids = prompt_ids[rows] if fixed else [prompt_ids[r] for r in rows.tolist()]
+            ids = take(prompt_ids, rows)
             seq, starts, lengths = join(ids, chunk, self.policy.pad_id)  # (b, P + w)
             out[rows] = self._probs(self(seq).gather(1, prefix_positions(starts, lengths, L)))
         return out
@@ -300,7 +299,7 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
         policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "verifier", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "hard": verifier.hard, "best_step": best.best_step, "steps_planned": optim.steps,
                           "horizon": H, "training_traces": traces, "validation_traces": len(held["seq"]),
-                          "heldout": dict(best.last)})
+                          "heldout": dict(best.best_record)})
         save_file({k: v.contiguous() for k, v in verifier.value.state_dict().items()}, str(out / HEAD))
     return out
 
@@ -313,7 +312,7 @@ def load_verifier(run_dir: str | Path, task: Task | None = None, hf: HFConfig | 
         raise PolicyError(f"{run_dir}: not a verifier run directory (stage "
                           f"{None if meta is None else meta.get('stage')!r})")
     policy = load_policy(run_dir, hf=hf, stages=("verifier",))
-    own = getattr(policy, "task", None)
+    own = policy.task
     if task is not None and own is not None and own.cfg != task.cfg:
         raise PolicyError(f"{run_dir}: the verifier was trained on a different task config than the policy's")
     head = Path(run_dir) / HEAD

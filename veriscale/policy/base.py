@@ -16,8 +16,14 @@ A policy is a causal language model over token ids with what the algorithms need
   its frozen lower blocks (features computed once, then the top; None where nothing is frozen);
   `frozen_copy()`: a reference for KL;
   `reinitialise(seed)`: fresh weights of the same architecture;
+- `add_lora(r, alpha, dropout, targets)`: train LoRA adapters instead of the weights;
 - `save(out, meta)`: the run directory.
-Text policies also `decode(ids)` a trace (search traces join decoded attempts).
+What a command or learner may ask of a policy before it does any work: `task`, the task the
+policy carries (the tiny GPT's planted task; None for a text policy, which works on any text
+task), `horizon`, the largest budget it can sample (None: unbounded), and `text`: it reads and
+writes text, so `decode(ids)` (search traces join decoded attempts), `encode_completion` and
+budget forcing apply. Where an operation does not apply (text on the tiny GPT, LoRA on the tiny
+GPT), it raises a one-line ValueError.
 
 Two implementations: `policy/tiny.py` (the tiny GPT with its KV-cache engine, for the planted
 task) and `policy/hf.py` (any transformers causal LM, sampled by transformers or vLLM).
@@ -40,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from veriscale.atomic import write_json_atomic
-from veriscale.tasks.base import Rollouts
+from veriscale.tasks.base import Rollouts, Task
 
 META = "veriscale.json"
 WEIGHTS = "model.safetensors"
@@ -60,12 +66,21 @@ class Policy(Protocol):
     pad_id: int
     eos_id: int
     hidden_size: int
+    task: Task | None  # the task the policy carries (the tiny GPT's planted task); None: any text task
+    text: bool  # reads and writes text: decode, encode_completion and budget forcing apply
+
+    @property
+    def horizon(self) -> int | None:
+        """The largest budget H it can sample (the tiny GPT's context), None when unbounded."""
 
     def encode_prompts(self, prompts: Any) -> torch.Tensor | list[list[int]]:
         """Prompt ids as sampling feeds them: a (B, P) tensor or B id lists."""
 
     def encode_completion(self, text: str) -> list[int]:
         """A text completion's token ids, EOS appended (text policies only)."""
+
+    def decode(self, ids: list[int]) -> str:
+        """A trace's text without special tokens (text policies only)."""
 
     def sample(self, prompts: Any, max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
                generator: torch.Generator | None = None, forcing: Any = None, capture: int = 0) -> Rollouts:
@@ -92,6 +107,10 @@ class Policy(Protocol):
         """After `train_top`, an object with `features(ids)` (N, S) -> (N, S, d) through the
         frozen lower blocks (or the lower `frozen` blocks) and `logits(h)` / `hidden(h)` through
         the rest; None when the policy cannot be split (nothing frozen)."""
+
+    def add_lora(self, r: int, alpha: int, dropout: float, targets: list[str]) -> None:
+        """Train LoRA adapters of rank r on the modules named `targets` instead of the weights
+        (merged on save); then `top_blocks()` is None (the adapters sit in every block)."""
 
     def reinitialise(self, seed: int) -> None:
         """Fresh weights of the same architecture."""

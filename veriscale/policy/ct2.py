@@ -34,8 +34,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from veriscale.policy.text import HFConfig, IncrementalText, TextSampler
-from veriscale.policy.vllm import BackendUnavailable, _generation_eos
+from veriscale.policy.text import HFConfig, IncrementalText, TextSampler, generation_eos
+from veriscale.policy.vllm import BackendUnavailable
 
 ENV_DIR = "VERISCALE_CT2_DIR"
 DEFAULT_DIR = Path.home() / ".cache" / "veriscale" / "ct2"
@@ -156,7 +156,7 @@ class CT2Sampler(TextSampler):
                  compute_type: ComputeType = DEFAULT_COMPUTE, cache: str | Path | None = None):
         check_ct2()
         path = Path(path)
-        super().__init__(tokenizer, cfg, _generation_eos(path))
+        super().__init__(tokenizer, cfg, generation_eos(path))
         self.compute_type = compute_type
         self.dir = ensure_ct2(path, compute_type, tokenizer, cache)
 

@@ -42,6 +42,7 @@ Usage:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -144,7 +145,11 @@ def forced_sample(sampler: Any, prompts: Sequence[Any], H: int, cfg: BudgetForci
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     prompt_ids = [sampler.encode(p) for p in prompts]
     rows = [_Row([]) for _ in prompts]
-    if getattr(sampler, "edits_inline", False) and not sampler.cfg.stop and not rounds:
+    inline = getattr(sampler, "edits_inline", False) and not rounds
+    if inline and sampler.cfg.stop:
+        warnings.warn("budget forcing decodes in rounds, not in one pass: the one-pass editor does not read stop "
+                      "strings (hf.stop = [] enables it)", stacklevel=2)
+    if inline and not sampler.cfg.stop:
         sampler.generate_ids(prompt_ids, H, temperature=temperature, generator=g,
                              editor=lambda i, t: rules.push(rows[i], t))
         return text_rollouts(sampler.tok, [row.ids for row in rows], H, sampler.pad_id)

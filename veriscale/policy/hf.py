@@ -11,6 +11,7 @@ hub: only local directories load (`policy/load.py`).
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +32,9 @@ class HFPolicy:
     with vLLM the torch model loads only when a learner asks for it (`model`)."""
 
     kind = "hf"
+    task = None  # it works on any text task
+    text = True
+    horizon = None  # budgets are bounded by the caller, not by the policy
 
     def __init__(self, spec: str, path: Path | None, tokenizer, cfg: HFConfig, *, model=None, sampler=None):
         self.spec, self.path, self.tok, self.cfg = spec, path, tokenizer, cfg
@@ -166,9 +170,12 @@ class TopBlocks:
     (RL: the policy and its reference have the same frozen blocks) skips most of the forward.
 
     It reruns the model's own forward with its block list swapped (`inputs_embeds` carries the
-    features into the top), so masks and rotary positions are the model's; `checked` compares
-    the two halves with the full forward once and refuses a model where they differ (e.g. one
-    that rescales `inputs_embeds`)."""
+    features into the top), so masks and rotary positions are the model's. A model whose blocks
+    attend differently by position (Gemma 3: sliding-window or global attention, chosen by
+    `config.layer_types[i]` for the i-th block the forward runs) has that list sliced with the
+    blocks, so each block keeps its own mask and rotary embedding. `checked` compares the two
+    halves with the full forward once and refuses a model where they differ (e.g. one that
+    rescales `inputs_embeds`), saying so once."""
 
     def __init__(self, model, frozen: int):
         self.model, self.frozen = model, frozen
@@ -178,33 +185,49 @@ class TopBlocks:
     def checked(cls, model, frozen: int) -> "TopBlocks | None":
         body = getattr(model, "base_model", None)
         if not all(hasattr(body, a) for a in ("embed_tokens", "layers", "norm")):
+            slow_path(f"{type(model).__name__} has no embed_tokens / layers / norm to split at")
             return None
         top = cls(model, frozen)
         probe = torch.arange(1, 9)[None] % model.config.vocab_size  # (1, 8)
         with torch.no_grad():
             full, split = model(input_ids=probe, use_cache=False).logits, top.logits(top.features(probe))
-        return top if torch.allclose(full, split, atol=1e-4, rtol=1e-4) else None
+        if not torch.allclose(full, split, atol=1e-4, rtol=1e-4):
+            slow_path(f"{type(model).__name__} cut after {frozen} blocks does not reproduce its full forward")
+            return None
+        return top
 
-    def _run(self, blocks: list, norm, **inputs) -> torch.Tensor:
-        full_blocks, full_norm = self.body.layers, self.body.norm
-        self.body.layers, self.body.norm = torch.nn.ModuleList(blocks), norm
+    def _run(self, start: int, stop: int | None, norm, **inputs) -> torch.Tensor:
+        """The body's forward over its blocks [start:stop] then `norm`; (N, S, d)."""
+        cfg, full_blocks, full_norm = self.body.config, self.body.layers, self.body.norm
+        types = getattr(cfg, "layer_types", None)
+        self.body.layers, self.body.norm = torch.nn.ModuleList(full_blocks[start:stop]), norm
+        if types is not None:
+            cfg.layer_types = types[start:stop]
         try:
             return self.body(**inputs, use_cache=False).last_hidden_state
         finally:
             self.body.layers, self.body.norm = full_blocks, full_norm
+            if types is not None:
+                cfg.layer_types = types
 
     @torch.no_grad()
     def features(self, ids: torch.Tensor) -> torch.Tensor:
         """(N, S) right-padded ids -> (N, S, d) hidden states after the frozen blocks."""
-        return self._run(list(self.body.layers[:self.frozen]), torch.nn.Identity(), input_ids=ids)
+        return self._run(0, self.frozen, torch.nn.Identity(), input_ids=ids)
 
     def hidden(self, h: torch.Tensor) -> torch.Tensor:
         """(N, S, d) features -> (N, S, d) final hidden states (after the final norm)."""
-        return self._run(list(self.body.layers[self.frozen:]), self.body.norm, inputs_embeds=h)
+        return self._run(self.frozen, None, self.body.norm, inputs_embeds=h)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """(N, S, d) features -> (N, S, V) next-token logits."""
         return self.model.get_output_embeddings()(self.hidden(h))
+
+
+def slow_path(why: str) -> None:
+    """Say once (per reason) that a frozen trunk (train_layers) saves only its backward pass here:
+    its features cannot be computed once and reused."""
+    warnings.warn(f"{why}: the frozen blocks run forward at every training step", stacklevel=3)
 
 
 def load_lm(path: Path, dtype: str):

@@ -21,6 +21,7 @@ Same prompts, seed and batch size give the same rollouts.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -46,7 +47,12 @@ class HFSampler(TextSampler):
         dtype, made again whenever a weight changed in place (an optimiser step, a load).
         Features are read by training, so they always come from the model itself."""
         dtype = getattr(torch, self.cfg.sample_dtype) if self.cfg.sample_dtype != "same" else None
-        if features or dtype is None or dtype == self.model.dtype:
+        if dtype is None or dtype == self.model.dtype:
+            return self.model
+        if features:
+            warnings.warn(f"hf.sample_dtype = {self.cfg.sample_dtype!r} is not used while sampling keeps the frozen "
+                          f"trunk's features for training (RL with train_layers): they come from the model in "
+                          f"{self.model.dtype}", stacklevel=3)
             return self.model
         stamp = tuple(p._version for p in self.model.parameters())
         if self._cast is None or self._cast[0] != stamp:

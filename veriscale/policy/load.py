@@ -18,27 +18,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from veriscale.policy.base import META, Policy, PolicyError, check_weights, read_meta
 from veriscale.policy.hf import HFPolicy, first_line, load_hf
 from veriscale.policy.smollm2 import SmolLM2Missing, converted_gguf, ensure_converted
+from veriscale.policy import SAMPLERS, SamplerName
 from veriscale.policy.text import HFConfig
 from veriscale.policy.tiny import load_gpt
 
 POLICY_STAGES = ("pretrain", "sft", "rl", "base")
 SPEC_HELP = "a run directory, hf:PATH (a local transformers model) or smollm2"
-SAMPLERS = ("hf", "vllm", "ct2")
 
 
-def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Literal["hf", "vllm", "ct2"] = "hf",
+def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: SamplerName = "hf",
                 stages: tuple[str, ...] = POLICY_STAGES) -> Policy:
     """The policy named by `spec`; `stages` are the run stages accepted (a verifier's run
     directory is a policy only to the verifier loader). `hf` and `sampler` apply to
     transformers models; the tiny GPT samples with its own engine."""
     spec = str(spec)
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler: expected 'hf', 'vllm' or 'ct2', got {sampler!r}")
+        raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if spec == "smollm2":
         try:
             return _load_hf(spec, ensure_converted(), hf, sampler)

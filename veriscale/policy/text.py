@@ -11,8 +11,10 @@ checker can tell an answer that was finished from one cut off at the budget.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
@@ -39,6 +41,16 @@ class HFConfig:
     refill: bool = knob(True, "continuous batching (transformers sampler): waiting rows take the places of "
                               "ended ones (off: fixed micro-batches of batch_size rows)")
     progress: bool = knob(True, "show a progress bar over the rows")
+
+
+def generation_eos(path: Path) -> int | list[int] | None:
+    """The EOS id(s) transformers would give the model's generation config (its own file, else
+    derived from config.json), so both backends stop on the same ids."""
+    from transformers import AutoConfig, GenerationConfig
+
+    if (path / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
+    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(path, local_files_only=True)).eos_token_id
 
 
 def prompt_text(prompt: Any) -> str:
@@ -159,6 +171,9 @@ class TextSampler(ABC):
         ids = [self.encode(p) for p in prompts]
         kept = self.generate_features(ids, max_new_tokens, temperature=temperature, generator=g,
                                       layer=capture) if capture else None
+        if capture and kept is None:
+            warnings.warn(f"{type(self).__name__} cannot keep the frozen trunk's features while sampling: RL "
+                          f"computes them again (sampler = \"hf\" keeps them)", stacklevel=2)
         rows, feats = kept if kept is not None else (self.generate_ids(ids, max_new_tokens, temperature=temperature,
                                                                        generator=g), None)
         ro = text_rollouts(self.tok, rows, max_new_tokens, self.pad_id)

@@ -1,5 +1,4 @@
-"""The tiny GPT of the planted task behind the `Policy` interface (policy/base.py), and the
-task's expert process behind the `Sampler` interface.
+"""The tiny GPT of the planted task behind the `Policy` interface (policy/base.py).
 
 A tiny-GPT run directory holds `model.safetensors`, `config.json` (the `GPTConfig`) and
 `veriscale.json` (policy "gpt", the stage, the planted task's config, the run's config and the
@@ -34,11 +33,17 @@ class GPTPolicy:
     """A tiny GPT and its planted task; prompts are (B, k) content tokens."""
 
     kind = "gpt"
+    text = False
 
     def __init__(self, model: GPT, task: PlantedTask, spec: str = "", top_k: int = 0):
         self.model, self.task, self.spec, self.top_k = model, task, spec, top_k
         self.pad_id, self.eos_id = task.pad, task.eos
         self.hidden_size = model.cfg.d_model
+
+    @property
+    def horizon(self) -> int:
+        """The planted task's horizon: the context holds `BOS x SEP` and at most that many tokens."""
+        return self.task.cfg.horizon
 
     def encode_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
         """(B, k) prompts -> (B, k+2) `BOS x SEP`."""
@@ -46,6 +51,9 @@ class GPTPolicy:
 
     def encode_completion(self, text: str) -> list[int]:
         raise ValueError("the tiny GPT reads token ids, not text: its expert traces come from the planted task")
+
+    def decode(self, ids: list[int]) -> str:
+        raise ValueError("the tiny GPT writes token ids, not text: its traces are read by the planted task's checker")
 
     def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, seed: int = 0,
                generator: torch.Generator | None = None, forcing: Any = None, capture: int = 0) -> Rollouts:
@@ -90,6 +98,9 @@ class GPTPolicy:
         below the top blocks stays fixed (learners run the whole network)."""
         return None
 
+    def add_lora(self, r: int, alpha: int, dropout: float, targets: list[str]) -> None:
+        raise ValueError("lora_r: LoRA adapts a transformers policy; the tiny GPT trains its own weights (lora_r = 0)")
+
     def reinitialise(self, seed: int) -> None:
         """Fresh weights of the same architecture (SFT from scratch)."""
         torch.manual_seed(seed)
@@ -100,19 +111,6 @@ class GPTPolicy:
 
     def save(self, out: str | Path, meta: dict[str, Any]) -> Path:
         return save_gpt(out, self.model, {**meta, "task": to_dict(self.task.cfg)})
-
-
-class ExpertSampler:
-    """The planted task's expert process (teacher with expert_q, conditioned on success within
-    the budget) behind the `Sampler` interface, so it is evaluated exactly like a policy.
-    It writes its traces directly; temperature does not apply to it."""
-
-    def __init__(self, task: PlantedTask):
-        self.task = task
-
-    def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-               seed: int = 0) -> Rollouts:
-        return self.task.expert(prompts, torch.Generator().manual_seed(seed), budget=max_new_tokens)
 
 
 def resolve_model_config(model: GPTConfig, task: PlantedTask) -> GPTConfig:

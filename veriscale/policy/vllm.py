@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from veriscale.policy.text import HFConfig, TextSampler
+from veriscale.policy.text import HFConfig, TextSampler, generation_eos
 
 
 class BackendUnavailable(RuntimeError):
@@ -35,16 +35,6 @@ def check_vllm() -> None:
                                  "(backend='hf')")
 
 
-def _generation_eos(path: Path) -> int | list[int] | None:
-    """The EOS id(s) transformers would give the model's generation config (its own file, else
-    derived from config.json), so both backends stop on the same ids."""
-    from transformers import AutoConfig, GenerationConfig
-
-    if (path / "generation_config.json").is_file():
-        return GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
-    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(path, local_files_only=True)).eos_token_id
-
-
 class VLLMSampler(TextSampler):
     """Sampling with vLLM's engine from a local model directory; see the module docstring."""
 
@@ -56,7 +46,7 @@ class VLLMSampler(TextSampler):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a transformers model directory (no config.json)")
-        super().__init__(AutoTokenizer.from_pretrained(path, local_files_only=True), cfg, _generation_eos(path))
+        super().__init__(AutoTokenizer.from_pretrained(path, local_files_only=True), cfg, generation_eos(path))
         self.llm = LLM(model=str(path), tokenizer=str(path), dtype=self.cfg.dtype, seed=0)
 
     def generate_ids(self, ids: list[list[int]], max_new: int, *, temperature: float,

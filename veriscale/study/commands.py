@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from veriscale.cli_checks import fail as _fail
 from veriscale.config import ConfigError
+from veriscale.console import fail, run_summary
+from veriscale.policy import SAMPLERS
 from veriscale.tables import format_table
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -26,7 +27,7 @@ def _study_file(path: str | None, quick: bool) -> Path:
         return Path(path)
     small = Path(path).with_name(f"{Path(path).stem}-quick.toml")
     if not small.is_file():
-        _fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
+        fail(f"--quick: no {small} beside {path} (the quick grid of a study is its <name>-quick.toml)")
     return small
 
 
@@ -42,7 +43,7 @@ def _study_file(path: str | None, quick: bool) -> Path:
               help="torch threads per job (default: cores divided among the workers).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where jobs run: a local process pool, or Ray (veriscale[ray]).")
-@click.option("--sampler", type=click.Choice(["hf", "vllm", "ct2"]), default=None,
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=None,
               help="Sampler of a transformers policy (the study's `sampler`): vllm needs veriscale[vllm] and a "
                    "CUDA GPU, and runs the jobs one at a time in this process.")
 @click.option("--ray-address", default=None, help="ray.init address (default: start a local instance).")
@@ -70,16 +71,16 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
         if executor == "ray":
             import ray  # noqa: F401
     except ConfigError as e:
-        _fail(f"config: {e}")
+        fail(f"config: {e}")
     except ImportError:
-        _fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
+        fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
     workers = workers or os.cpu_count() or 1
     try:
         counts = run_study(study, study_dir, workers=workers, executor=executor, ray_address=ray_address,
                            threads=threads or None)
     except StudyLocked as e:
-        _fail(str(e))
+        fail(str(e))
     for why in counts["rebuilt"]:
         click.echo(f"rebuilt {why}", err=True)
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
@@ -100,7 +101,7 @@ def results(study_dir: str, parquet: str | None) -> None:
 
     flat = rows(load_records(study_dir))
     if not flat:
-        _fail(f"{study_dir}: no finished records")
+        fail(f"{study_dir}: no finished records")
     cols = [("heterogeneity", "het"), ("n", "n"), ("method", "method"), ("H", "H"), ("J_norm", "J_H/H"),
             ("success", "success@H"), ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("seeds", "seeds")]
     click.echo(format_table(summarize(flat), cols))
@@ -117,7 +118,7 @@ def report(study_dir: str) -> None:
     try:
         click.echo(f"wrote {write_report(study_dir)}")
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @click.command()
@@ -136,47 +137,34 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str,
     without --set the run repeats the study's. The study is not changed. For ablations such as
     the verifier's stopping rule (docs/llm.md).
     """
-    from veriscale.cli import _summary
-    from veriscale.cli_checks import prepare_out
-    from veriscale.config import apply_overrides, from_dict, to_dict
-    from veriscale.study.jobs import LEARNERS, artifact_dir
-    from veriscale.study.run import make_artifact
-
-    job = _job(Path(study_dir), artifact)
-    if job["kind"] not in LEARNERS:
-        _fail(f"ARTIFACT: {artifact} is a {job['kind']} artifact, not a learner ({', '.join(LEARNERS)})")
-    try:
-        cfg = from_dict(LEARNERS[job["kind"]], apply_overrides(job["config"]["cfg"], list(overrides)))
-    except ConfigError as e:
-        _fail(f"--set: {job['kind']}.{e}")
-    missing = [d for d in job["deps"] if not artifact_dir(Path(study_dir), d).is_dir()]
-    if missing:
-        _fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
-    prepare_out(out, overwrite)
-    try:
-        make_artifact(job["kind"], {**job["config"], "cfg": to_dict(cfg)},
-                      lambda d: artifact_dir(Path(study_dir), d), Path(out))
-    except ValueError as e:  # a learner that cannot learn from its data says so (learn/verifier.py)
-        _fail(str(e))
-    _summary(Path(out))
-
-
-def _job(study_dir: Path, artifact: str) -> dict:
-    """The job of artifact id `artifact`: its job.json when it finished, else from the study's
-    grid (a learner that failed left no folder, only errors/<id>.txt)."""
-    import dataclasses
     import json
 
-    from veriscale.study.jobs import artifact_dir, expand
-    from veriscale.study.sweep import load_study
+    from veriscale.cli_checks import prepare_out
+    from veriscale.config import apply_overrides, from_dict
+    from veriscale.study.grid import expand
+    from veriscale.study.jobs import LEARNER_JOBS, artifact_dir
+    from veriscale.study.spec import study_from_dict
+    from veriscale.study.sweep import STUDY_FILE
 
-    job_file = artifact_dir(study_dir, artifact) / "job.json"
-    if job_file.is_file():
-        return json.loads(job_file.read_text())
+    study_dir_ = Path(study_dir)
+    jobs = {j.id: j for j in expand(study_from_dict(json.loads((study_dir_ / STUDY_FILE).read_text())))} \
+        if (study_dir_ / STUDY_FILE).is_file() else {}
+    job = jobs.get(artifact)
+    if job is None:
+        fail(f"ARTIFACT: {artifact} is not a job of the study in {study_dir} (its artifacts/ folder names them)")
+    if job.kind not in LEARNER_JOBS:
+        fail(f"ARTIFACT: {artifact} is a {job.kind} artifact, not a learner ({', '.join(LEARNER_JOBS)})")
+    cfg = apply_overrides(job.cfg, list(overrides))
     try:
-        jobs = {j.id: j for j in expand(load_study(study_dir))}
-    except (FileNotFoundError, ConfigError) as e:
-        _fail(f"STUDY_DIR: {e}")
-    if artifact not in jobs:
-        _fail(f"ARTIFACT: {artifact} is not a job of {study_dir} (a learner's id: sft-..., verifier-..., rl-...)")
-    return dataclasses.asdict(jobs[artifact])
+        from_dict(job.config_class, cfg)
+    except ConfigError as e:
+        fail(f"--set: {job.kind}.{e}")
+    missing = [d for d in job.deps if not artifact_dir(study_dir_, d).is_dir()]
+    if missing:
+        fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
+    prepare_out(out, overwrite)
+    try:
+        job.with_cfg(cfg).make(lambda d: artifact_dir(study_dir_, d), Path(out))
+    except ValueError as e:  # a learner that cannot learn from its data says so (learn/verifier.py)
+        fail(str(e))
+    run_summary(Path(out))

@@ -1,5 +1,5 @@
 """Figure (h): the learners' training curves, read from the records (each evaluation record
-carries its learners' curves, `study/run.py: learner_summary`), so a reader sees whether the
+carries its learners' curves, `study/learners.py: learner_summary`), so a reader sees whether the
 verifier's held-out loss stopped falling and whether RL's training reward stopped rising.
 
 Left: the verifier's validation loss at every evaluation, one line per (n, seed), the kept step

@@ -234,7 +234,7 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
     reference, and the tokens each accounting actually draws."""
     bases = list(dict.fromkeys(m.split(":")[0] for m in rep.labels if ":" in m))
     accs = [a for a in ("shared", "per_sample") if any(m.endswith(f":{a}") for m in rep.labels)]
-    N, n, last = getattr(rep.study, "search_n", 1), rep.nmax, len(accs)
+    N, n, last = rep.study.samples_per_problem, rep.nmax, len(accs)
     fig, axes = _grid(2 * len(rep.hets), last + 1, 5.0, 3.6)
     colors, styles, marks = {b: f"C{i}" for i, b in enumerate(bases)}, {"shared": "-", "per_sample": "--"}, \
         {"shared": "o", "per_sample": "s"}

@@ -1,45 +1,58 @@
-"""The jobs of a study: one graph for every policy and task.
+"""The job kinds of a study, one frozen dataclass each, for every policy and task.
 
-A study expands into artifact jobs and evaluation jobs:
-  base      the tiny GPT pretrained on the planted task (policy = "pretrain"; one per level, and
-            per H in horizon mode); with a policy spec the base is that policy, no job;
-  samples   checked base samples on the n training prompts (learn/samples.py), drawn once with
-            the study's sampler and read by the verifier and search-trace SFT of a text study; a
-            tiny-GPT verifier whose samples nothing else reads draws them itself, the same way;
-  sft | verifier | rl   trained run directories (learn/);
-  draw      sampled evaluation traces of one policy (`draw.json`): every evaluation that reads the
-            same traces shares them (the base policy's across n, one pool across selection rules);
-  eval      one record per grid point and method: the draws graded at every budget.
-Every job's id is derived from its full config, so a rerun finds finished work: an artifact is
-complete when its completion marker verifies (trained in a temporary directory, sealed, renamed
-into place; store.seal), an evaluation when its record reads back with a valid digest.
+  BaseJob      the tiny GPT pretrained on the planted task (one per level, and per H in horizon
+               mode); a text study's base is its policy spec, no job;
+  SamplesJob   checked base samples on the n training prompts (learn/samples.py), read by the
+               verifier and search-trace SFT;
+  SFTJob | VerifierJob | RLJob   trained run directories (learn/);
+  DrawJob      sampled evaluation traces of one policy (`draw.json`), shared by every evaluation
+               that reads them (the base policy's across n, one pool across selection rules);
+  ScoresJob    a verifier's score of every prefix of a search pool;
+  EvalJob      one record per grid point and method: the draws graded at every budget;
+  DiagnoseJob  one record of the base policy's heterogeneity and anti-concentration.
+Each job carries its typed world (study/world.py) and fields; `config` is its canonical JSON
+form and `id` = kind + hash of it, so a rerun finds finished work: an artifact whose completion
+marker verifies (store.seal), an evaluation whose record reads back with a valid digest. `deps` are the artifact ids
+it reads; artifacts `make` a directory, evaluations `evaluate` into metrics rows. The grid that
+creates them is study/grid.py; the sweep that runs them, study/sweep.py (`run_job` below).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from veriscale import progress
-from veriscale.atomic import write_text_atomic
-from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
-from veriscale.learn.rl import RLConfig
-from veriscale.learn.sft import SFTConfig
-from veriscale.learn.verifier import VerifierConfig
-from veriscale.study import run
+from veriscale.atomic import write_json_atomic, write_text_atomic
+from veriscale.config import from_dict, to_dict
+from veriscale.evaluate import diagnose_policy, draw, grade_search, grade_sequential
+from veriscale.learn import samples as samples_
+from veriscale.learn.pretrain import PretrainConfig, pretrain
+from veriscale.learn.rl import train_rl
+from veriscale.learn.sft import train_sft
+from veriscale.learn.verifier import load_verifier, train_verifier
+from veriscale.policy.forcing import BudgetForcing
+from veriscale.search import SearchPlan, repeat_each
+from veriscale.study.learners import learner_summary
 from veriscale.study.methods import METHODS
-from veriscale.study.spec import StudyConfig
+from veriscale.study.spec import LEARNER_CONFIGS
 from veriscale.study.store import DONE, damage, seal, write_record
+from veriscale.study.world import Dep, World
+from veriscale.tasks.planted import ExpertSampler
+
+DRAW_FILE = "draw.json"
+SCORES_FILE = "scores.safetensors"
 
 
 def config_id(kind: str, config: dict[str, Any]) -> str:
@@ -50,168 +63,299 @@ def config_id(kind: str, config: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work. `deps` are ids of artifact jobs whose directories it reads."""
+    """What every job kind shares: its world, identity and inputs."""
 
-    id: str
-    kind: str  # base | samples | sft | verifier | rl | draw | eval
-    config: dict[str, Any]
-    deps: tuple[str, ...] = ()
+    kind: ClassVar[str]
+    world: World
 
+    def fields(self) -> dict[str, Any]:
+        """The job's own fields in canonical JSON form (beside its world's)."""
+        raise NotImplementedError
 
-# A learner artifact kind -> the config class of its `cfg`.
-LEARNERS = {"sft": SFTConfig, "verifier": VerifierConfig, "rl": RLConfig}
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return {**self.world.as_dict(), **self.fields()}
 
+    @cached_property
+    def id(self) -> str:
+        return config_id(self.kind, self.config)
 
-def learner_config(study: StudyConfig, kind: str, n: int, seed: int, H: int, **fixed) -> dict:
-    """The full config dict of learner `kind` at one grid point: the study's overrides, then what
-    the grid point fixes (n, seeds, horizon, the method's options). RL trains at H unless the
-    study's [rl] table sets a shorter training horizon (cheaper; the policy is still evaluated at
-    every budget)."""
-    point = {"sft": {"n": n, "data_seed": seed, "optim": {"seed": seed}},
-             "verifier": {"n": n, "seed": seed, "data_seed": seed, "horizon": H, "samples": to_dict(study.samples)},
-             "rl": {"n": n, "seed": seed, "data_seed": seed, "horizon": study.rl.get("horizon") or H}}[kind]
-    return deep_merge(getattr(study, kind), {**point, **fixed})
+    @property
+    def deps(self) -> tuple[str, ...]:
+        """Ids of the artifacts this job reads (the world's base first)."""
+        return tuple(d for d in (self.world.base, *self.inputs()) if d and d != "expert")
 
-
-def check_learner_configs(study: StudyConfig) -> None:
-    """Validate the study's learner overrides before any work starts (ConfigError naming the field)."""
-    for kind, cls in LEARNERS.items():
-        try:
-            from_dict(cls, learner_config(study, kind, min(study.n), study.seeds[0], max(study.budgets)))
-        except ConfigError as e:
-            raise ConfigError(f"{kind}.{e}") from None
+    def inputs(self) -> tuple[str | None, ...]:
+        return ()
 
 
-def forcing_at(study: StudyConfig, H: int) -> dict:
-    """The budget forcing of a forced draw at budget H, s1's two edits: the cap, and "Wait" in
-    place of an end-of-thinking before extend_share x H tokens."""
-    return {**to_dict(study.forcing), "min_tokens": round(study.extend_share * H)}
+@dataclass(frozen=True)
+class BaseJob(Job):
+    """Pretrain the tiny-GPT base on the world's planted task (learn/pretrain.py)."""
+
+    kind: ClassVar[str] = "base"
+    pretrain: dict[str, Any] = field(default_factory=dict)  # the study's BaseStage, as a dict
+
+    @cached_property
+    def config(self) -> dict[str, Any]:  # the base is what the world's `base` names: not part of its own id
+        return {"task": self.world.task, "task_cfg": to_dict(self.world.task_cfg), "pretrain": self.pretrain}
+
+    def make(self, dep: Dep, out: Path) -> None:
+        pretrain(from_dict(PretrainConfig, {**self.pretrain, "task": to_dict(self.world.task_cfg), "out": str(out)}))
 
 
-def _world(study: StudyConfig, het: str, H: int, base: str | None, base_sha: str | None) -> dict:
-    """What every job of one (level, H) depends on: the task and its config, the base policy."""
-    if study.text:
-        table = study.gym if study.task.startswith("gym:") else study.files
-        return {"task": study.task, "task_cfg": to_dict(table), "base": None, "base_spec": study.policy,
-                "base_sha256": base_sha, "hf": to_dict(study.hf)}
-    return {"task": "planted", "task_cfg": {**to_dict(study.planted), "heterogeneity": het, "horizon": H},
-            "base": base}
+@dataclass(frozen=True)
+class SamplesJob(Job):
+    """Checked base samples: `cfg.r` per training prompt of the n, at H, plus validation prompts."""
+
+    kind: ClassVar[str] = "samples"
+    n: int = 0
+    seed: int = 0
+    H: int = 0
+    sampler: str = "hf"
+    cfg: samples_.SamplesConfig = field(default_factory=samples_.SamplesConfig)
+
+    def fields(self) -> dict[str, Any]:
+        return {"n": self.n, "seed": self.seed, "H": self.H, "sampler": self.sampler, "cfg": to_dict(self.cfg)}
+
+    def make(self, dep: Dep, out: Path) -> None:
+        task = self.world.make_task()
+        s = samples_.draw(self.world.base_policy(dep, self.sampler), task, self.cfg, self.n, self.H, self.seed,
+                          self.seed)
+        samples_.write(out, s, {"n": self.n, "data_seed": self.seed, "val_prompts": self.cfg.val_prompts})
 
 
-def expand(study: StudyConfig) -> list[Job]:
-    """All jobs of the grid, artifacts first (in dependency order), then evaluations.
+@dataclass(frozen=True)
+class LearnerJob(Job):
+    """A learner trained from the base policy; `cfg` is its config as the study sets it (the
+    study's table where it differs from the defaults, and the grid point's n, seeds, horizon)."""
 
-    A spec policy's weights digest is part of every job's config, so a changed model never
-    reuses old results. Methods that use no training data have n = None in their config: the
-    content-addressed ids collapse their copies at every n into one run per seed.
-    """
-    return _Grid(study).jobs()
+    cfg: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_class(self) -> type:
+        return LEARNER_CONFIGS[self.kind]
+
+    @property
+    def settings(self):
+        """The typed config of the learner."""
+        return from_dict(self.config_class, self.cfg)
+
+    def with_cfg(self, cfg: dict[str, Any]) -> "LearnerJob":
+        """The same job with another learner config (`veriscale relearn`)."""
+        return replace(self, cfg=cfg)
 
 
-class _Grid:
-    """The job graph of one study, built point by point (`jobs`); content-addressed ids make a
-    job that two points need one job."""
+@dataclass(frozen=True)
+class SFTJob(LearnerJob):
+    """VF: SFT on the task's expert traces, or on search traces built from `samples`."""
 
-    def __init__(self, study: StudyConfig):
-        self.study = study
-        self.methods = [METHODS[m] for m in study.methods]
-        self.artifacts: dict[str, Job] = {}
-        self.evals: dict[str, Job] = {}
+    kind: ClassVar[str] = "sft"
+    samples: str | None = None
 
-    def artifact(self, kind: str, config: dict, deps: tuple[str | None, ...] = ()) -> str:
-        job = Job(config_id(kind, config), kind, config, tuple(d for d in deps if d))
-        self.artifacts.setdefault(job.id, job)
-        return job.id
+    def fields(self) -> dict[str, Any]:
+        return {"samples": self.samples, "cfg": self.cfg}
 
-    def evaluation(self, config: dict, deps: tuple[str | None, ...]) -> None:
-        job = Job(config_id("eval", config), "eval", config, tuple(d for d in deps if d))
-        self.evals.setdefault(job.id, job)
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.samples,)
 
-    def draw(self, world: dict, policy: str | None, seed: int, per_prompt: int, width: int,
-             forcing: dict | None) -> str:
-        s = self.study
-        cfg = {**world, "policy": policy, "prompts": s.eval_prompts, "per_prompt": per_prompt, "width": width,
-               "forcing": forcing, "temperature": s.temperature, "seed": seed, "sampler": s.sampler}
-        return self.artifact("draw", cfg, (world["base"], policy if policy != "expert" else None))
+    def make(self, dep: Dep, out: Path) -> None:
+        task, policy = self.world.make_task(), self.world.base_policy(dep)
+        s = samples_.read(dep(self.samples), task, policy) if self.samples else None
+        train_sft(policy, task, self.settings, out, samples=s, meta={})
 
-    def jobs(self) -> list[Job]:
-        s = self.study
-        base_sha = run.spec_digest(s.policy) if s.text else None
-        for het in s.levels:
-            for H in ([max(s.budgets)] if s.mode == "test-time" else sorted(s.budgets)):
-                base = None
-                if not s.text:
-                    task_cfg = _world(s, het, H, None, None)["task_cfg"]
-                    base = self.artifact("base", {"task": "planted", "task_cfg": task_cfg, "pretrain": to_dict(s.base)})
-                world = _world(s, het, H, base, base_sha)
-                point = {**world, "heterogeneity": het, "horizon": H, "mode": s.mode}
-                if s.diagnose_prompts:
-                    self.evaluation({**point, "n": None, "seed": 0, "method": "diagnose", "accounting": None,
-                                     "budgets": [H], "policy": None, "verifier": None, "draws": {},
-                                     "eval": {"prompts": s.diagnose_prompts, "samples": s.diagnose_samples,
-                                              "temperature": s.temperature}}, (base,))
-                for n in s.n:
-                    for seed in s.seeds:
-                        self.learners_and_evals(world, point, n, seed, H)
-        return list(self.artifacts.values()) + list(self.evals.values())
 
-    def learners_and_evals(self, world: dict, point: dict, n: int, seed: int, H: int) -> None:
-        """The shared samples and verifier of one (n, seed), then every method's learner, draws
-        and evaluations."""
-        s, base = self.study, world["base"]
-        # a text study samples once, with its sampler (vLLM on a GPU), for every learner that
-        # reads base samples; a tiny-GPT verifier draws its own, the same way
-        shared = any(m.samples for m in self.methods) or (s.text and any(m.verifier for m in self.methods))
-        samples = self.artifact("samples", {**world, "n": n, "seed": seed, "H": H, "sampler": s.sampler,
-                                            "cfg": to_dict(s.samples)}, (base,)) if shared else None
-        ver = self.artifact("verifier", {**world, "samples": samples,
-                                         "cfg": learner_config(s, "verifier", n, seed, H)},
-                            (base, samples)) if any(m.verifier for m in self.methods) else None
-        budgets = sorted(s.budgets) if s.mode == "test-time" else [H]
-        for m in self.methods:
-            policy = self.learner(m, world, n, seed, H, samples, ver)
-            verifier = ver if m.verifier else None
-            for acc in (s.accounting if m.best_of_n else [None]):
-                draws = self.draws(m, acc, world, policy, seed, H, budgets)
-                # the verifier scores a search pool once, for every method that reads it (bon, wmaj, ...)
-                scores = self.artifact("scores", {**world, "prompts": s.eval_prompts, "verifier": verifier,
-                                                  "draw": draws[H]}, (base, verifier, draws[H])) \
-                    if m.search and verifier else None
-                self.evaluation({**point, "n": n if m.uses_data else None, "seed": seed, "method": m.name,
-                                 "accounting": acc, "budgets": budgets, "policy": policy, "verifier": verifier,
-                                 "scores": scores, "draws": {str(h): d for h, d in draws.items()},
-                                 "eval": {"prompts": s.eval_prompts, "samples": s.eval_samples,
-                                          "search_n": s.search_n, "temperature": s.temperature}},
-                                (base, policy if policy != "expert" else None, verifier, scores, *draws.values()))
+@dataclass(frozen=True)
+class VerifierJob(LearnerJob):
+    """VB: the verifier of Algorithm 1, fit on the labelled `samples` (or drawing its own)."""
 
-    def learner(self, m, world: dict, n: int, seed: int, H: int, samples: str | None, ver: str | None) -> str | None:
-        """The policy a method evaluates: its learner's artifact, "expert", or None (the base)."""
-        s, base = self.study, world["base"]
-        if m.learner == "sft":
-            src = samples if m.samples else None
-            return self.artifact("sft", {**world, "samples": src,
-                                         "cfg": learner_config(s, "sft", n, seed, H, **m.options)}, (base, src))
-        if m.learner == "rl":
-            v = ver if m.verifier else None
-            return self.artifact("rl", {**world, "verifier": v, "cfg": learner_config(s, "rl", n, seed, H, **m.options)},
-                                 (base, v))
-        return "expert" if m.name == "expert" else None
+    kind: ClassVar[str] = "verifier"
+    samples: str | None = None
 
-    def draws(self, m, acc: str | None, world: dict, policy: str | None, seed: int, H: int,
-              budgets: list[int]) -> dict[int, str]:
-        """budget -> the draw that answers it: one pool of base samples for search, one forced
-        draw per budget for forced methods, else one draw at H_max read off by truncation."""
-        s = self.study
+    def fields(self) -> dict[str, Any]:
+        return {"samples": self.samples, "cfg": self.cfg}
+
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.samples,)
+
+    def make(self, dep: Dep, out: Path) -> None:
+        task, policy = self.world.make_task(), self.world.base_policy(dep)
+        s = samples_.read(dep(self.samples), task, policy) if self.samples else None
+        train_verifier(policy, task, self.settings, out, samples=s, meta={})
+
+
+@dataclass(frozen=True)
+class RLJob(LearnerJob):
+    """VB: RL from the base, on the outcome/return or against the trained `verifier`."""
+
+    kind: ClassVar[str] = "rl"
+    verifier: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"verifier": self.verifier, "cfg": self.cfg}
+
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.verifier,)
+
+    def make(self, dep: Dep, out: Path) -> None:
+        task, policy = self.world.make_task(), self.world.base_policy(dep)
+        verifier = load_verifier(dep(self.verifier), task, self.world.hf_quiet) if self.verifier else None
+        train_rl(policy, task, self.settings, out, verifier=verifier, meta={})
+
+
+@dataclass(frozen=True)
+class DrawJob(Job):
+    """`per_prompt` traces of at most `width` tokens for each of the first `prompts` held-out
+    prompts, of `policy` (a learner artifact, "expert", or None: the base), budget-forced at
+    H = width when `forcing` is set."""
+
+    kind: ClassVar[str] = "draw"
+    policy: str | None = None
+    prompts: int = 0
+    per_prompt: int = 1
+    width: int = 0
+    forcing: BudgetForcing | None = None
+    temperature: float = 1.0
+    seed: int = 0
+    sampler: str = "hf"
+
+    def fields(self) -> dict[str, Any]:
+        return {"policy": self.policy, "prompts": self.prompts, "per_prompt": self.per_prompt, "width": self.width,
+                "forcing": to_dict(self.forcing) if self.forcing else None, "temperature": self.temperature,
+                "seed": self.seed, "sampler": self.sampler}
+
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.policy,)
+
+    def make(self, dep: Dep, out: Path) -> None:
+        task = self.world.make_task()
+        sampler = ExpertSampler(task) if self.policy == "expert" else self.world.policy(self.policy, dep, self.sampler)
+        ro = draw(sampler, task.prompts("test", self.prompts, 0), self.per_prompt, self.width,
+                  temperature=self.temperature, seed=self.seed, forcing=self.forcing)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / DRAW_FILE, {"width": self.width, "per_prompt": self.per_prompt,
+                                            "ids": [ro.tokens[k, :ro.counts[k]].tolist() for k in range(len(ro))]})
+
+
+def read_draw(directory: Path, policy):
+    """A draw's traces as Rollouts (the policy's tokenizer gives text tasks their texts)."""
+    d = json.loads((directory / DRAW_FILE).read_text())
+    return policy.rollouts(d["ids"], d["width"])
+
+
+@dataclass(frozen=True)
+class ScoresJob(Job):
+    """The `verifier`'s score of every prefix of the search pool `draw`."""
+
+    kind: ClassVar[str] = "scores"
+    prompts: int = 0
+    verifier: str = ""
+    draw: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {"prompts": self.prompts, "verifier": self.verifier, "draw": self.draw}
+
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.verifier, self.draw)
+
+    def make(self, dep: Dep, out: Path) -> None:
+        task = self.world.make_task()
+        verifier = load_verifier(dep(self.verifier), task, self.world.hf_quiet)
+        d = json.loads((dep(self.draw) / DRAW_FILE).read_text())
+        prompts = repeat_each(task.prompts("test", self.prompts, 0), d["per_prompt"])
+        out.mkdir(parents=True, exist_ok=True)  # (B * per_prompt, width) score of every prefix
+        rollouts = verifier.policy.rollouts(d["ids"], d["width"])  # the draw file, read once
+        save_file({"scores": verifier.score(prompts, rollouts)}, str(out / SCORES_FILE))
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where an evaluation sits in the grid (the report's axes)."""
+
+    heterogeneity: str
+    horizon: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class EvalJob(Job):
+    """One method at one grid point: its `draws` (budget -> draw id) graded at every budget.
+    Search methods select under `plan` (its width N and accounting), reading the pool's
+    `scores` when the rule needs a verifier."""
+
+    kind: ClassVar[str] = "eval"
+    point: Point = Point("", 0, "")
+    n: int | None = None
+    seed: int = 0
+    method: str = ""
+    accounting: str | None = None
+    budgets: tuple[int, ...] = ()
+    policy: str | None = None
+    verifier: str | None = None
+    scores: str | None = None
+    draws: tuple[tuple[int, str], ...] = ()
+    prompts: int = 0
+    samples: int = 1
+    N: int = 4
+    temperature: float = 1.0
+
+    def fields(self) -> dict[str, Any]:
+        return {**self.point.__dict__, "n": self.n, "seed": self.seed, "method": self.method,
+                "accounting": self.accounting, "budgets": list(self.budgets), "policy": self.policy,
+                "verifier": self.verifier, "scores": self.scores, "draws": {str(h): d for h, d in self.draws},
+                "eval": {"prompts": self.prompts, "samples": self.samples, "samples_per_problem": self.N,
+                         "temperature": self.temperature}}
+
+    def inputs(self) -> tuple[str | None, ...]:
+        return (self.policy, self.verifier, self.scores, *(d for _, d in self.draws))
+
+    @property
+    def plan(self) -> SearchPlan:
+        return METHODS[self.method].plan(self.N, self.accounting)
+
+    def evaluate(self, dep: Dep) -> list[dict]:
+        m, task = METHODS[self.method], self.world.make_task()
+        decoder = self.world.base_policy(dep)  # every policy of a study shares the base's tokens
+        prompts = task.prompts("test", self.prompts, 0)  # every method and seed: the same prompts
+        draws = {h: read_draw(dep(d), decoder) for h, d in self.draws}
         if m.search:
-            k = 1 if m.name == "early_stop" else s.search_n
-            # a pool of H tokens a sample serves the shared accounting too: truncating a sample of
-            # H tokens to its first H/k is a sample of H/k tokens (search.Pool.sample_len); with no
-            # per-sample accounting to share it with, the shared pool is drawn H/k wide
-            own = acc == "shared" and (s.search_pool == "per_accounting" or "per_sample" not in s.accounting)
-            return {H: self.draw(world, None, seed, s.eval_samples * k, H // k if own else H, None)}
-        if m.name in s.forced_methods:
-            return {h: self.draw(world, policy, seed, s.eval_samples, h, forcing_at(s, h)) for h in budgets}
-        return {H: self.draw(world, policy, seed, s.eval_samples, H, None)}
+            scores = load_file(str(dep(self.scores) / SCORES_FILE))["scores"] if self.scores else None
+            rows = grade_search(self.plan, task, repeat_each(prompts, self.samples), draws[max(draws)],
+                                list(self.budgets), scores=scores)
+        else:
+            rows = grade_sequential(task, prompts, self.samples, lambda H: draws.get(H, draws[max(draws)]),
+                                    list(self.budgets))
+        return [{"method": m.evaluation, **r} for r in rows]
+
+    def summary(self, dep: Dep) -> dict[str, Any]:
+        return learner_summary(METHODS[self.method], self.policy, self.verifier, dep)
+
+
+@dataclass(frozen=True)
+class DiagnoseJob(Job):
+    """The base policy's diagnosis at budget H (diagnose.py): `prompts` x `samples` traces."""
+
+    kind: ClassVar[str] = "eval"
+    point: Point = Point("", 0, "")
+    prompts: int = 0
+    samples: int = 0
+    temperature: float = 1.0
+
+    def fields(self) -> dict[str, Any]:
+        return {**self.point.__dict__, "n": None, "seed": 0, "method": "diagnose", "accounting": None,
+                "budgets": [self.point.horizon], "policy": None, "verifier": None, "draws": {},
+                "eval": {"prompts": self.prompts, "samples": self.samples, "temperature": self.temperature}}
+
+    def evaluate(self, dep: Dep) -> list[dict]:
+        return [diagnose_policy(self.world.base_policy(dep), self.world.make_task(), budget=self.point.horizon,
+                                prompts=self.prompts, samples=self.samples, temperature=self.temperature, seed=0)]
+
+    def summary(self, dep: Dep) -> dict[str, Any]:
+        return learner_summary(None, None, None, dep)
+
+
+# A learner artifact kind -> its job class (`veriscale relearn`).
+LEARNER_JOBS: dict[str, type[LearnerJob]] = {j.kind: j for j in (SFTJob, VerifierJob, RLJob)}
 
 
 def artifact_dir(study_dir: Path, job_id: str) -> Path:
@@ -252,10 +396,11 @@ def _run(job: Job, study_dir: Path, start: float) -> None:
     if missing:
         raise RuntimeError(f"dependency failed or missing: {', '.join(missing)}")
     dep = lambda i: artifact_dir(study_dir, i)  # noqa: E731
+    job.world.quiet()
     if job.kind == "eval":
         with progress.silenced():  # the sweep shows one bar across runs
-            rows = run.evaluate(job.config, dep)
-        write_record(study_dir, job, {"status": "ok", "metrics": rows, **run.learner_summary(job.config, dep),
+            rows = job.evaluate(dep)
+        write_record(study_dir, job, {"status": "ok", "metrics": rows, **job.summary(dep),
                                       "wall_s": time.time() - start})
         return
     final = artifact_dir(study_dir, job.id)
@@ -263,9 +408,10 @@ def _run(job: Job, study_dir: Path, start: float) -> None:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{job.id}."))
     try:
         with progress.silenced():
-            run.make_artifact(job.kind, job.config, dep, tmp)
+            job.make(dep, tmp)
         # wall_s: the job's time, for the per-stage breakdown of a study's wall time
-        (tmp / "job.json").write_text(json.dumps({**dataclasses.asdict(job), "wall_s": time.time() - start},
+        (tmp / "job.json").write_text(json.dumps({"id": job.id, "kind": job.kind, "config": job.config,
+                                                  "deps": list(job.deps), "wall_s": time.time() - start},
                                                  indent=2, sort_keys=True))
         seal(tmp)
         if final.is_dir() and damage(final) is None:  # finished meanwhile under the same id: keep it

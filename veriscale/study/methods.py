@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from veriscale.search import SearchPlan
+
 
 @dataclass(frozen=True)
 class Method:
@@ -27,6 +29,10 @@ class Method:
     @property
     def search(self) -> bool:
         return self.evaluation in ("bon", "maj", "wmaj", "oracle", "early_stop")
+
+    def plan(self, N: int, accounting: str | None) -> SearchPlan:
+        """How this search method draws and charges (accounting None: a one-trace method)."""
+        return SearchPlan(self.evaluation, N, accounting or "shared")
 
     @property
     def best_of_n(self) -> bool:

