@@ -133,3 +133,17 @@ def test_every_learner_refuses_a_non_empty_out_unless_overwrite(base, tmp_path):
     assert CliRunner().invoke(main, ["train", "sft", "--base", str(base), "--out", str(out), *TINY_SFT]).exit_code == 0
     res = CliRunner().invoke(main, ["train", "sft", "--base", str(base), "--out", str(out), "--overwrite", *TINY_SFT])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("command,setting,name", [
+    (["evaluate"], ["--temperature", "nan"], "--temperature"),
+    (["evaluate"], ["--threshold", "nan"], "--threshold"),
+    (["train", "sft"], ["--set", "optim.lr=inf"], "optim.lr"),
+    (["train", "verifier"], ["--set", "optim.lr=nan"], "optim.lr"),
+    (["train", "rl"], ["--set", "beta=-inf"], "beta"),
+])
+def test_non_finite_options_are_refused_with_their_name(base, tmp_path, command, setting, name):
+    where = ["--policy", str(base)] if command == ["evaluate"] else ["--base", str(base), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(main, [*command, *where, *setting])
+    assert res.exit_code == 2 and name in res.output and "finite" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()

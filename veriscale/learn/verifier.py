@@ -236,8 +236,9 @@ def heldout_metrics(verifier: Verifier, held: dict[str, torch.Tensor], loss: Los
 def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor], key: str, cfg: VerifierConfig,
                     H: int) -> None:
     """Refuse, before any training, labelled data a verifier cannot learn from: fewer successful
-    training traces than `min_positives` (with none, every label is 0), or validation traces on which the stopping metric
-    `key` is undefined (an AUC without both classes never improves, so no weights would be kept)."""
+    training traces than `min_positives` (with none, every label is 0), or validation traces on
+    which the stopping metric `key` is undefined (an AUC without both classes never improves, so
+    no weights would be kept)."""
     positives = int(train["labels"].amax(1).sum())  # traces with a correct prefix
     if positives < cfg.min_positives:
         raise ValueError(f"verifier: {positives} of the {len(train['labels'])} training traces (n={cfg.n} prompts x "

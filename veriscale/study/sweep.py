@@ -5,10 +5,12 @@ between stages, so no core idles while a slow learner of another branch trains),
 the longest chains of dependents first. Before starting, the runner asks the study directory
 what is already done (an artifact whose completion marker verifies, a record that reads back
 with a valid digest) and runs only the rest, rebuilding damaged artifacts, so a sweep killed at
-any point (even `kill -9`) resumes where it stopped, with no lost and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
-a study whose artifacts were deleted (or that kept only `records/` and `study.json`) can gain
-seeds or methods without retraining what its finished records already measured. Failed evaluations are recorded with their error and retried on the
-next run; the sweep itself goes on.
+any point (even `kill -9`) resumes where it stopped, with no lost and no duplicated records. An
+artifact is rebuilt only when an unfinished evaluation reads it: a study whose artifacts were
+deleted (or that kept only `records/` and `study.json`) can gain seeds or methods without
+retraining what its finished records already measured. Failed evaluations are recorded with
+their error and retried on the next run; the sweep itself goes on. A local pool worker that
+dies is replaced and its job run again, as Ray does (study/workers.py).
 
 One sweep at a time per study directory: `run_study` holds `study_lock` for the whole sweep, and a
 second run on the same directory fails at once with `StudyLocked`, before it writes anything.
