@@ -73,11 +73,11 @@ def test_truncated_weights_are_refused(tmp_path, tiny_gpt, task):
         load_policy(run)
     assert "digest differs" in _one_line_error(e, weights)
     meta = read_meta(run)
-    del meta["weights_sha256"]  # without a digest, reading the weights fails, still one line
+    del meta["weights_sha256"]  # a run directory without its digest is refused, not loaded unchecked
     (run / META).write_text(json.dumps(meta))
     with pytest.raises(PolicyError) as e:
         load_policy(run)
-    assert "unreadable weights" in _one_line_error(e, weights)
+    assert "no weights_sha256" in _one_line_error(e, run / META)
     with pytest.raises(PolicyError) as e:
         load_weights(weights, GPT(tiny_gpt.cfg))
     assert "unreadable weights" in _one_line_error(e, weights)

@@ -167,7 +167,7 @@ def test_load_policy_ct2(model, tokenizer, model_dir, cache, monkeypatch):
     ref = load_policy(f"hf:{model_dir}", hf=HFConfig(progress=False))
     assert p.pad_id == ref.pad_id and p.eos_id == ref.eos_id
     assert p.sample(PROMPTS, 8, temperature=1.0, seed=0).tokens.shape == (len(PROMPTS), 8)
-    with pytest.raises(ValueError, match="'hf', 'vllm' or 'ct2'"):
+    with pytest.raises(ValueError, match="expected one of hf, vllm, ct2"):
         load_policy(f"hf:{model_dir}", sampler="onnx")
 
 

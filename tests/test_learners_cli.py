@@ -19,7 +19,7 @@ from veriscale.policy.load import load_policy
 TASK = "gym:basic_arithmetic"
 SFT = ["--set", "n=8", "--set", "optim.steps=2", "--set", "optim.batch_size=4", "--set", "val_traces=4",
        "--set", "test_traces=4", "--set", "eval_batch=8"]
-VERIFIER = ["--set", "horizon=16", "--set", "n=8", "--set", "samples.val_prompts=4", "--set", "optim.steps=2",
+VERIFIER = ["--set", "horizon=16", "--set", "min_positives=0", "--set", "n=8", "--set", "samples.val_prompts=4", "--set", "optim.steps=2",
             "--set", "optim.batch_size=4", "--set", "eval_batch=8"]
 RL = ["--set", "horizon=16", "--set", "steps=1", "--set", "n=4", "--set", "prompts_per_step=2", "--set", "G=2"]
 

@@ -30,7 +30,7 @@ def _study(lm_dir, **kw):
             "diagnose_prompts": 3, "diagnose_samples": 2, "gym": {"grade_workers": 1},
             "forcing": {"answer_tokens": 4}, "samples": {"r": 2, "val_prompts": 3},
             "sft": {"val_traces": 3, "test_traces": 3, "eval_batch": 8, "optim": {"steps": 2, "batch_size": 4}},
-            "verifier": {"train_layers": 1, "optim": {"steps": 2, "batch_size": 4}},
+            "verifier": {"train_layers": 1, "min_positives": 0, "optim": {"steps": 2, "batch_size": 4}},
             "rl": {"steps": 1, "prompts_per_step": 2, "G": 2, "adv_norm": "std"},
             # a random tiny model never succeeds, so it has no search traces (tested on hand-made
             # samples in test_text_learners.py)

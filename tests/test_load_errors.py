@@ -20,7 +20,7 @@ def _damage(kind: str, src, dst):
         data = bytearray(weights.read_bytes())
         data[-16:] = bytes(16)
         weights.write_bytes(bytes(data))
-    elif kind == "garbage header":  # no digest recorded: safetensors itself must refuse it
+    elif kind == "garbage header":  # no digest recorded: refused before safetensors reads it
         (dst / "veriscale.json").write_text((dst / "veriscale.json").read_text().replace('"weights_sha256"', '"x"'))
         weights.write_bytes(b"\xff" * 64)
     elif kind == "pickle only":
@@ -31,7 +31,7 @@ def _damage(kind: str, src, dst):
     return dst
 
 
-CASES = [("truncated", "digest differs"), ("corrupted", "digest differs"), ("garbage header", "unreadable weights"),
+CASES = [("truncated", "digest differs"), ("corrupted", "digest differs"), ("garbage header", "no weights_sha256"),
          ("pickle only", "pickle-based weights are refused"), ("missing", "no such directory")]
 
 

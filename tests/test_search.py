@@ -176,7 +176,7 @@ def runs(tmp_path, task, tiny_gpt):
     the verifier learner)."""
     policy = save_gpt(tmp_path / "policy", tiny_gpt, {"stage": "pretrain", "task": to_dict(task.cfg)})
     body = load_policy(policy)  # its own copy: the verifier's body trains in place
-    cfg = load_config(VerifierConfig, None, ["n=8", "samples.val_prompts=8", "optim.steps=1"])
+    cfg = load_config(VerifierConfig, None, ["n=8", "samples.val_prompts=8", "optim.steps=1", "min_positives=0"])
     verifier = train_verifier(body, task, cfg, tmp_path / "verifier")
     return policy, verifier
 

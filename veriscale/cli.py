@@ -14,10 +14,13 @@ body, so `veriscale --help` and a config error answer in a fraction of a second.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import click
 
+from veriscale.cli_checks import (FiniteRange, Main, check_supply, fit_prompts, given_keys, own_horizon,
+                                  prepare_out)
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
 from veriscale.console import fail, run_summary
 from veriscale.policy import SAMPLERS
@@ -56,7 +59,7 @@ EVAL_COLUMNS = [("method", "method"), ("H", "H"), ("J", "J_H/H [95% CI]"), ("S",
                 ("tokens", "tokens"), ("verifier_calls", "verifier calls"), ("n", "n")]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """veriscale: verifier-free vs verifier-based scaling of test-time compute."""
 
@@ -151,19 +154,24 @@ def train() -> None:
               help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1),
               help="Held-out prompts of that table.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run directory to write [the config's `out`: runs/base].")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty.")
 def pretrain_command(config_path: str | None, overrides: tuple[str, ...], threads: int, budgets: str | None,
-                     prompts: int) -> None:
+                     prompts: int, out: str | None, overwrite: bool) -> None:
     """Pretrain the tiny-GPT base policy on planted-task teacher traces, then print its table."""
     from veriscale.evaluate import evaluate_method
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
-        cfg = load_config(PretrainConfig, config_path, _with_threads(list(overrides), threads))
+        cfg = load_config(PretrainConfig, config_path, _with_threads(list(overrides), threads)
+                          + ([f"out={json.dumps(out)}"] if out else []))
     except ConfigError as e:
         fail(f"config: {e}")
     b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
         fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
+    prepare_out(cfg.out, overwrite)
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
     policy = _policy(str(out), "--out")
@@ -173,7 +181,8 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], thread
 
 
 def _learner_options(f):
-    """--base/--task/--out/--config, and --set/--threads (`_policy_options`), shared by every learner."""
+    """--base/--task/--task-set/--out/--overwrite/--config, and --set/--threads (`_policy_options`),
+    shared by every learner."""
     for opt in reversed([
         click.option("--base", "base", required=True,
                      help="The policy to train from: a run directory, hf:PATH or smollm2."),
@@ -182,6 +191,7 @@ def _learner_options(f):
         click.option("--task-set", "task_overrides", multiple=True, metavar="KEY=VALUE",
                      help="Set a text task's field (gym: max_digits=2, ...; file: test_share=0.2, ...)."),
         click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
+        click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
     ]):
@@ -189,18 +199,23 @@ def _learner_options(f):
     return _policy_options(f)
 
 
-def _prepare(cls, config_path, overrides, threads, base, task, task_overrides, out):
+def _prepare(cls, config_path, overrides, threads, base, task, task_overrides, out, overwrite):
     """Validated config, the transformers settings (hf.*), base policy and task, or exit 2 before
     anything is written."""
     hf, own = _settings(overrides)
     try:
-        cfg = load_config(cls, config_path, _with_threads(own, threads))
+        data = apply_overrides(read_toml(config_path) if config_path else {}, _with_threads(own, threads))
+        cfg = from_dict(cls, data)
     except ConfigError as e:
         fail(f"config: {e}")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        fail(f"--out: {out} exists and is not empty")
+    if not overwrite:  # refused before the (slow) policy loads
+        prepare_out(out, False)
     policy = _policy(base, "--base", hf=hf)
-    return cfg, hf, policy, _task(task, policy, task_overrides)
+    task_obj = _task(task, policy, task_overrides)
+    cfg = check_supply(cfg, task_obj, given_keys(data))
+    if overwrite:  # replaced only once everything else is known to be good
+        prepare_out(out, True)
+    return cfg, hf, policy, task_obj
 
 
 def _run(train_fn, *args, **kwargs) -> None:
@@ -213,21 +228,23 @@ def _run(train_fn, *args, **kwargs) -> None:
 
 @train.command("sft")
 @_learner_options
-def train_sft_command(config_path, overrides, threads, base, task, task_overrides, out) -> None:
+def train_sft_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite) -> None:
     """VF: SFT on n expert traces (veriscale/learn/sft.py)."""
     from veriscale.learn.sft import SFTConfig, train_sft
 
-    cfg, _, policy, task_obj = _prepare(SFTConfig, config_path, overrides, threads, base, task, task_overrides, out)
+    cfg, _, policy, task_obj = _prepare(SFTConfig, config_path, overrides, threads, base, task, task_overrides, out,
+                                        overwrite)
     _run(train_sft, policy, task_obj, cfg, out)
 
 
 @train.command("verifier")
 @_learner_options
-def train_verifier_command(config_path, overrides, threads, base, task, task_overrides, out) -> None:
+def train_verifier_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
     from veriscale.learn.verifier import VerifierConfig, train_verifier
 
-    cfg, _, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, threads, base, task, task_overrides, out)
+    cfg, _, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, threads, base, task, task_overrides,
+                                        out, overwrite)
     _run(train_verifier, policy, task_obj, cfg, out)
 
 
@@ -235,11 +252,13 @@ def train_verifier_command(config_path, overrides, threads, base, task, task_ove
 @_learner_options
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (needed for reward=verifier).")
-def train_rl_command(config_path, overrides, threads, base, task, task_overrides, out, verifier_dir) -> None:
+def train_rl_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite,
+                     verifier_dir) -> None:
     """VB: RL with a group baseline and KL to pi_b, on the outcome, return or verifier reward (veriscale/learn/rl.py)."""
     from veriscale.learn.rl import RLConfig, train_rl
 
-    cfg, hf, policy, task_obj = _prepare(RLConfig, config_path, overrides, threads, base, task, task_overrides, out)
+    cfg, hf, policy, task_obj = _prepare(RLConfig, config_path, overrides, threads, base, task, task_overrides, out,
+                                         overwrite)
     if cfg.reward == "verifier" and verifier_dir is None:
         fail("--verifier: reward=verifier needs a verifier run directory")
     verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
@@ -270,7 +289,8 @@ def _verifier(path: str, task, hf):
                    "NAME=RUN_DIR evaluates that run's policy instead of --policy.")
 @click.option("--verifier", "verifier_dir", default=None, type=click.Path(file_okay=False),
               help="Verifier run directory (bon, wmaj, early_stop).")
-@click.option("--budgets", default="16,32,64,128", show_default=True, help="Comma-separated budgets H.")
+@click.option("--budgets", default=None,
+              help="Comma-separated budgets H [16,32,64,128; a tiny GPT: 8, 16, ... up to its horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1), help="Held-out prompts.")
 @click.option("--samples-per-prompt", "samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="Independent problems per prompt (traces, or search pools).")
@@ -283,9 +303,9 @@ def _verifier(path: str, task, hf):
                    "each sample gets H (the selected trace scored with J_H; N*H tokens drawn).")
 @click.option("--force-budget", is_flag=True,
               help="Text policies: sample sequential methods once per budget with s1 budget forcing.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--threshold", default=0.5, show_default=True, type=FiniteRange(0.0, 1.0),
               help="Verifier score at which early_stop stops.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0))
+@click.option("--temperature", default=1.0, show_default=True, type=FiniteRange(min=0.0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLER_CHOICE,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
@@ -301,7 +321,7 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
-    b = _budgets(budgets)
+    b = _budgets(budgets or "16,32,64,128")
     hf, own = _settings(overrides)
     if own:
         fail(f"--set: evaluate has no config of its own; only hf.KEY=VALUE applies, not {own[0]!r}")
@@ -315,6 +335,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
     base = _policy(policy_spec, "--policy", sampler, hf=hf)
     task_obj = _task(task, base, task_overrides)
+    if base.horizon is not None and budgets is None:
+        b = _default_budgets(base.horizon)
     if base.horizon is not None and b[-1] > base.horizon:
         fail(f"--budgets: {b[-1]} exceeds the policy's horizon {base.horizon}")
     if force_budget and not base.text:
@@ -372,12 +394,14 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
-        cfg = from_dict(DiagnoseConfig, data)
+        data.setdefault("budget", own_horizon(data.get("policy")))
+        cfg = from_dict(DiagnoseConfig, {k: v for k, v in data.items() if v is not None})
         if not cfg.policy:
             raise ConfigError("policy: required (--policy RUN_DIR|hf:PATH|smollm2)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         sampler_obj, task_obj = resolve(cfg)
+        cfg = fit_prompts(cfg, task_obj, "prompts" in data)
     except ConfigError as e:
         fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -73,6 +74,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):  # TOML spells nan and inf; no setting means either
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return float(value)
     if tp is dict:  # a free-form table, validated by the config it is later merged into
         if not isinstance(value, dict):

@@ -8,7 +8,6 @@ checkpoint in place (the caller saves only after `train_lm` returns or at eval p
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from veriscale import progress
+from veriscale.atomic import json_text
 from veriscale.config import knob
 
 
@@ -192,7 +192,7 @@ def jsonl_log(path: Path) -> Iterator[Callable[[dict], None]]:
     """A fresh metrics.jsonl; each record is flushed as written, so a crash keeps the history."""
     with Path(path).open("w") as f:
         def log(rec: dict) -> None:
-            f.write(json.dumps(rec) + "\n")
+            f.write(json_text(rec) + "\n")
             f.flush()
         yield log
 
@@ -212,6 +212,8 @@ class Snapshot:
 
     @torch.no_grad()
     def restore(self) -> None:
+        if not self.state:  # never taken (no evaluation was finite): the weights stay as trained
+            return
         for k, p in self.params.items():
             p.copy_(self.state[k])
 

@@ -39,6 +39,7 @@ Run: `veriscale train verifier --base runs/base-high --out runs/verifier`, or `-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,8 @@ class VerifierConfig:
     train_layers: int = knob(0, "train only the top k blocks of the body (0 = all; ours, for CPU)", min=0)
     horizon: int = knob(0, "H of the labelled rollouts (0 = the tiny GPT's task horizon; text tasks need it)",
                         min=0)
+    min_positives: int = knob(1, "training traces that must succeed, else training stops before it starts (with "
+                                 "none, the verifier can only learn 'never'; 0 = train anyway)", min=0)
     eval_batch: int = knob(256, "rows per forward pass of a validation evaluation (memory)", min=1)
     seed: int = knob(0, "seed of the rollouts", min=0)
     data_seed: int = knob(0, "seed of the training prompts (the same n prompts as SFT/RL by default)", min=0)
@@ -234,6 +237,25 @@ def heldout_metrics(verifier: Verifier, held: dict[str, torch.Tensor], loss: Los
     return prefix_metrics(logits, held["labels"], held["mask"], loss)
 
 
+def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor], key: str, cfg: VerifierConfig,
+                    H: int) -> None:
+    """Refuse, before any training, labelled data a verifier cannot learn from: fewer successful
+    training traces than `min_positives` (with none, every label is 0), or validation traces on
+    which the stopping metric `key` is undefined (an AUC without both classes never improves, so
+    no weights would be kept)."""
+    positives = int(train["labels"].amax(1).sum())  # traces with a correct prefix
+    if positives < cfg.min_positives:
+        raise ValueError(f"verifier: {positives} of the {len(train['labels'])} training traces (n={cfg.n} prompts x "
+                         f"samples.r={cfg.samples.r}) reach a correct answer within H={H}, min_positives="
+                         f"{cfg.min_positives}: too few positive examples; raise samples.r or n (or horizon), start "
+                         "from a base that succeeds more often (SFT), or set min_positives=0")
+    zeros = torch.zeros(held["labels"].shape)
+    if not math.isfinite(prefix_metrics(zeros, held["labels"], held["mask"], cfg.loss)[key]):
+        raise ValueError(f"verifier: select={cfg.select} reads {key}, undefined on the {len(held['labels'])} "
+                         f"validation traces (they need successes and failures); raise samples.val_prompts or "
+                         "samples.r, or set select=loss")
+
+
 def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                    samples: samples_.Samples | None = None, meta: dict | None = None) -> Path:
     """Algorithm 1 (log/squared loss) or 2 (zero_one) on `policy` (its body trains in place):
@@ -247,6 +269,8 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     policy.train_top(cfg.train_layers)
     train = labelled(verifier, task, samples.repeated("train"), samples.rollouts)
     held = labelled(verifier, task, samples.repeated("val"), samples.val_rollouts)
+    key, higher = SELECT["zero_one" if cfg.select == "loss" and cfg.loss == "zero_one" else cfg.select]
+    check_learnable(train, held, key, cfg, H)
     verifier.top = policy.top_blocks()
     if verifier.top is not None:  # the frozen trunk's features (N, S, d), computed once for every epoch
         for d in (train, held):
@@ -254,7 +278,6 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
     with torch.no_grad():  # start from the base rate, so early steps learn features, not the prior
         rate = train["labels"][train["mask"]].mean().clamp(1e-3, 1 - 1e-3)
         verifier.value.bias.fill_(torch.logit(rate).item())
-    key, higher = SELECT["zero_one" if cfg.select == "loss" and cfg.loss == "zero_one" else cfg.select]
     traces = len(train["seq"])
     optim = replace(cfg.optim, steps=epoch_steps(cfg.optim.steps, cfg.epochs, traces, cfg.optim.batch_size))
     out = Path(out)

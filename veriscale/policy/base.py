@@ -153,13 +153,19 @@ def read_meta(run_dir: str | Path) -> dict[str, Any] | None:
 
 def check_weights(run_dir: str | Path, meta: dict[str, Any] | None) -> Path:
     """The weights file of a run directory, after checking it exists, is safetensors (pickle-based
-    formats are refused: loading them can execute code) and matches the recorded digest."""
+    formats are refused: loading them can execute code) and, for a run directory with `meta`,
+    matches the digest recorded there (a run directory without one is refused)."""
     run_dir = Path(run_dir)
     path = run_dir / WEIGHTS
     if not path.is_file():
         no_weights(run_dir, WEIGHTS)
-    want = (meta or {}).get("weights_sha256")
-    if want and sha256_file(path) != want:
+    if meta is None:  # a plain model directory: nothing recorded to check against
+        return path
+    want = meta.get("weights_sha256")
+    if not want:  # veriscale writes it with every run directory: without it, damage would go unseen
+        raise PolicyError(f"{run_dir / META}: no weights_sha256, so {WEIGHTS} cannot be verified (edited by "
+                          "hand? train the run again)")
+    if sha256_file(path) != want:
         raise PolicyError(f"{path}: digest differs from the one recorded in {META} (truncated or modified)")
     return path
 

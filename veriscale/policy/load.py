@@ -3,7 +3,8 @@
 A spec is
 - a run directory written by veriscale (pretraining, SFT, RL; tiny GPT or transformers): its
   veriscale.json says which kind, and the weights' digest recorded there is checked;
-- `hf:PATH`, a local transformers model directory (a user's own model);
+- `hf:PATH`, a local transformers model directory (a user's own model), or a GGUF file,
+  converted once as SmolLM2's is (policy/smollm2.py);
 - `smollm2`, the offline SmolLM2-135M-Instruct (policy/smollm2.py);
 - a bare path to a transformers directory without veriscale.json.
 A transformers policy samples with `sampler`: "hf" (transformers, policy/hf.py), "vllm" (a GPU,
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from veriscale.policy.base import META, Policy, PolicyError, check_weights, read_meta
 from veriscale.policy.hf import HFPolicy, first_line, load_hf
-from veriscale.policy.smollm2 import SmolLM2Missing, ensure_converted
+from veriscale.policy.smollm2 import SmolLM2Missing, converted_gguf, ensure_converted
 from veriscale.policy import SAMPLERS, SamplerName
 from veriscale.policy.text import HFConfig
 from veriscale.policy.tiny import load_gpt
@@ -43,6 +44,8 @@ def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Sample
         except SmolLM2Missing as e:
             raise PolicyError(str(e)) from None
     path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        path = _from_gguf(path)
     if not path.is_dir():
         raise PolicyError(f"{path}: no such directory (expected {SPEC_HELP})")
     meta = read_meta(path)
@@ -59,6 +62,18 @@ def load_policy(spec: str | Path, *, hf: HFConfig | None = None, sampler: Sample
         check_weights(path, meta)
         return _load_hf(spec, path, hf, sampler)
     raise PolicyError(f"{path / META}: unknown policy kind {meta.get('policy')!r}")
+
+
+def _from_gguf(path: Path) -> Path:
+    """The transformers directory converted from a GGUF file (policy/smollm2.py), or PolicyError."""
+    try:
+        return converted_gguf(path)
+    except ImportError as e:
+        raise PolicyError(f"{path}: converting a GGUF file needs {e.name or 'gguf'}: pip install gguf accelerate") \
+            from None
+    except Exception as e:  # noqa: BLE001 (the GGUF readers raise struct, value, key... errors for a bad file)
+        raise PolicyError(f"{path}: cannot convert this GGUF file to transformers ({first_line(e)}); convert it "
+                          "yourself and pass hf:DIR") from None
 
 
 def _load_hf(spec: str, path: Path, hf: HFConfig | None, sampler: str) -> HFPolicy:

@@ -12,11 +12,15 @@ config without it, the state dict loaded, and the directory saved. The cache dir
 `$VERISCALE_SMOLLM2_DIR`, else ~/.cache/veriscale/smollm2-135m-instruct; `--policy smollm2`
 uses it, so nothing ever touches the model hub.
 
+Any other GGUF file given as `--policy hf:FILE.gguf` is converted the same way (`converted_gguf`),
+once, into a cache directory beside SmolLM2's named by the file's digest.
+
 Run by hand: `python -m veriscale.policy.smollm2 [CACHE_DIR]` converts and prints the directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -61,14 +65,15 @@ def is_converted(directory: Path) -> bool:
 
 
 def convert(gguf: Path, out: Path) -> Path:
-    """Dequantise `gguf` into a clean float32 transformers directory at `out` (atomic rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """Dequantise `gguf` into a clean float32 transformers directory at `out` (atomic rename);
+    the model's own architecture (Llama for SmolLM2), rebuilt without the GGUF quantisation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     cfg = loaded.config.to_dict()
     cfg.pop("quantization_config", None)
-    clean = LlamaForCausalLM(LlamaConfig.from_dict(cfg))
+    clean = type(loaded)(type(loaded.config).from_dict(cfg))
     clean.load_state_dict(loaded.state_dict())
     clean.generation_config = loaded.generation_config
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,17 @@ def convert(gguf: Path, out: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def converted_gguf(gguf: Path) -> Path:
+    """The transformers directory of any GGUF file given as `hf:FILE.gguf`, converted as
+    SmolLM2's is, once, into a cache directory named by the file's digest (beside SmolLM2's)."""
+    h = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    out = cache_dir().parent / f"{gguf.stem}-{h.hexdigest()[:12]}"
+    return out if is_converted(out) else convert(gguf, out)
 
 
 def ensure_converted(path: str | Path | None = None) -> Path:

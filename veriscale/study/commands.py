@@ -55,13 +55,10 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
     The LLM track: `veriscale reproduce studies/llm.toml [--quick]` (SmolLM2 on reasoning-gym).
     Rerunning skips finished runs; an interrupted sweep resumes where it stopped.
     """
-    from veriscale.policy.base import PolicyError
-    from veriscale.policy.load import load_policy
-    from veriscale.policy.vllm import BackendUnavailable, check_vllm
-    from veriscale.study.grid import check_learner_configs
+    from veriscale.study.lock import StudyLocked
+    from veriscale.study.preflight import preflight
     from veriscale.study.report import write_report
     from veriscale.study.spec import load_study_config
-    from veriscale.study.lock import StudyLocked
     from veriscale.study.sweep import run_study
 
     if sampler == "vllm":  # one GPU: the jobs run here, one at a time
@@ -70,17 +67,11 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
         overrides = (*overrides, f"sampler={sampler}")
     try:
         study = load_study_config(_study_file(study_file, quick), list(overrides))
-        check_learner_configs(study)
-        if study.sampler == "vllm":
-            check_vllm()
-        if study.text:  # the model is found (or converted) before any work
-            load_policy(study.policy, hf=study.hf)
+        preflight(study)  # before any directory is created
         if executor == "ray":
             import ray  # noqa: F401
     except ConfigError as e:
         fail(f"config: {e}")
-    except (PolicyError, BackendUnavailable) as e:
-        fail(str(e))
     except ImportError:
         fail("--executor ray needs Ray: pip install 'veriscale[ray]'")
     study_dir = Path(out or Path("runs") / study.name)
@@ -90,6 +81,8 @@ def reproduce(study_file, quick, out, overrides, workers, threads, executor, sam
                            threads=threads or None)
     except StudyLocked as e:
         fail(str(e))
+    for why in counts["rebuilt"]:
+        click.echo(f"rebuilt {why}", err=True)
     click.echo(f"{study_dir}: {counts['ok']} jobs ran, {counts['skipped']} already done, {counts['error']} failed")
     for err in counts["errors"]:
         click.echo(f"  failed: {err}", err=True)
@@ -134,16 +127,19 @@ def report(study_dir: str) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of the learner's config (`veriscale config sft|verifier|rl`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace --out when it is a run directory that is not empty.")
+def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str, overwrite: bool) -> None:
     """Train one learner of a study again, on the same inputs, with its config changed by --set.
 
-    ARTIFACT names a finished learner of STUDY_DIR (sft-..., verifier-... or rl-..., a folder
-    of its artifacts/). Its base, samples and verifier are the study's own, so only the
-    overridden fields differ; without --set the run repeats the study's. The study is not
-    changed. For ablations such as the verifier's stopping rule (docs/llm.md).
+    ARTIFACT names a learner of STUDY_DIR (sft-..., verifier-... or rl-...: a folder of its
+    artifacts/, or the id of one that failed, as errors/ and the sweep's output name it). Its
+    base, samples and verifier are the study's own, so only the overridden fields differ;
+    without --set the run repeats the study's. The study is not changed. For ablations such as
+    the verifier's stopping rule (docs/llm.md).
     """
     import json
 
+    from veriscale.cli_checks import prepare_out
     from veriscale.config import apply_overrides, from_dict
     from veriscale.study.grid import expand
     from veriscale.study.jobs import LEARNER_JOBS, artifact_dir
@@ -163,10 +159,12 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str)
         from_dict(job.config_class, cfg)
     except ConfigError as e:
         fail(f"--set: {job.kind}.{e}")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        fail(f"--out: {out} exists and is not empty")
     missing = [d for d in job.deps if not artifact_dir(study_dir_, d).is_dir()]
     if missing:
         fail(f"ARTIFACT: its inputs {', '.join(missing)} are not in {study_dir}/artifacts")
-    job.with_cfg(cfg).make(lambda d: artifact_dir(study_dir_, d), Path(out))
+    prepare_out(out, overwrite)
+    try:
+        job.with_cfg(cfg).make(lambda d: artifact_dir(study_dir_, d), Path(out))
+    except ValueError as e:  # a learner that cannot learn from its data says so (learn/verifier.py)
+        fail(str(e))
     run_summary(Path(out))

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import fields
 from pathlib import Path
 
+from veriscale.atomic import write_text_atomic
 from veriscale.config import to_dict
 from veriscale.grading import GradingConfig
 from veriscale.study import curves, figures
@@ -389,7 +390,7 @@ def write_report(study_dir: str | Path) -> Path:
     s["learners"], s["multipliers"], s["results"] = rep.learners(), rep.multipliers() if has_vf else [], rep.results()
     s["findings"] = rep.findings
     figs = figures.draw_all(rep, s) + [f for f in [curves.fig_learners(rep)] if f is not None]
-    (study_dir / "summary.json").write_text(json.dumps(_clean(s), indent=1))
+    write_text_atomic(study_dir / "summary.json", json.dumps(_clean(s), indent=1))
     out = study_dir / "report.html"
-    out.write_text(render(rep, s, figs))
+    write_text_atomic(out, render(rep, s, figs))  # never half a report: a full disk leaves the old one
     return out

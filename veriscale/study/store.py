@@ -4,6 +4,10 @@ A record is `records/<run id>.json` in the study directory. It carries the run's
 its status and, when ok, one metrics row per budget. The digest (SHA-256 of the canonical JSON
 of everything else) lets a rerun detect a corrupted or hand-edited file and redo that run.
 `veriscale results STUDY` prints the table; `--parquet FILE` exports one row per budget.
+
+An artifact directory is complete when its completion marker `done.json` (written last, with
+the SHA-256 of every other file) verifies (`seal`, `damage`): a directory that merely exists
+may be damaged, and a rerun rebuilds it.
 """
 
 from __future__ import annotations
@@ -13,13 +17,50 @@ import json
 from pathlib import Path
 from typing import Any
 
-from veriscale.atomic import write_json_atomic
+from veriscale.atomic import write_json_atomic, write_text_atomic
 
 SCHEMA = 1
+DONE = "done.json"
 
 
 def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != DONE)
+
+
+def seal(directory: Path) -> None:
+    """Write the completion marker of a finished artifact directory: every file's digest."""
+    write_json_atomic(directory / DONE, {"files": {f: _file_digest(directory / f) for f in _files(directory)}})
+
+
+def damage(directory: Path) -> str | None:
+    """Why the artifact at `directory` is not complete (no marker, a file missing, added or
+    changed since it was sealed), or None when it verifies."""
+    try:
+        files = json.loads((directory / DONE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no valid {DONE} (unfinished or damaged)"
+    extra = sorted(set(_files(directory)) - set(files))
+    if extra:
+        return f"{extra[0]} was added after it was finished"
+    for name, want in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _file_digest(path) != want:
+            return f"{name}: digest differs from {DONE} (truncated or modified)"
+    return None
 
 
 def write_record(study_dir: Path, job, result: dict[str, Any]) -> Path:
@@ -27,7 +68,9 @@ def write_record(study_dir: Path, job, result: dict[str, Any]) -> Path:
     body = {"schema": SCHEMA, "id": job.id, "config": job.config, **result}
     path = Path(study_dir) / "records" / f"{job.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**body, "digest": _digest(body)})
+    # byte for byte as its digest reads it: Python's JSON, where an undefined metric stays NaN (a
+    # method that never succeeds has no T_std); `finite` would make it null and the digest stale
+    write_text_atomic(path, json.dumps({**body, "digest": _digest(body)}, indent=2, sort_keys=True))
     return path
 
 

@@ -2,13 +2,15 @@
 
 Each job starts as soon as the artifacts it reads are finished and a worker is free (no barrier
 between stages, so no core idles while a slow learner of another branch trains), the jobs with
-the longest chains of dependents first. Before starting, the runner asks the
-study directory what is already done (an artifact directory that exists, a record that reads
-back with a valid digest) and runs only the rest, so a sweep killed at any point (even `kill -9`) resumes where it stopped, with no lost
-and no duplicated records. An artifact is rebuilt only when an unfinished evaluation reads it:
-a study whose artifacts were deleted (or that kept only `records/` and `study.json`) can gain
-seeds or methods without retraining what its finished records already measured. Failed evaluations are recorded with their error and retried on the
-next run; the sweep itself goes on.
+the longest chains of dependents first. Before starting, the runner asks the study directory
+what is already done (an artifact whose completion marker verifies, a record that reads back
+with a valid digest) and runs only the rest, rebuilding damaged artifacts, so a sweep killed at
+any point (even `kill -9`) resumes where it stopped, with no lost and no duplicated records. An
+artifact is rebuilt only when an unfinished evaluation reads it: a study whose artifacts were
+deleted (or that kept only `records/` and `study.json`) can gain seeds or methods without
+retraining what its finished records already measured. Failed evaluations are recorded with
+their error and retried on the next run; the sweep itself goes on. A local pool worker that
+dies is replaced and its job run again, as Ray does (study/workers.py).
 
 One sweep at a time per study directory: `run_study` holds `study_lock` for the whole sweep, and a
 second run on the same directory fails at once with `StudyLocked`, before it writes anything.
@@ -17,10 +19,8 @@ second run on the same directory fails at once with `StudyLocked`, before it wri
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -32,7 +32,8 @@ from veriscale.study.grid import expand
 from veriscale.study.jobs import Job, artifact_dir, record_path, run_job
 from veriscale.study.lock import study_lock
 from veriscale.study.spec import StudyConfig, study_from_dict
-from veriscale.study.store import read_record
+from veriscale.study.store import damage, read_record
+from veriscale.study.workers import Pool
 
 STUDY_FILE = "study.json"
 
@@ -41,22 +42,36 @@ def is_done(job: Job, study_dir: Path) -> bool:
     if job.kind == "eval":
         rec = read_record(record_path(study_dir, job.id))
         return rec is not None and rec["status"] == "ok"
-    return artifact_dir(study_dir, job.id).is_dir()
+    return damage(artifact_dir(study_dir, job.id)) is None
 
 
 def unfinished(jobs: list[Job], study_dir: Path) -> list[Job]:
     """The jobs a sweep runs, in `jobs`' order: every evaluation without a good record and every
-    missing artifact that one of them reads, directly or through another missing artifact."""
+    artifact that one of them reads, directly or through another, that is missing or fails its
+    completion marker. Only those artifacts are verified (their files hashed)."""
     by_id = {j.id: j for j in jobs}
-    done = {j.id: is_done(j, study_dir) for j in jobs}
+    done: dict[str, bool] = {}
+
+    def finished(i: str) -> bool:  # each artifact verified once, however many evaluations read it
+        if i not in done:
+            done[i] = is_done(by_id[i], study_dir)
+        return done[i]
+
     need: set[str] = set()
-    stack = [j.id for j in jobs if j.kind == "eval" and not done[j.id]]
+    stack = [j.id for j in jobs if j.kind == "eval" and not finished(j.id)]
     while stack:
         i = stack.pop()
         if i not in need:
             need.add(i)
-            stack.extend(d for d in by_id[i].deps if not done[d])
+            stack.extend(d for d in by_id[i].deps if d not in need and not finished(d))
     return [j for j in jobs if j.id in need]
+
+
+def damaged(jobs: list[Job], study_dir: Path) -> list[str]:
+    """"artifacts/ID: why" of each artifact among `jobs` whose directory exists but fails
+    verification: the sweep rebuilds it and says so."""
+    dirs = [(j.id, artifact_dir(study_dir, j.id)) for j in jobs if j.kind != "eval"]
+    return [f"artifacts/{i}: {damage(d)}" for i, d in dirs if d.is_dir()]
 
 
 def _ready(job: Job, unfinished: set[str]) -> bool:
@@ -104,21 +119,17 @@ def _schedule(jobs: list[Job], submit, wait_any, slots: int | None = None) -> It
         yield res
 
 
-def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int) -> Iterator[dict]:
+def _local_results(jobs: list[Job], study_dir: Path, workers: int, threads: int, fn=run_job) -> Iterator[dict]:
+    """Run `jobs` with `fn` (run_job) in this process, or on a pool of `workers` processes."""
     if workers == 1:  # in this process, in dependency order
         for job in jobs:
-            yield run_job(job, study_dir, threads)
+            yield fn(job, study_dir, threads)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures: set = set()
-
-        def wait_any() -> dict:
-            done = next(iter(wait(futures, return_when=FIRST_COMPLETED)[0]))
-            futures.remove(done)
-            return done.result()
-
-        yield from _schedule(jobs, lambda job: futures.add(pool.submit(run_job, job, str(study_dir), threads)),
-                             wait_any, slots=workers)
+    pool = Pool(workers, fn, str(study_dir), threads)
+    try:
+        yield from _schedule(jobs, pool.submit, pool.wait_any, slots=workers)
+    finally:
+        pool.close()
 
 
 def _ray_results(jobs: list[Job], study_dir: Path, threads: int, address: str | None) -> Iterator[dict]:
@@ -169,7 +180,8 @@ def _sweep(study: StudyConfig, study_dir: Path, workers: int, executor: Literal[
     write_json_atomic(study_dir / STUDY_FILE, to_dict(study))
     jobs = expand(study)
     todo = unfinished(jobs, study_dir)
-    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0}
+    counts = {"jobs": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "error": 0,
+              "rebuilt": damaged(todo, study_dir)}
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="job", disable=not progress, dynamic_ncols=True)
     errors = []
     results = _ray_results(todo, study_dir, threads, ray_address) if executor == "ray" \

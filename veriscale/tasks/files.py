@@ -88,20 +88,33 @@ def read_problems(path: str | Path, instruction: str = "auto") -> list[TextProbl
             rows = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise DataFileError(f"{path}: not a readable Parquet file ({e})") from None
-        return [parse_row(r, f"{path}:row {i}", instruction) for i, r in enumerate(rows, 1)]
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            out.append(parse_row(row, f"{path}:{i}", instruction))
+        out = [parse_row(r, f"{path}:row {i}", instruction) for i, r in enumerate(rows, 1)]
+    else:
+        out = [parse_row(row, f"{path}:{i}", instruction) for i, row in _json_lines(path)]
     if not out:
         raise DataFileError(f"{path}: no rows")
     return out
+
+
+def _json_lines(path: Path):
+    """(1-based line number, parsed JSON) of every non-blank line; each line is decoded on its
+    own, so a binary or mis-encoded file is refused naming the line, not a buffer offset."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataFileError(f"{path}: unreadable ({e.strerror})") from None
+    for i, line in enumerate(raw.splitlines(), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataFileError(f"{path}:{i}: not UTF-8 text (byte {e.start + 1} of the line); expected JSON "
+                                "lines or a .parquet file") from None
+        if not text.strip():
+            continue
+        try:
+            yield i, json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFileError(f"{path}:{i}: not valid JSON ({e.msg})") from None
 
 
 class FileTask:

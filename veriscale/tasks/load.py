@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from veriscale.config import ConfigError, from_dict, to_dict
 from veriscale.tasks.base import Task
@@ -33,3 +34,17 @@ def make_task(spec: str, *, planted: PlantedConfig | None = None, gym: GymConfig
     if spec.startswith("file:"):
         return FileTask(replace(files or FilesConfig(), path=spec[5:]))
     raise ConfigError(f"task: expected {SPECS}, got {spec!r}")
+
+
+def most(supply: Callable[[int], object], want: int) -> int:
+    """The largest k <= want for which `supply(k)` (a task's prompts or validation prompts)
+    does not raise ValueError, by bisection: what a default adapts to when a task is small."""
+    lo, hi = 0, want
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            supply(mid)
+            lo = mid
+        except ValueError:
+            hi = mid - 1
+    return lo
