@@ -12,9 +12,9 @@ from veriscale.theory import band, fit_text, fmt, num
 
 
 
-def _table(rows_: list[list[str]], head: list[str]) -> str:
+def _table(rows_: list[list[str]], head: list[str], cls: str = "") -> str:
     cells = lambda r, t: "".join(f"<{t}>{html.escape(str(c))}</{t}>" for c in r)  # noqa: E731
-    return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows_) + "</table>"
+    return f"<table{f' class={cls}' if cls else ''}><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows_) + "</table>"
 
 
 def _evidence(r: dict) -> str:
@@ -50,13 +50,15 @@ def _link_text(anchor: str) -> str:
     return f"figure {anchor.split('_')[1]}" if anchor.startswith("fig_") else "table"
 
 
-def _verdict_table(rows_: list[dict]) -> str:
-    """The first screen: one row per claim of the paper, its verdict coloured, a link to its figure."""
+def _verdict_table(rows_: list[dict], anchors: set[str]) -> str:
+    """The first screen: one row per claim of the paper, its verdict coloured, a link to its figure
+    (where the page has it: `anchors`)."""
     body = "".join(
         f"<tr><td>{html.escape(r['claim'])}</td><td>{html.escape(r['title'])}</td><td>{html.escape(r['theory'])}</td>"
-        f"<td class=l>{html.escape(r['measured'])}</td>"
+        f"<td>{html.escape(r['measured'])}</td>"
         f"<td style='background:{VERDICT_COLOURS.get(r['verdict'], '#eee')}'><b>{html.escape(r['verdict'])}</b></td>"
-        f"<td><a href='#{r['figure']}'>{_link_text(r['figure'])}</a></td></tr>"
+        + (f"<td><a href='#{r['figure']}'>{_link_text(r['figure'])}</a></td></tr>" if r["figure"] in anchors
+           else "<td>none</td></tr>")
         for r in rows_)
     head = "".join(f"<th>{h}</th>" for h in ("", "claim of the paper", "theory predicts", "measured [95% CI]",
                                              "verdict", "figure"))
@@ -79,7 +81,7 @@ def _prediction_table(rows_: list[dict]) -> str:
                      f"{r.get('measured_growth_sign', 'n/a')}", r["sign_check"], r["growth_check"]])
     head = ["setting", "VB − VF", "predicted gap at H_max (tokens)", "predicted growth H_min → H_max",
             "measured gap at H_max", "measured growth", "sign", "growth"]
-    return _table(body, head)
+    return _table(body, head, "pred")
 
 
 def _details(title: str, inner: str, open_: bool = False, anchor: str = "") -> str:
@@ -103,7 +105,8 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
     """report.html: the verdict table and the prediction check first; findings, tables, fits,
     embedded figures (base64 PNGs), learners and all results below, in collapsible sections."""
     study = rep.study
-    sections = [f"<h2>The paper's claims on this grid</h2>{_verdict_table(s['verdicts'])}",
+    anchors = {p.stem for p, _ in figs} | ({"levels"} if s.get("levels") or rep.diag else set())
+    sections = [f"<h2>The paper's claims on this grid</h2>{_verdict_table(s['verdicts'], anchors)}",
                 "<h2>The diagnosis's prediction (before training) against the measured gap</h2>"
                 + _prediction_table(s["prediction_check"])
                 + "<p class=rule>Predicted from the base policy's return, its spread and c(ε) and from the return and "
@@ -167,7 +170,7 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
 <style>body{{font-family:sans-serif;max-width:1320px;margin:1em auto;padding:0 1em;font-size:14px}}
 img{{max-width:100%}}h1{{font-size:1.4em;margin:.3em 0}}h2{{font-size:1.15em;margin:.8em 0 .3em}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
-table.verdicts{{font-size:13px;width:100%}}.verdicts td{{vertical-align:top}}td.l{{text-align:left}}
+table.verdicts{{font-size:13px;width:100%}}.verdicts td,.verdicts th,.pred td,.pred th{{text-align:left;vertical-align:top}}
 .rule{{color:#555;font-size:12px;margin:.3em 0}}details{{margin:.6em 0}}summary{{cursor:pointer}}
 figure{{margin:1.5em 0}}figcaption{{color:#444}}li{{margin:.3em 0}}.intro{{font-size:12px;color:#333}}</style>
 </head><body>

@@ -24,7 +24,7 @@ import math
 from veriscale.diagnose import DiagnoseConfig
 from veriscale.predict import GROWTH_WORDS, SIGN_WORDS, band_of, check, predict, sign
 from veriscale.study.analysis import DATA_MATCHED_VB, Report
-from veriscale.theory import fit_text, fmt, interval, num
+from veriscale.theory import fmt, interval, num
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE = ("supported", "contradicted", "inconclusive",
                                                      "not testable on this grid")
@@ -75,6 +75,14 @@ def headline_vb(rep: Report, het: str) -> str | None:
     return max(gaps, key=lambda m: sum(gaps[m].values()) / len(gaps[m])) if gaps else None
 
 
+def rate(fit: dict | None, theory: str) -> str:
+    """A fitted exponent with its seed-bootstrap CI, short, beside the theory's."""
+    if not fit or not math.isfinite(fit["alpha"]):
+        return ""
+    ci = f" [{fit['lo']:.2f}, {fit['hi']:.2f}]" if math.isfinite(fit["lo"]) else " (no CI)"
+    return f"; fitted slope {fit['alpha']:.2f}{ci}, theory {theory}"
+
+
 def row(claim: str, title: str, theory: str, parts: list[tuple[str, str]], figure: str, note: str = "") -> dict:
     """One table row: `parts` are (verdict, measured text)."""
     return {"claim": claim, "title": title, "theory": theory, "verdict": combine([v for v, _ in parts]),
@@ -119,9 +127,9 @@ def vb_suboptimality(rep: Report, s: dict) -> dict:
     d = paired(rep.values(het, rep.nmax, m, rep.Hmax, "J"), rep.values(het, rep.ns[0], m, rep.Hmax, "J"))
     fit = next((f["fit"] for f in s.get("suboptimality", [])
                 if (f["heterogeneity"], f["kind"], f["method"]) == (het, "VB", m)), None)
-    rate = f"; slope: {fit_text(fit)}" if fit and len(rep.ns) >= 3 else ""
+    slope = rate(fit, "-1") if len(rep.ns) >= 3 else ""
     return row("2", title, theory, [(decide(d), f"{m}, level {het}: suboptimality at n = {rep.ns[0]} − at n = "
-                                                f"{rep.nmax} = {fmt(d) if d else 'n/a'} tokens{rate}")],
+                                                f"{rep.nmax} = {fmt(d) if d else 'n/a'} tokens{slope}")],
                "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}")
 
 
@@ -145,7 +153,7 @@ def gap_growth(rep: Report, s: dict, setting: str) -> dict:
                 if (g["setting"], g["heterogeneity"], g["method"]) == (setting, het, m)), None)
     at1 = interval(rep.gap_values(het, n1, m, rep.vf, H1).values())
     text = (f"{m} − {rep.vf}, {rep.where(het)}: gap at H = {H1} − at H = {H0} = {fmt(d) if d else 'n/a'} tokens "
-            f"(gap at H = {H1}: {fmt(at1)})" + (f"; slope: {fit_text(fit)}" if fit and len(pairs) >= 3 else ""))
+            f"(gap at H = {H1}: {fmt(at1)})" + (rate(fit, "1/2" if not fixed else "> 0") if len(pairs) >= 3 else ""))
     return row(claim, title, theory, [(decide(d), text)], figure, "n = " + (f"{rep.nmax}" if fixed else f"{rep.c}·H"))
 
 
