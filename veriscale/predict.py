@@ -11,9 +11,9 @@ The theory (SPEC §1, claims 1-2) gives two sides, each measurable before traini
 
 sigma here is the sd of R_H over all traces (pooled over prompts): VF data often has one trace
 per prompt, and the study records carry the pooled sd at every budget. Each input is a band
-{value, lo, hi}; the gap's interval takes every input at the end of its interval that lowers
-(raises) the gap, so it is conservative. N, kappa and the margin are knobs (ours; documented in
-docs/diagnostics.md): `veriscale config diagnose`.
+{value, lo, hi}; the gap's interval adds in quadrature how far each input, moved to either end of
+its band, moves the gap (independent errors). N, kappa and the margin are knobs (ours; documented
+in docs/diagnostics.md): `veriscale config diagnose`.
 
 Read as: sign of the gap at the largest budget ("VB ahead" when its interval is above 0, "VF
 ahead" when below, else "uncertain"), and its growth: gap(H_max) - gap(H_min), with the same rule.
@@ -41,13 +41,22 @@ def lift(sigma: float, c: float, N: int, margin: float) -> float:
 
 def gap(H: int, base_J: dict, base_sigma: dict, vf_J: dict, vf_sigma: dict, c: dict, *, n: int, N: int,
         margin: float, kappa: float) -> dict:
-    """Predicted J_H(VB) - J_H(VF) in tokens at budget H, with its conservative interval."""
-    def at(b: str, vf: str) -> float:  # b: the end of the VB-side inputs, vf: of the VF data's return
-        vb_return = min(float(H), base_J[b] + lift(base_sigma[b], c[b], N, margin))
-        vf_return = vf_J[vf] - vf_sigma[b] * math.sqrt(kappa / n)  # more VF heterogeneity: more VF loss
+    """Predicted J_H(VB) - J_H(VF) in tokens at budget H, with its interval: each input moved to
+    either end of its band moves the gap; the moves down (up) add in quadrature into the lower
+    (upper) half-width, as for independent errors."""
+    def at(x: dict) -> float:
+        vb_return = min(float(H), x["base_J"] + lift(x["base_sigma"], x["c"], N, margin))
+        vf_return = x["vf_J"] - x["vf_sigma"] * math.sqrt(kappa / n)  # more VF heterogeneity: more VF loss
         return vb_return - vf_return
 
-    return {"H": H, "value": at("value", "value"), "lo": at("lo", "hi"), "hi": at("hi", "lo")}
+    bands = {"base_J": base_J, "base_sigma": base_sigma, "vf_J": vf_J, "vf_sigma": vf_sigma, "c": c}
+    mid = {k: b["value"] for k, b in bands.items()}
+    value, down, up = at(mid), 0.0, 0.0
+    for k, b in bands.items():
+        for end in ("lo", "hi"):
+            move = at({**mid, k: b[end]}) - value
+            down, up = down + min(move, 0.0) ** 2, up + max(move, 0.0) ** 2
+    return {"H": H, "value": value, "lo": value - math.sqrt(down), "hi": value + math.sqrt(up)}
 
 
 def sign(b: dict) -> str:
@@ -64,7 +73,9 @@ def predict(points: list[dict], c: dict, *, n: int, N: int, margin: float, kappa
     gaps = [gap(p["H"], p["base_J"], p["base_sigma"], p["vf_J"], p["vf_sigma"], c, n=n, N=N, margin=margin,
                 kappa=kappa) for p in points]
     last, first = gaps[-1], gaps[0]
-    growth = {"value": last["value"] - first["value"], "lo": last["lo"] - first["hi"], "hi": last["hi"] - first["lo"]}
+    d = last["value"] - first["value"]  # its interval: the two gaps' half-widths in quadrature
+    growth = {"value": d, "lo": d - math.hypot(last["value"] - last["lo"], first["hi"] - first["value"]),
+              "hi": d + math.hypot(last["hi"] - last["value"], first["value"] - first["lo"])}
     return {"gaps": gaps, "sign": sign(last), "growth": growth if len(gaps) > 1 else None,
             "growth_sign": sign(growth) if len(gaps) > 1 else "?",
             "knobs": {"n": n, "N": N, "margin": margin, "kappa": kappa}}
