@@ -108,6 +108,9 @@ def test_tables_and_html_state_the_summary(reported):
     assert set(s) >= {"study", "levels", "clones", "suboptimality", "gap_vs_H", "learners", "results", "findings"}
     assert re.search(r"<h2>(.*?)</h2>", html).group(1) == "The paper's claims on this grid"  # the first screen
     assert html.index("<table class=verdicts>") < html.index("<details")
+    assert [r["claim"] for r in s["verdicts"]] == ["1", "2", "3a", "3b", "4", "5"]
+    for link in re.findall(r"<a href='#([\w]+)'>", html):  # every verdict's link lands on the page
+        assert f"id='{link}'" in html
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert html.count("data:image/png;base64,") == len(pngs) and "fig_f_best_of_n_accounting.png" in pngs
     high = next(r for r in s["levels"] if r["heterogeneity"] == "high")

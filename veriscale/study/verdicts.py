@@ -182,8 +182,10 @@ def base_condition(rep: Report) -> dict:
         else:
             v = (SUPPORTED if s["lo"] >= t.sigma_min and a["lo"] >= t.share_min else
                  CONTRADICTED if s["hi"] < t.sigma_min or a["hi"] < t.share_min else INCONCLUSIVE)
+            low = (f", median σ/H {num(d['sigma_median_over_H']['value'])}, {d['q_low']:g}-quantile of c over "
+                   f"prompts {num(d['low_c']['value'][i])}") if "low_c" in d else ""
             parts.append((v, f"{where}, share with c(ε = {d['eps_ref']:g}) ≥ {d['c0']:g}: {num(a['value'])} "
-                             f"[{num(a['lo'])}, {num(a['hi'])}]"))
+                             f"[{num(a['lo'])}, {num(a['hi'])}]{low}"))
     return row("4", title, theory, parts, "levels",
                f"thresholds σ/H ≥ {t.sigma_min:g}, share ≥ {t.share_min:g}, pass rate ≥ {t.pass_min:g}; "
                "interval over prompts")
