@@ -102,7 +102,7 @@ class Report:
     def values(self, het, n, label, H, key) -> dict[int, float]:
         """seed -> the metric `key` of one grid cell (J: mean return in tokens; sigma_over_H: the
         sd of the first-success index over successful traces, per budget token)."""
-        return {s: r["T_std"] / r["budget"] if key == "sigma_over_H" else r[key]
+        return {s: r["T_std"] / r["budget"] if key == "sigma_over_H" else r.get(key, NAN)  # NaN: an older record
                 for s, r in self.cells.get((het, n, label, H), {}).items()}
 
     def legend(self, label: str) -> str:

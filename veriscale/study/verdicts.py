@@ -124,6 +124,7 @@ def vb_suboptimality(rep: Report, s: dict) -> dict:
     if len(rep.ns) < 2 or not methods:
         what = "one data size" if len(rep.ns) < 2 else "no data-matched VB method (bon, wmaj, rl_verifier)"
         return row("2", title, theory, [(UNTESTABLE, what)], "fig_d_suboptimality_vs_n")
+
     def mean_J(m):
         v = rep.values(het, rep.nmax, m, rep.Hmax, "J")
         return sum(v.values()) / len(v) if v else -math.inf
