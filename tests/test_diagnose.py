@@ -207,3 +207,6 @@ def test_cli_diagnose_errors(tiny_runs):
     assert res.exit_code == 2 and "horizon" in res.output
     res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--set", "margin=cubic"])
     assert res.exit_code == 2 and "margin" in res.output
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--budget", "8", "--prompts", "2",
+                                    "--samples-per-prompt", "2", "--vf-data", "no/such.jsonl"])
+    assert res.exit_code == 2 and "vf_data: cannot read no/such.jsonl" in res.output

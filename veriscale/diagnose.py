@@ -222,6 +222,7 @@ def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
 def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any]:
     """Sample M traces for each of N prompts at budget H, check them, summarise."""
     prompts = task.prompts(cfg.split, cfg.prompts, cfg.seed)
+    T_vf = vf_traces(cfg, task, prompts) if cfg.vf_data else None  # a bad file fails before any sampling
     rows = repeat_each(prompts, cfg.samples)  # N*M prompts, the M samples of a prompt adjacent
     start = time.perf_counter()
     rollouts = sampler.sample(rows, cfg.budget, temperature=cfg.temperature, seed=cfg.seed)
@@ -234,8 +235,7 @@ def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any
            "sample_seconds": seconds, "tokens": int(rollouts.counts.sum()),
            "prompt_text": [p.text if hasattr(p, "text") else " ".join(map(str, p.tolist())) for p in prompts]}
     out.update(summarize(T, cfg))
-    if cfg.vf_data:
-        T_vf = vf_traces(cfg, task, prompts)
+    if T_vf is not None:
         out["vf_data"] = {"source": cfg.vf_data, "traces": len(T_vf),
                           "pass_rate": float((T_vf <= cfg.budget).double().mean())}
         out["prediction"] = prediction(T, T_vf, out, cfg)
