@@ -104,7 +104,8 @@ def vf_suboptimality(rep: Report) -> dict:
         parts.append((UNTESTABLE, "σ: one level"))
     else:
         d = paired(sub(hi_het, rep.nmax), sub(lo_het, rep.nmax))
-        parts.append((decide(d), f"σ: {hi_het} − {lo_het} = {fmt(d) if d else 'n/a'} tokens at n = {rep.nmax}"))
+        parts.append((decide(d), f"J(expert) − J({rep.vf}), σ: level {hi_het} − level {lo_het} = "
+                                 f"{fmt(d) if d else 'n/a'} tokens at n = {rep.nmax}"))
     if len(rep.ns) < 2:
         parts.append((UNTESTABLE, "n: one data size"))
     else:
