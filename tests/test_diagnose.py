@@ -61,13 +61,56 @@ def test_bernoulli_returns_match_closed_form():
     assert s["verdict"].startswith("YES")
 
 
-@pytest.mark.parametrize("T_row, start", [([NEVER] * 8, "NO: the policy almost never succeeds"),
+@pytest.mark.parametrize("T_row, start", [([NEVER] * 8, "CANNOT JUDGE: pass rate too low to judge"),
                                           ([1] * 8, "NO: homogeneous")])
 def test_verdict_no(T_row, start):
     cfg = DiagnoseConfig(budget=H, samples=8, prompts=4, bootstrap=50)
     s = summarize(torch.tensor([T_row] * 4), cfg)
     assert s["verdict"].startswith(start)
     assert s["degenerate_share"] == 1.0 and s["all_equal_share"]["value"] == 1.0
+
+
+def test_low_pass_rate_cannot_be_judged_whatever_its_spread():
+    """1 success in 64 traces (pass rate 0.016): too low to judge, not "homogeneous" nor "not
+    anti-concentrated", whichever prompt the success falls on."""
+    cfg = DiagnoseConfig(budget=H, samples=8, prompts=8, bootstrap=200)
+    for row in range(2):
+        T = torch.full((8, 8), NEVER)
+        T[row * 7, 0] = 3
+        assert summarize(T, cfg)["verdict"].startswith("CANNOT JUDGE: pass rate too low to judge")
+
+
+def test_median_sigma_and_low_quantile_of_c():
+    """Half the prompts spread (R = 10 or 0: sigma 5.35 over 8 traces), half all-equal (sigma 0, c 0):
+    the root-mean-square sigma is sqrt(mean sigma^2), the median sits between the halves, and the
+    low quantile of c is 0 while the mean is a half of the spread prompts' 1/2."""
+    T = torch.tensor([[1, NEVER] * 4] * 4 + [[1] * 8] * 4)
+    cfg = DiagnoseConfig(budget=H, samples=8, prompts=8, eps=[0.0, 0.25], eps_ref=0.25, bootstrap=200)
+    s = summarize(T, cfg)
+    sd = torch.tensor([10.0, 0.0] * 4).std().item()
+    assert s["sigma_over_H"]["value"] == pytest.approx(math.sqrt(sd**2 / 2) / H)
+    assert s["sigma_median_over_H"]["value"] == pytest.approx(sd / 2 / H)
+    assert s["mean_c"]["value"][0] == pytest.approx(0.25) and s["low_c"]["value"][0] == 0.0
+
+
+def test_vf_data_file_and_prediction(tmp_path):
+    """A VF data file of traces finishing at T = 1 (return H) against a base that finishes half the
+    time: VF ahead, and the file's bad rows are refused with their reason."""
+    from veriscale.diagnose import prediction, vf_traces
+
+    path = tmp_path / "vf.jsonl"
+    path.write_text("".join(json.dumps({"T": 1}) + "\n" for _ in range(16)) + json.dumps({"T": None}) + "\n")
+    cfg = DiagnoseConfig(budget=H, samples=4, prompts=4, vf_data=str(path), bootstrap=100)
+    T_vf = vf_traces(cfg, None, None)
+    assert T_vf.tolist() == [1] * 16 + [NEVER]
+    base = torch.tensor([[1, NEVER] * 2] * 4)
+    s = summarize(base, cfg)
+    p = prediction(base, T_vf, s, cfg)
+    assert p["sign"] == "-" and p["text"].startswith("VF ahead at H = 10")
+    assert [g["H"] for g in p["gaps"]] == [1, 2, 5, 10]
+    path.write_text('{"T": "x"}\n')
+    with pytest.raises(ConfigError, match="first-success index or null"):
+        vf_traces(cfg, None, None)
 
 
 def test_config_validation():
@@ -145,9 +188,10 @@ def test_cli_diagnose_writes_json_pngs_and_table(tiny_runs, tmp_path):
     out = tmp_path / "diag"
     res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["high"]), "--budget", "16", "--samples-per-prompt", "8",
                                     "--prompts", "6", "--out", str(out), "--set", "bootstrap=50",
-                                    "--set", "margin=linear", "--set", "split=train"])
+                                    "--set", "margin=linear", "--set", "split=train", "--vf-data", "expert"])
     assert res.exit_code == 0, res.output
-    assert "verdict: YES" in res.output and "sigma / H" in res.output
+    assert "verdict: YES" in res.output and "sigma / H (median over prompts)" in res.output
+    assert "prediction (VF data expert, 48 traces):" in res.output
     s = json.loads((out / "diagnosis.json").read_text())
     assert s["margin"] == "linear" and len(s["per_prompt"]["T"]) == 6 and len(s["per_prompt"]["T"][0]) == 8
     for name in ("sigma_hist.png", "anticoncentration.png", "pass_rate_hist.png"):
@@ -163,3 +207,6 @@ def test_cli_diagnose_errors(tiny_runs):
     assert res.exit_code == 2 and "horizon" in res.output
     res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--set", "margin=cubic"])
     assert res.exit_code == 2 and "margin" in res.output
+    res = CliRunner().invoke(main, ["diagnose", "--policy", str(tiny_runs["none"]), "--budget", "8", "--prompts", "2",
+                                    "--samples-per-prompt", "2", "--vf-data", "no/such.jsonl"])
+    assert res.exit_code == 2 and "vf_data: cannot read no/such.jsonl" in res.output

@@ -115,7 +115,7 @@ def test_records_alone_resume_without_rebuilding_artifacts(done, tmp_path):
 
 
 def test_figure_legends_name_each_methods_role(done):
-    from veriscale.study.report import Report
+    from veriscale.study.analysis import Report
     study, out, _ = done
     rep = Report(study, out)
     assert [rep.legend(m) for m in ("base", "sft", "bon:shared", "maj:shared", "rl_outcome")] == \

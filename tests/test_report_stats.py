@@ -12,8 +12,9 @@ import pytest
 
 from veriscale.config import to_dict
 from veriscale.atomic import write_json_atomic
+from veriscale.study.analysis import Report
 from veriscale.study.grid import expand
-from veriscale.study.report import Report, write_report
+from veriscale.study.report import write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import write_record
 from veriscale.theory import diagonal
@@ -105,7 +106,11 @@ def test_diagonal_gap_uses_the_grid_pairs(reported):
 def test_tables_and_html_state_the_summary(reported):
     out, html, s = reported
     assert set(s) >= {"study", "levels", "clones", "suboptimality", "gap_vs_H", "learners", "results", "findings"}
-    assert re.search(r"<h2>(.*?)</h2>", html).group(1) == "Findings (measured)"
+    assert re.search(r"<h2>(.*?)</h2>", html).group(1) == "The paper's claims on this grid"  # the first screen
+    assert html.index("<table class=verdicts>") < html.index("<details")
+    assert [r["claim"] for r in s["verdicts"]] == ["1", "2", "3a", "3b", "4", "5"]
+    for link in re.findall(r"<a href='#([\w]+)'>", html):  # every verdict's link lands on the page
+        assert f"id='{link}'" in html
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert html.count("data:image/png;base64,") == len(pngs) and "fig_f_best_of_n_accounting.png" in pngs
     high = next(r for r in s["levels"] if r["heterogeneity"] == "high")
@@ -113,8 +118,10 @@ def test_tables_and_html_state_the_summary(reported):
     assert high["spread"] == "l ~ U{0..floor(0.25·H^1)} = U{0..16} at H = 64"
     clone = next(r for r in s["clones"] if r["heterogeneity"] == "high")
     assert clone["nll_before"]["mean"] == 3.0 and clone["target_success"]["mean"] == 1.0
+    unfit = [f for f in s["findings"] if "no fit (" in f]
     for f in s["findings"]:
-        assert escape(f) in html
+        assert (escape(f) in html) != (f in unfit)  # every fitted finding stated, unfitted ones in one line
+    assert f"<li>{len(unfit)} power-law fits have fewer than 2 positive seed means" in html
 
 
 def test_one_seed_reports_the_within_run_interval_and_no_bootstrap(tmp_path):

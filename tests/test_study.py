@@ -177,8 +177,10 @@ def test_results_and_report_render_from_stored_records(uninterrupted, tmp_path):
     assert res.exit_code == 0, res.output
     html = (uninterrupted / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
+    findings = json.loads((uninterrupted / "summary.json").read_text())["findings"]
     for method in ("bon:shared", "bon:per_sample", "rl_outcome"):  # the findings name every VB gap over SFT
-        assert f"Gap {method} - sft (heterogeneity high, n = 16)" in html
+        assert any(f.startswith(f"Gap {method} - sft (heterogeneity high, n = 16)") for f in findings)
+    assert "<h2>The paper's claims on this grid</h2>" in html
     for name in ["fig_a_vs_H.png", "fig_b_vs_n.png", "fig_c_gap_vs_H.png", "fig_e_multiplier.png",
                  "fig_f_best_of_n_accounting.png"]:
         assert (uninterrupted / name).read_bytes()[:4] == b"\x89PNG"

@@ -375,12 +375,15 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
               help="M: traces per prompt [16].")
 @click.option("--prompts", type=click.IntRange(min=2), default=None, help="N: prompts [64].")
 @click.option("--out", default=None, help="Output directory [runs/diagnose/<policy>-<task>].")
+@click.option("--vf-data", default=None, help="The data VF would clone, for the prediction of the VB - VF gap: "
+                                               "expert (the planted task's expert) or a JSONL file of {\"T\": ...}.")
 @click.option("--sampler", type=SAMPLER_CHOICE, default=None,
               help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
                    "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @_policy_options
-def diagnose_command(policy, task, budget, samples, prompts, out, sampler, config_path, overrides, threads) -> None:
+def diagnose_command(policy, task, budget, samples, prompts, out, vf_data, sampler, config_path, overrides,
+                     threads) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""
     import torch
 
@@ -388,9 +391,8 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
     from veriscale.policy.base import PolicyError
     from veriscale.policy.vllm import BackendUnavailable
 
-
     given = dict(policy=policy, task=task, budget=budget, samples=samples, prompts=prompts, out=out, sampler=sampler,
-                 threads=threads or None)
+                 threads=threads or None, vf_data=vf_data)
     try:
         data = apply_overrides(read_toml(config_path) if config_path else {}, list(overrides))
         data.update({k: v for k, v in given.items() if v is not None})
@@ -406,13 +408,18 @@ def diagnose_command(policy, task, budget, samples, prompts, out, sampler, confi
         fail(f"config: {e}")
     except (PolicyError, BackendUnavailable, ValueError) as e:
         fail(str(e))
-    s = diagnose(sampler_obj, task_obj, cfg)
+    try:
+        s = diagnose(sampler_obj, task_obj, cfg)
+    except ConfigError as e:
+        fail(f"config: {e}")
     path = write_report(s, Path(cfg.out) if cfg.out else default_out(cfg))
     click.echo(f"{cfg.policy} on {s['task']} [{s['source']}]: N={cfg.prompts} prompts x M={cfg.samples} traces, "
                f"H={cfg.budget}, temperature {cfg.temperature}: {s['tokens']} tokens in {s['sample_seconds']:.0f} s")
     for rows, columns in summary_tables(s):
         click.echo(format_table(rows, columns) + "\n")
     click.echo(f"verdict: {s['verdict']}")
+    if "prediction" in s:
+        click.echo(f"prediction (VF data {cfg.vf_data}, {s['vf_data']['traces']} traces): {s['prediction']['text']}")
     click.echo(f"wrote {path} and sigma_hist.png, anticoncentration.png, pass_rate_hist.png beside it")
 
 

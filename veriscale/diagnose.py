@@ -14,11 +14,21 @@ clearly above its mean). For N prompts x, M traces each at budget H:
 - pass rate = share of traces with T <= H; the share of size-G groups with all-equal 0/1 rewards
   (exact hypergeometric average over all G-subsets of the M traces: groups that give GRPO-style
   RL no signal);
+- sigma over prompts also as the median of sigma(x)/H (how a published review of the paper reads
+  its sigma), and c(eps) also as a low quantile over prompts (`q_low`: the paper assumes
+  anti-concentration uniformly over prompts, not on average);
 - 95% percentile-bootstrap CIs over prompts; the summary (sigma/H, mean c(eps), share of prompts
   with c_x(eps) >= c0) and a one-line verdict, with thresholds as knobs (our choices, documented).
+  A pass rate whose CI reaches below `pass_min` gets "CANNOT JUDGE": with almost no successes every
+  return is 0, so sigma and c say nothing about the policy;
+- with `--vf-data` (the data VF would clone: `expert`, the planted task's expert process, or a
+  JSONL file of checked traces, one {"T": first-success index or null} per line, e.g. a
+  samples.jsonl) its return and spread too, and the prediction of veriscale/predict.py: the sign of
+  the VB - VF gap at H and its growth from H/8 to H, with intervals.
 
 Run: `veriscale diagnose --policy smollm2 --task gym:basic_arithmetic --budget 64 --samples 16
---prompts 64 --out runs/diag-smollm2` writes diagnosis.json and three PNGs and prints the tables.
+--prompts 64 --out runs/diag-smollm2` writes diagnosis.json and three PNGs and prints the tables;
+`veriscale diagnose --policy runs/base --vf-data expert` adds the prediction (docs/diagnostics.md).
 """
 
 from __future__ import annotations
@@ -38,8 +48,9 @@ from veriscale.config import ConfigError, knob
 from veriscale.policy import SamplerName
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
+from veriscale.predict import GROWTH_WORDS, SIGN_WORDS, from_traces
 from veriscale.rewards import returns
-from veriscale.tasks.base import Sampler, Task, repeat_each
+from veriscale.tasks.base import NEVER, Sampler, Task, repeat_each
 from veriscale.tasks.files import FilesConfig
 from veriscale.tasks.gym import GymConfig
 from veriscale.tasks.load import is_text, make_task
@@ -65,8 +76,15 @@ class DiagnoseConfig:
     sigma_min: float = knob(0.05, "verdict: heterogeneous when sigma/H >= this (ours)", min=0.0)
     share_min: float = knob(0.5, "verdict: anti-concentrated when this share of prompts has c_x(eps_ref) >= c0 "
                                  "(ours)", min=0.0, max=1.0)
-    pass_min: float = knob(0.02, "verdict: below this pass rate a verifier has almost nothing to select (ours)",
+    pass_min: float = knob(0.02, "verdict: a pass rate whose CI reaches below this is too low to judge (ours)",
                            min=0.0, max=1.0)
+    q_low: float = knob(0.1, "low quantile over prompts reported beside mean c(eps) (ours)", min=0.0, max=1.0)
+    vf_data: str = knob("", "data VF would clone, for the prediction: '' (none), expert (the planted task's expert "
+                            "process) or PATH (JSONL of checked traces: one {\"T\": index or null} per line)")
+    vf_n: int = knob(128, "prediction: training prompts n of the VF learner (its loss ~ sigma_data sqrt(kappa/n))",
+                     min=1)
+    kappa: float = knob(1.0, "prediction: log|Pi| in the VF loss sigma_data sqrt(kappa/n) (ours)", min=0.0)
+    search_n: int = knob(4, "prediction: N samples a VB search selects from (ours)", min=1)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
     sampler: SamplerName = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
@@ -113,16 +131,23 @@ def per_prompt(T: torch.Tensor, H: int, eps: list[float], form: str, group_size:
             "all_equal": torch.tensor(equal, dtype=torch.float64)}
 
 
-def bootstrap_ci(values: torch.Tensor, n_boot: int, seed: int, reduce=lambda m: m) -> dict[str, Any]:
-    """Point estimate and 95% percentile-bootstrap CI over prompts of reduce(mean over prompts).
+def bootstrap_ci(values: torch.Tensor, n_boot: int, seed: int, reduce=lambda m: m,
+                 over_prompts=lambda v, dim: v.mean(dim)) -> dict[str, Any]:
+    """Point estimate and 95% percentile-bootstrap CI over prompts of reduce(over_prompts(values)):
+    the mean over prompts by default, or any statistic along the prompt dimension (a quantile).
 
     values: (N,) or (N, E) per-prompt values; returns floats, or lists of E floats.
     """
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(values.shape[0], (n_boot, values.shape[0]), generator=g)  # (B, N)
-    boots = reduce(values[idx].mean(1))  # (B,) or (B, E)
+    boots = reduce(over_prompts(values[idx], 1))  # (B,) or (B, E)
     lo, hi = torch.quantile(boots, torch.tensor([0.025, 0.975], dtype=boots.dtype), dim=0)
-    return {"value": reduce(values.mean(0)).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    return {"value": reduce(over_prompts(values, 0)).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def quantile(q: float):
+    """over_prompts of bootstrap_ci: the q-quantile along the prompt dimension."""
+    return lambda v, dim: v.quantile(q, dim=dim)
 
 
 def summarize(T: torch.Tensor, cfg: DiagnoseConfig) -> dict[str, Any]:
@@ -137,11 +162,13 @@ def summarize(T: torch.Tensor, cfg: DiagnoseConfig) -> dict[str, Any]:
     some_ok = ~st["sigma_correct"].isnan()
     out = {
         "sigma_over_H": bootstrap_ci(st["sigma"] ** 2, b, s, reduce=rms_over_H),
+        "sigma_median_over_H": bootstrap_ci(st["sigma"] / H, b, s, over_prompts=quantile(0.5)),
         "sigma_correct_over_H": bootstrap_ci(st["sigma_correct"][some_ok] ** 2, b, s, reduce=rms_over_H)
         if some_ok.sum() >= 2 else None,
         "pass_rate": bootstrap_ci(st["pass"], b, s),
         "J_over_H": bootstrap_ci(st["mean"] / H, b, s),
         "mean_c": bootstrap_ci(st["c"], b, s),
+        "low_c": bootstrap_ci(st["c"], b, s, over_prompts=quantile(cfg.q_low)),
         "share_anti": bootstrap_ci(anti, b, s),
         "all_equal_share": bootstrap_ci(st["all_equal"], b, s),
         "degenerate_share": float((st["sigma"] == 0).double().mean()),
@@ -154,22 +181,23 @@ def summarize(T: torch.Tensor, cfg: DiagnoseConfig) -> dict[str, Any]:
 
 
 def verdict(s: dict[str, Any], cfg: DiagnoseConfig) -> str:
-    """One line: YES / NO / INCONCLUSIVE that verifier-based training pays off, and why (CIs vs thresholds)."""
+    """One line on the base side of the theory's condition: CANNOT JUDGE / NO / YES / INCONCLUSIVE, and
+    why (CIs against thresholds). Whether VB beats VF also needs the data VF clones: `prediction`."""
     e = cfg.eps.index(cfg.eps_ref)
     p, sig, a = s["pass_rate"], s["sigma_over_H"], {k: v[e] for k, v in s["share_anti"].items()}
     P = f"pass rate {p['value']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
     S = f"sigma/H {sig['value']:.3f} [{sig['lo']:.3f}, {sig['hi']:.3f}]"
     A = f"{a['value']:.0%} [{a['lo']:.0%}, {a['hi']:.0%}] of prompts have c_x({cfg.eps_ref:g}) >= {cfg.c0:g}"
-    if p["hi"] < cfg.pass_min:
-        return f"NO: the policy almost never succeeds ({P} < {cfg.pass_min:g}); a verifier has nothing to select " \
-               f"— warm it up (SFT) first"
+    if p["lo"] < cfg.pass_min:  # sigma and c of a policy that almost never succeeds say nothing about it
+        return f"CANNOT JUDGE: pass rate too low to judge ({P}, reaching below {cfg.pass_min:g}); the policy " \
+               f"almost never succeeds, so a verifier has little to select — warm it up (SFT) or raise H"
     if sig["hi"] < cfg.sigma_min:
         return f"NO: homogeneous ({S} < {cfg.sigma_min:g}); cloning good traces loses little, VB gains little"
     if a["hi"] < cfg.share_min:
         return f"NO: not anti-concentrated (only {A}, need {cfg.share_min:.0%}); few traces beat the mean clearly"
     if p["lo"] >= cfg.pass_min and sig["lo"] >= cfg.sigma_min and a["lo"] >= cfg.share_min:
-        return f"YES: heterogeneous ({S} >= {cfg.sigma_min:g}) and anti-concentrated ({A}); verifier-based " \
-               f"training (RL/search) is expected to beat distillation, by more as H grows"
+        return f"YES: heterogeneous ({S} >= {cfg.sigma_min:g}) and anti-concentrated ({A}): the base side of " \
+               f"the theory's condition holds; whether VB beats VF also depends on the data VF clones (--vf-data)"
     return f"INCONCLUSIVE: {S}, {A}, {P}: the CIs straddle the thresholds; raise --prompts/--samples"
 
 
@@ -196,6 +224,7 @@ def resolve(cfg: DiagnoseConfig) -> tuple[Any, Task]:
 def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any]:
     """Sample M traces for each of N prompts at budget H, check them, summarise."""
     prompts = task.prompts(cfg.split, cfg.prompts, cfg.seed)
+    T_vf = vf_traces(cfg, task, prompts) if cfg.vf_data else None  # a bad file fails before any sampling
     rows = repeat_each(prompts, cfg.samples)  # N*M prompts, the M samples of a prompt adjacent
     start = time.perf_counter()
     rollouts = sampler.sample(rows, cfg.budget, temperature=cfg.temperature, seed=cfg.seed)
@@ -204,13 +233,53 @@ def diagnose(sampler: Sampler, task: Task, cfg: DiagnoseConfig) -> dict[str, Any
     out = {"policy": cfg.policy, "task": task.name, "source": getattr(task, "source", "planted (synthetic)"),
            "budget": cfg.budget, "samples": cfg.samples, "prompts": cfg.prompts, "split": cfg.split,
            "temperature": cfg.temperature, "seed": cfg.seed, "margin": cfg.margin, "eps": cfg.eps,
-           "eps_ref": cfg.eps_ref, "c0": cfg.c0, "group_size": cfg.group_size,
+           "eps_ref": cfg.eps_ref, "c0": cfg.c0, "q_low": cfg.q_low, "group_size": cfg.group_size,
            "sample_seconds": seconds, "tokens": int(rollouts.counts.sum()),
            "prompt_text": [p.text if hasattr(p, "text") else " ".join(map(str, p.tolist())) for p in prompts]}
     out.update(summarize(T, cfg))
+    if T_vf is not None:
+        out["vf_data"] = {"source": cfg.vf_data, "traces": len(T_vf),
+                          "pass_rate": float((T_vf <= cfg.budget).double().mean())}
+        out["prediction"] = prediction(T, T_vf, out, cfg)
     if rollouts.texts is not None:  # one example trace per prompt, for reading the report
         out["per_prompt"]["example"] = rollouts.texts[::cfg.samples]
     return out
+
+
+def vf_traces(cfg: DiagnoseConfig, task: Task, prompts: Any) -> torch.Tensor:
+    """(K,) first-success indices of the data VF would clone: the planted task's expert process on
+    the diagnosed prompts (M traces each), or a JSONL file's {"T": index or null} rows."""
+    if cfg.vf_data == "expert":
+        if not hasattr(task, "expert"):
+            raise ConfigError("vf_data: 'expert' is the planted task's expert process; give a JSONL file instead")
+        rows = repeat_each(prompts, cfg.samples)
+        return task.check(rows, task.expert(rows, torch.Generator().manual_seed(cfg.seed), budget=cfg.budget))
+    path = Path(cfg.vf_data)
+    try:
+        T = [json.loads(line).get("T") for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"vf_data: cannot read {path} as JSONL rows with a T field: {e}") from e
+    if not T or not all(t is None or isinstance(t, int) for t in T):
+        raise ConfigError(f"vf_data: {path} needs rows whose T is a first-success index or null")
+    return torch.tensor([NEVER if t is None else t for t in T], dtype=torch.long)
+
+
+def prediction(T: torch.Tensor, T_vf: torch.Tensor, s: dict[str, Any], cfg: DiagnoseConfig) -> dict[str, Any]:
+    """veriscale/predict.py's prediction from the base's T, the VF data's and the base's c(eps_ref)."""
+    e = cfg.eps.index(cfg.eps_ref)
+    c = {k: s["mean_c"][k][e] for k in ("value", "lo", "hi")}
+    margin = float(margin_of(torch.tensor(cfg.eps_ref), cfg.margin))
+    p = from_traces(T, T_vf, c, cfg.budget, n=cfg.vf_n, N=cfg.search_n, margin=margin, kappa=cfg.kappa,
+                    n_boot=cfg.bootstrap, seed=cfg.seed)
+    g, gr = p["gaps"][-1], p["growth"]
+    growth = f"{GROWTH_WORDS[p['growth_sign']]} ({gr['value']:.1f} [{gr['lo']:.1f}, {gr['hi']:.1f}] tokens from " \
+             f"H = {p['gaps'][0]['H']})" if gr else "one budget: no growth"
+    if s["verdict"].startswith("CANNOT JUDGE"):
+        text = "CANNOT JUDGE: the base's pass rate is too low to predict from"
+    else:
+        text = f"{SIGN_WORDS[p['sign']]} at H = {cfg.budget}: predicted J(VB) - J(VF) = {g['value']:.1f} " \
+               f"[{g['lo']:.1f}, {g['hi']:.1f}] tokens; the gap {growth}"
+    return {**p, "text": text}
 
 
 def default_out(cfg: DiagnoseConfig) -> Path:
@@ -280,12 +349,20 @@ def summary_tables(s: dict[str, Any]) -> list[tuple[list[dict], list[tuple[str, 
         return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
     sc = s["sigma_correct_over_H"]
-    head = [{"m": "sigma / H", "v": ci(s["sigma_over_H"])},
+    e = s["eps"].index(s["eps_ref"])
+    head = [{"m": "sigma / H (root-mean-square over prompts)", "v": ci(s["sigma_over_H"])},
+            {"m": "sigma / H (median over prompts)", "v": ci(s["sigma_median_over_H"])},
             {"m": "sigma / H, correct traces only", "v": ci(sc) if sc else "n/a (< 2 prompts with 2 successes)"},
             {"m": "pass rate", "v": ci(s["pass_rate"])},
             {"m": "J_H / H", "v": ci(s["J_over_H"])},
             {"m": f"all-equal groups (G={s['group_size']})", "v": ci(s["all_equal_share"])},
-            {"m": "prompts with sigma(x) = 0", "v": f"{s['degenerate_share']:.3f}"}]
+            {"m": "prompts with sigma(x) = 0", "v": f"{s['degenerate_share']:.3f}"},
+            {"m": f"c(eps = {s['eps_ref']:g}): mean over prompts", "v": ci(s["mean_c"], e)},
+            {"m": f"c(eps = {s['eps_ref']:g}): {s['q_low']:g}-quantile over prompts", "v": ci(s["low_c"], e)}]
+    for p in (s.get("prediction") or {}).get("points", []):
+        head.append({"m": f"H = {p['H']}: J/H base | VF data, pooled sd/H base | VF data",
+                     "v": " | ".join(f"{p[k]['value'] / p['H']:.3f}" for k in ("base_J", "vf_J", "base_sigma",
+                                                                                "vf_sigma"))})
     grid = [{"eps": f"{e:g}", "c": ci(s["mean_c"], i), "share": ci(s["share_anti"], i)} for i, e in enumerate(s["eps"])]
     return [(head, [("m", "figure"), ("v", "value [95% CI]")]),
             (grid, [("eps", "eps"), ("c", "mean c(eps) [95% CI]"), ("share", f"share c_x >= {s['c0']:g} [95% CI]")])]

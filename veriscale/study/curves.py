@@ -10,14 +10,11 @@ the RL reward per step, a moving average over `SMOOTH` steps, one line per (meth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from veriscale.study.figures import _grid, _legend, _save
-
-if TYPE_CHECKING:
-    from veriscale.study.report import Report
+from veriscale.study.analysis import Report
+from veriscale.study.plotting import grid, legend, save
 
 SMOOTH = 5  # steps in RL's moving average: one step's reward is a mean over only B x G traces
 
@@ -40,7 +37,7 @@ def fig_learners(rep: Report) -> tuple[Path, str] | None:
     ver, rl = _learner_runs(rep, "verifier"), _learner_runs(rep, "rl")
     if not ver and not rl:
         return None
-    fig, axes = _grid(1, 3, 5.0, 3.8)
+    fig, axes = grid(1, 3, 5.0, 3.8)
     loss_ax, auc_ax, rl_ax = axes[0]
     for (_, n, seed, _), sec in sorted(ver.items(), key=lambda kv: kv[0][:3]):
         steps = [p["step"] for p in sec["curve"]]
@@ -59,9 +56,9 @@ def fig_learners(rep: Report) -> tuple[Path, str] | None:
     rl_ax.set(xlabel="step", ylabel=f"training reward ({SMOOTH}-step mean)", title="RL: training reward")
     for ax in (loss_ax, auc_ax, rl_ax):
         ax.grid(alpha=0.3)
-    _legend(loss_ax, 6)
-    _legend(rl_ax, 6)
-    return (_save(fig, rep.dir / "fig_h_learners.png"),
+    legend(loss_ax, 6)
+    legend(rl_ax, 6)
+    return (save(fig, rep.dir / "fig_h_learners.png"),
             f"(h) The learners' training curves: the verifier's validation loss (star: the kept step) and "
             f"final-prefix AUC at every evaluation, and RL's training reward per step ({SMOOTH}-step moving "
             f"mean; in brackets whether it stopped at a plateau or at its step cap).")

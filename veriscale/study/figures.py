@@ -1,4 +1,4 @@
-"""The study report's figures, drawn from the numbers `report.Report` computed (never from traces).
+"""The study report's figures, drawn from the numbers `analysis.Report` computed (never from traces).
 
 Every figure is a PNG in the study directory with a caption that names the mode that produced it.
 On log axes a non-positive mean cannot be drawn: it is marked by a downward triangle along the
@@ -9,125 +9,20 @@ Error bars are the cells' intervals (95% t over seeds; one seed: within-run wher
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-
-from veriscale.theory import scaled, vb_shape, vf_shape  # noqa: E402
-
-if TYPE_CHECKING:
-    from veriscale.study.report import Report
-
-MARKS = "Downward triangles on the bottom edge mark non-positive means (values in the findings)."
-MARKERS = "osD^vPX*<>"
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _ticks(ax, xs) -> None:
-    """Plain tick labels at the measured x values of a log axis, all of them in view (a panel may
-    have nothing drawable at some x)."""
-    ax.set_xticks(list(xs), [str(x) for x in xs])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlim(min(xs) / 1.15, max(xs) * 1.15)
-
-
-def _plain(axis, subs=(1, 2, 5)) -> None:
-    """Plain numbers at subs x 10^k instead of powers of ten on a log axis."""
-    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
-    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def _arrays(ivs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(means, lower error, upper error); a missing bound draws no bar on that side."""
-    m, lo, hi = (np.array([iv[k] for iv in ivs], dtype=float) for k in ("mean", "lo", "hi"))
-    return m, np.nan_to_num(m - lo, nan=0.0), np.nan_to_num(hi - m, nan=0.0)
-
-
-def _points(ax, xs, ivs: list[dict], log: bool = True, **kw) -> str:
-    """Means with error bars; on a log y axis, only positive means, lower bars clipped above 0,
-    and a triangle on the bottom edge for each non-positive mean. Returns the curve's colour."""
-    x = np.asarray(xs, dtype=float)
-    m, el, eh = _arrays(ivs)
-    keep = np.isfinite(m) & (m > 0) if log else np.isfinite(m)
-    if log:
-        el = np.minimum(el, 0.999 * np.where(keep, m, 1.0))
-    bars = ax.errorbar(x[keep], m[keep], yerr=[el[keep], eh[keep]], capsize=3, **{"marker": "o", **kw})
-    if bars[1]:  # a lower bound near 0 must not stretch a log axis: _log_y ignores these caps
-        bars[1][0].set_gid("lower")
-    color = bars[0].get_color()
-    bad = np.isfinite(m) & (m <= 0)
-    if log and bad.any():
-        ax.scatter(x[bad], np.full(int(bad.sum()), 0.02), marker="v", s=50, color=color,
-                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
-    return color
-
-
-def _log_y(ax) -> None:
-    """Log y when a positive value was drawn, its bottom set by the lowest positive mean or shape
-    (lower error bars reaching further down are cut at the edge); otherwise stay linear and say so."""
-    ys = np.array([y for line in ax.get_lines() if line.get_gid() != "lower"
-                   for y in np.asarray(line.get_ydata(), dtype=float)])
-    ys = ys[np.isfinite(ys) & (ys > 0)]
-    if len(ys):
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=ys.min() / 1.5)
-        span = ys.max() / ys.min()
-        _plain(ax.yaxis, tuple(range(1, 10)) if span < 10 else (1, 2, 5) if span < 1e3 else (1,))
-    else:
-        ax.text(0.5, 0.5, "no positive mean to draw on a log axis", transform=ax.transAxes, ha="center")
-
-
-def _finish_log_log(ax, xs) -> None:
-    """Log y (when anything positive was drawn), ticks at the measured x values, grid, legend."""
-    _log_y(ax)
-    _ticks(ax, xs)
-    ax.grid(alpha=0.3)
-    _legend(ax, 7)
-
-
-def _legend(ax, size: int) -> None:
-    """A legend, or a note that the panel has nothing to draw (the findings say why)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=size)
-    else:
-        ax.text(0.5, 0.6, "nothing to draw here (see the findings)", transform=ax.transAxes, ha="center")
-
-
-def _alpha(fit: dict) -> str:
-    """A fit's exponent and CI, short enough for a legend."""
-    if not np.isfinite(fit["alpha"]):
-        return "no fit"
-    ci = f" [{fit['lo']:.2f}, {fit['hi']:.2f}]" if np.isfinite(fit["lo"]) else " (no CI)"
-    return f"α = {fit['alpha']:.2f}{ci}"
-
-
-def _anchor(fit: dict) -> tuple[float, float] | None:
-    """The largest x with a positive mean: where a theory shape is pinned."""
-    pts = [(x, m) for x, m in zip(fit["x"], fit["mean"]) if np.isfinite(m) and m > 0]
-    return pts[-1] if pts else None
-
-
-def _grid(rows: int, cols: int, w: float = 5.0, h: float = 3.8):
-    """A figure of rows x cols panels of w x h inches each (axes always a 2-D array)."""
-    return plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+from veriscale.study.analysis import Report
+from veriscale.study.plotting import (MARKERS, MARKS, alpha_text, anchor, finish_log_log, grid, legend, log_y, plain,
+                                      points, save, ticks)
+from veriscale.theory import scaled, vb_shape, vf_shape
 
 
 def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
     """J_H/H and success@H of every method against H (largest n) or n (largest H)."""
     xs = rep.budgets if along == "H" else rep.ns
-    fig, axes = _grid(2, len(rep.hets))
+    fig, axes = grid(2, len(rep.hets))
     for j, het in enumerate(rep.hets):
         for i, (key, name) in enumerate([("J_norm", "J_H / H"), ("success", "success@H")]):
             ax = axes[i][j]
@@ -135,56 +30,56 @@ def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
                 cells = [(x, (het, rep.nmax, m, x) if along == "H" else (het, x, m, rep.Hmax)) for x in xs]
                 cells = [(x, c) for x, c in cells if c in rep.cells]
                 if cells:  # up to 20 methods, each its own colour and marker
-                    _points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False,
+                    points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False,
                             label=rep.legend(m), color=plt.get_cmap("tab20")(k % 20), marker=MARKERS[k % len(MARKERS)])
             ax.set_xscale("log", base=2)
-            _ticks(ax, xs)
+            ticks(ax, xs)
             fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"
             ax.set(xlabel="budget H (tokens)" if along == "H" else "training prompts n", ylabel=name,
                    title=f"{rep.where(het)}, {fixed}")
             ax.grid(alpha=0.3)
-    _legend(axes[0][0], 7)
+    legend(axes[0][0], 7)
     name = "fig_a_vs_H.png" if along == "H" else "fig_b_vs_n.png"
     cap = ("(a) J_H/H and success@H against the budget H" if along == "H" else
            "(b) J_H/H and success@H against the data size n") + f"; {rep.mode()}."
-    return _save(fig, rep.dir / name), cap
+    return save(fig, rep.dir / name), cap
 
 
 def fig_tokens(rep: Report) -> tuple[Path, str]:
     """Success against the tokens each method actually spent, one point per budget."""
-    fig, axes = _grid(1, len(rep.hets), 6.0, 4.5)
+    fig, axes = grid(1, len(rep.hets), 6.0, 4.5)
     for ax, het in zip(axes[0], rep.hets):
         for m in rep.labels:
             cells = [(het, rep.nmax, m, H) for H in rep.budgets if (het, rep.nmax, m, H) in rep.cells]
             if cells:
                 tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
-                _points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
+                points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
         ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
                title=f"{rep.where(het)}, n = {rep.nmax}")
-        _plain(ax.xaxis)
+        plain(ax.xaxis)
         ax.grid(alpha=0.3)
-        _legend(ax, 7)
-    return (_save(fig, rep.dir / "fig_tokens.png"),
+        legend(ax, 7)
+    return (save(fig, rep.dir / "fig_tokens.png"),
             f"Success against the tokens actually drawn per problem, one point per budget H; {rep.mode()}.")
 
 
 def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
     """VF and VB suboptimality against n (log-log) with their fits and the theory's shapes."""
-    fig, axes = _grid(2, len(rep.hets))
+    fig, axes = grid(2, len(rep.hets))
     ns = np.array(rep.ns, dtype=float)
     for j, het in enumerate(rep.hets):
         for i, kind in enumerate(["VF", "VB"]):
             ax = axes[i][j]
             for e in (e for e in entries if e["heterogeneity"] == het and e["kind"] == kind):
-                color = _points(ax, rep.ns, e["points"], label=f"{e['method']}: {_alpha(e['fit'])}")
-                if (a := _anchor(e["fit"])) is not None:
+                color = points(ax, rep.ns, e["points"], label=f"{e['method']}: {alpha_text(e['fit'])}")
+                if (a := anchor(e["fit"])) is not None:
                     shape = vf_shape(ns) if kind == "VF" else vb_shape(ns)
                     ax.plot(ns, scaled(shape, rep.ns.index(int(a[0])), a[1]), "--", color=color, lw=1,
                             label=f"n^{e['theory_slope']:g} shape through n = {a[0]:g}")
             ax.set(xscale="log", xlabel="training prompts n", title=f"{kind}, {rep.where(het)}, H = {rep.Hmax}",
                    ylabel="J_H(expert) - J_H(sft)  (tokens)" if kind == "VF" else "J*_H - J_H(VB)  (tokens)")
-            _finish_log_log(ax, rep.ns)
-    return (_save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
+            finish_log_log(ax, rep.ns)
+    return (save(fig, rep.dir / "fig_d_suboptimality_vs_n.png"),
             "(d) Suboptimality against n at H_max: VF (the expert's return minus SFT's; theory slope -1/2) and the "
             "data-matched VB methods (J*_H = H - m + 1 minus their return; theory slope -1). Dashed: the theory's "
             f"shape only, scaled through the largest-n positive mean. α: seed-bootstrap 95% CI. {MARKS} {rep.mode()}.")
@@ -192,15 +87,15 @@ def fig_suboptimality(rep: Report, entries: list[dict]) -> tuple[Path, str]:
 
 def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
     """VB - VF gap vs H in tokens (log-log, with slope-1 and slope-1/2 references) and the success gap."""
-    fig, axes = _grid(len(rep.hets), 2, 6.0, 4.2)
+    fig, axes = grid(len(rep.hets), 2, 6.0, 4.2)
     for i, het in enumerate(rep.hets):
         ax, ax2 = axes[i]
         anchors = []
         for e in (e for e in entries if e["heterogeneity"] == het):
             H = [p["H"] for p in e["points"]]
-            color = _points(ax, H, [p["J_gap"] for p in e["points"]], label=f"{e['method']}: {_alpha(e['fit'])}")
-            _points(ax2, H, [p["success_gap"] for p in e["points"]], log=False, color=color, label=e["method"])
-            if (a := _anchor(e["fit"])) is not None:
+            color = points(ax, H, [p["J_gap"] for p in e["points"]], label=f"{e['method']}: {alpha_text(e['fit'])}")
+            points(ax2, H, [p["success_gap"] for p in e["points"]], log=False, color=color, label=e["method"])
+            if (a := anchor(e["fit"])) is not None:
                 anchors.append(a)
         if anchors:  # reference slopes through the median of the curves' positive means at the largest such H
             x0 = max(a[0] for a in anchors)
@@ -212,18 +107,18 @@ def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
         where = f"n = {rep.nmax}" if setting == "fixed_n" else f"n = {rep.c}·H: (H, n) = {pairs}"
         ax.set(xscale="log", xlabel="budget H", ylabel=f"J_H(VB) - J_H({rep.vf})  (tokens)",
                title=f"return gap, {rep.where(het)}, {where}")
-        _log_y(ax)
+        log_y(ax)
         ax2.set(xscale="log", xlabel="budget H", ylabel=f"success@H(VB) - success@H({rep.vf})",
                 title=f"success gap, {rep.where(het)}")
         ax2.axhline(0, color="grey", lw=0.8)
         for a in (ax, ax2):
-            _ticks(a, rep.budgets)
+            ticks(a, rep.budgets)
             a.grid(alpha=0.3)
-            _legend(a, 7)
+            legend(a, 7)
     name = "fig_c_gap_vs_H.png" if setting == "fixed_n" else "fig_c2_gap_vs_H_diagonal.png"
     what = (f"at fixed n = {rep.nmax}" if setting == "fixed_n" else
             f"on the diagonal n = {rep.c}·H (data grows with compute; pairs (H, n) in the titles)")
-    return (_save(fig, rep.dir / name),
+    return (save(fig, rep.dir / name),
             f"(c) Gap of each VB method over {rep.vf} {what}: return gap in tokens on log-log axes with its "
             f"exponent α (seed-bootstrap 95% CI) and reference slopes 1 and 1/2 (shapes only), and the success@H "
             f"gap (linear). {MARKS} {rep.mode()}.")
@@ -235,7 +130,7 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
     bases = list(dict.fromkeys(m.split(":")[0] for m in rep.labels if ":" in m))
     accs = [a for a in ("shared", "per_sample") if any(m.endswith(f":{a}") for m in rep.labels)]
     N, n, last = rep.study.samples_per_problem, rep.nmax, len(accs)
-    fig, axes = _grid(2 * len(rep.hets), last + 1, 5.0, 3.6)
+    fig, axes = grid(2 * len(rep.hets), last + 1, 5.0, 3.6)
     colors, styles, marks = {b: f"C{i}" for i, b in enumerate(bases)}, {"shared": "-", "per_sample": "--"}, \
         {"shared": "o", "per_sample": "s"}
     for i, het in enumerate(rep.hets):
@@ -246,11 +141,11 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
                 for m, color in [*((f"{b}:{acc}", colors[b]) for b in bases), ("base", "grey"), (rep.vf, "black")]:
                     cells = [(het, n, m, H) for H in rep.budgets if (het, n, m, H) in rep.cells]
                     if cells:
-                        _points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=color,
+                        points(ax, [c[3] for c in cells], [rep.iv(*c, key) for c in cells], log=False, color=color,
                                 ls="-" if ":" in m else "--", label=m)
                 ax.set(xscale="log", xlabel="budget H", ylabel=name,
                        title=f"{name}, accounting {acc}, {rep.where(het)}")
-                _ticks(ax, rep.budgets)
+                ticks(ax, rep.budgets)
             for b in bases:
                 cells = [(het, n, f"{b}:{acc}", H) for H in rep.budgets if (het, n, f"{b}:{acc}", H) in rep.cells]
                 if cells:
@@ -265,13 +160,13 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
                       title=f"success vs tokens drawn, {rep.where(het)}")
         bottom[last].set(xscale="log", yscale="log", xlabel="budget H", ylabel="tokens drawn per problem",
                          title=f"tokens drawn vs H, {rep.where(het)}")
-        _ticks(bottom[last], rep.budgets)
-        _plain(top[last].xaxis)
-        _plain(bottom[last].yaxis)
+        ticks(bottom[last], rep.budgets)
+        plain(top[last].xaxis)
+        plain(bottom[last].yaxis)
         for ax in [*top, *bottom]:
             ax.grid(alpha=0.3)
-            _legend(ax, 6)
-    return (_save(fig, rep.dir / "fig_f_best_of_n_accounting.png"),
+            legend(ax, 6)
+    return (save(fig, rep.dir / "fig_f_best_of_n_accounting.png"),
             f"(f) Best-of-{N} search at n = {n} under the accountings {', '.join(accs)}: shared (the N samples share "
             f"H, floor(H/N) tokens each) and per_sample (each sample gets H: N·H tokens drawn, scored with J_H); "
             f"base and {rep.vf} for reference (dashed). Right: success against the tokens actually drawn (solid "
@@ -280,26 +175,26 @@ def fig_best_of_n(rep: Report) -> tuple[Path, str]:
 
 def fig_sigma_vs_H(rep: Report, entries: list[dict]) -> tuple[Path, str]:
     """Horizon mode: measured sigma(T) of the expert and base policy vs H, against H^beta."""
-    fig, axes = _grid(1, len(rep.hets), 5.5, 4.2)
+    fig, axes = grid(1, len(rep.hets), 5.5, 4.2)
     Hs = np.array(rep.budgets, dtype=float)
     for ax, het in zip(axes[0], rep.hets):
         for e in (e for e in entries if e["heterogeneity"] == het):
-            color = _points(ax, rep.budgets, e["points"], label=f"{e['method']}: {_alpha(e['fit'])}")
+            color = points(ax, rep.budgets, e["points"], label=f"{e['method']}: {alpha_text(e['fit'])}")
             beta = e["configured_beta"]
-            if e["method"] == "expert" and beta and (a := _anchor(e["fit"])) is not None:
+            if e["method"] == "expert" and beta and (a := anchor(e["fit"])) is not None:
                 ax.plot(Hs, a[1] * (Hs / a[0]) ** beta, "--", color=color, lw=1,
                         label=f"H^{beta:g} (configured β; shape through H = {a[0]:g})")
         ax.set(xscale="log", xlabel="horizon H", ylabel="sigma(T) over successful traces (tokens)",
                title=f"{rep.where(het)}")
-        _finish_log_log(ax, rep.budgets)
-    return (_save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
+        finish_log_log(ax, rep.budgets)
+    return (save(fig, rep.dir / "fig_g_sigma_vs_H.png"),
             "(g) Measured length heterogeneity sigma(T) of the expert and the base policy against the horizon, "
             f"with its exponent (seed-bootstrap 95% CI) and the configured H^β shape. {MARKS} {rep.mode()}.")
 
 
 def fig_multiplier(rep: Report, mult: list[dict]) -> tuple[Path, str]:
     """How many times more tokens / data the VF reference needs to reach each VB method's success."""
-    fig, axes = _grid(1, 2, 5.5, 4.2)
+    fig, axes = grid(1, 2, 5.5, 4.2)
     for ax, axis in zip(axes[0], ["tokens", "data"]):
         for het in rep.hets:
             for m in rep.vb:
@@ -312,12 +207,12 @@ def fig_multiplier(rep: Report, mult: list[dict]) -> tuple[Path, str]:
                            transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set(xscale="log", xlabel="budget H" if axis == "tokens" else "data n", ylabel=f"x more {axis} VF needs",
                title=f"{axis} multiplier (x on top = VF never reaches it)")
-        _log_y(ax)
-        _ticks(ax, rep.budgets if axis == "tokens" else rep.ns)
+        log_y(ax)
+        ticks(ax, rep.budgets if axis == "tokens" else rep.ns)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.grid(alpha=0.3)
-        _legend(ax, 6)
-    return (_save(fig, rep.dir / "fig_e_multiplier.png"),
+        legend(ax, 6)
+    return (save(fig, rep.dir / "fig_e_multiplier.png"),
             f"(e) How many times more test-time tokens (left, at n = {rep.nmax}) or training prompts (right, at "
             f"H = {rep.Hmax}) {rep.vf} needs to reach each VB method's mean success, interpolated in log x; a cross "
             f"along the top: never within the grid; below 1, VF needs less. {rep.mode()}.")
