@@ -104,7 +104,10 @@ def test_ensemble_run_reloads_and_counts_labels_once(base, tmp_path):
     assert meta["best_step"] == min(meta["member_best_steps"]) and 0 <= meta["heldout"]["heldout_auc"] <= 1
     dep = {"plain": plain, "ens": out}.__getitem__
     for name, vid in (("bon", "plain"), ("bon_pess", "ens")):  # the record's label count: not multiplied by K
-        assert learner_summary(METHODS[name], None, vid, dep)["data"]["labels"] == 32
+        summary = learner_summary(METHODS[name], None, vid, dep)
+        assert summary["data"]["labels"] == 32
+        steps = [p["step"] for p in summary["learner"]["verifier"]["curve"]]
+        assert steps == sorted(set(steps))  # one member's curve, not the members' logs in turn
     ens, policy = load_verifier(out), load_policy(base)
     assert isinstance(ens, EnsembleVerifier) and ens.pessimism == "min"
     prompts = policy.task.prompts("test", 8, 0)
