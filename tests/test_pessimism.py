@@ -137,3 +137,21 @@ def test_pessimistic_methods_get_their_own_verifier_job():
     # both verifiers read the same n labelled traces: same n and seeds
     a, b = verifiers.values()
     assert {k: a.cfg[k] for k in ("n", "seed", "data_seed")} == {k: b.cfg[k] for k in ("n", "seed", "data_seed")}
+
+
+def test_text_ensemble_trains_and_reloads(lm_dir, gym_task, tmp_path):
+    """A transformers body copies per member and text prompts (a list) resample like ids."""
+    from test_text_learners import _labelled_samples, _policy
+
+    from veriscale.policy.text import HFConfig
+
+    policy = _policy(lm_dir)
+    s = _labelled_samples(policy, gym_task)
+    cfg = load_config(VerifierConfig, None, ["n=16", f"horizon={s.rollouts.tokens.shape[1]}", "ensemble=2",
+                                             "pessimism=lcb", "lcb_k=0.5", "optim.steps=4", "optim.eval_every=2"])
+    out = train_verifier(policy, gym_task, cfg, tmp_path / "ens", samples=s)
+    assert read_meta(out)["training_traces"] == 32 and read_meta(out)["validation_traces"] == 16
+    ens = load_verifier(out, hf=HFConfig(progress=False))
+    rep = s.repeated("train")
+    each = torch.stack([m.score(rep, s.rollouts) for m in ens.members])
+    assert torch.allclose(ens.score(rep, s.rollouts), (each.mean(0) - 0.5 * each.std(0)).clamp(0, 1))
