@@ -33,6 +33,11 @@ trace. `train_layers` (ours, for CPU) trains only the body's top blocks.
 
 A run directory is the body's run directory (stage "verifier") plus `value_head.safetensors`.
 
+Pessimism (`ensemble`, `pessimism`, `lcb_k`; learn/ensemble.py): the paper's fast rate is for a
+policy optimised against a pessimistic reward over a class of approximate rewards; K > 1 fits K
+verifiers on bootstrap resamples of the same n labelled traces (counted once) and scores with
+their minimum, or mean - lcb_k x sd. The defaults (K = 1, none) are the point verifier above.
+
 Run: `veriscale train verifier --base runs/base-high --out runs/verifier`, or `--base smollm2
 --task gym:basic_arithmetic --config configs/llm/verifier.toml`.
 """
@@ -49,7 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from veriscale.config import knob, to_dict
+from veriscale.config import ConfigError, knob, to_dict
 from veriscale.learn import samples as samples_
 from veriscale.learn.data import join, prefix_positions
 from veriscale.learn.loop import BestCheckpoint, OptimConfig, Snapshot, epoch_steps, features, jsonl_log, train_lm
@@ -88,6 +93,16 @@ class VerifierConfig:
     samples: samples_.SamplesConfig = knob(samples_.SamplesConfig(), "the labelled rollouts (learn/samples.py)")
     optim: OptimConfig = knob(OptimConfig(steps=600, batch_size=32, lr=1e-3, warmup=10, weight_decay=0.0,
                                           eval_every=10), "optimizer (learn/loop.py); ours")
+    ensemble: int = knob(1, "K verifiers, each fit on a bootstrap resample (same size) of the n labelled traces "
+                            "(1 = the point verifier on the traces themselves; learn/ensemble.py; ours)", min=1)
+    pessimism: Literal["none", "min", "lcb"] = knob(
+        "none", "how an ensemble's K scores combine: none (their mean), min (the pessimistic minimum) or lcb "
+                "(mean - lcb_k x sd); ours, our reading of the paper's pessimistic reward class")
+    lcb_k: float = knob(1.0, "standard deviations below the members' mean of pessimism = lcb (ours)", min=0.0)
+
+    def __post_init__(self) -> None:
+        if self.pessimism != "none" and self.ensemble < 2:
+            raise ConfigError(f"pessimism: {self.pessimism} reads the spread of an ensemble; set ensemble >= 2")
 
 
 class Verifier(nn.Module):
@@ -259,7 +274,12 @@ def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor
 def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                    samples: samples_.Samples | None = None, meta: dict | None = None) -> Path:
     """Algorithm 1 (log/squared loss) or 2 (zero_one) on `policy` (its body trains in place):
-    sample and label (unless `samples` are given), fit; writes the run directory `out`."""
+    sample and label (unless `samples` are given), fit; writes the run directory `out`. With
+    `cfg.ensemble` > 1, the pessimistic ensemble of learn/ensemble.py, each member a run of this."""
+    if cfg.ensemble > 1:
+        from veriscale.learn.ensemble import train_ensemble  # it builds on this module
+
+        return train_ensemble(policy, task, cfg, out, samples, meta)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     H = cfg.horizon or samples_.horizon_of(policy)
@@ -311,11 +331,16 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
 
 def load_verifier(run_dir: str | Path, task: Task | None = None, hf: HFConfig | None = None) -> Verifier:
     """The verifier of a run directory written by `train_verifier` (safetensors only), in eval
-    mode; with a planted `task`, refuse a verifier trained on a different task config."""
+    mode (an `EnsembleVerifier` for an ensemble's directory); with a planted `task`, refuse a
+    verifier trained on a different task config."""
     meta = read_meta(run_dir)
     if meta is None or meta.get("stage") != "verifier":
         raise PolicyError(f"{run_dir}: not a verifier run directory (stage "
                           f"{None if meta is None else meta.get('stage')!r})")
+    if "members" in meta:  # a pessimistic ensemble (learn/ensemble.py): its members are verifier runs
+        from veriscale.learn.ensemble import load_ensemble
+
+        return load_ensemble(run_dir, meta, task, hf)
     policy = load_policy(run_dir, hf=hf, stages=("verifier",))
     own = policy.task
     if task is not None and own is not None and own.cfg != task.cfg:

@@ -16,6 +16,7 @@ from typing import Any
 
 from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
 from veriscale.learn.samples import verifier_labels
+from veriscale.learn.verifier import VerifierConfig
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.study.jobs import (BaseJob, DiagnoseJob, DrawJob, EvalJob, Job, Point, RLJob, SamplesJob,
                                   ScoresJob, SFTJob, VerifierJob)
@@ -46,6 +47,11 @@ def check_learner_configs(study: StudyConfig) -> None:
             from_dict(cls, learner_config(study, kind, min(study.n), study.seeds[0], max(study.budgets)))
         except ConfigError as e:
             raise ConfigError(f"{kind}.{e}") from None
+    try:
+        from_dict(VerifierConfig, learner_config(study, "verifier", min(study.n), study.seeds[0], max(study.budgets),
+                                                 **study.pessimistic))
+    except ConfigError as e:
+        raise ConfigError(f"pessimistic.{e}") from None
 
 
 def forcing_at(study: StudyConfig, H: int) -> BudgetForcing:
@@ -105,12 +111,15 @@ class _Grid:
         # reads base samples; a tiny-GPT verifier draws its own, the same way
         shared = any(m.samples for m in self.methods) or (s.text and any(m.verifier for m in self.methods))
         samples = self.artifact(SamplesJob(world, n, seed, H, s.sampler, s.samples)) if shared else None
-        ver = self.artifact(VerifierJob(world, learner_config(s, "verifier", n, seed, H), samples)) \
-            if any(m.verifier for m in self.methods) else None
+        # pessimistic -> the verifier job: the point verifier, and the ensemble the *_pess methods read
+        # (the same n labelled traces, the study's [pessimistic] fields set over [verifier])
+        vers = {p: self.artifact(VerifierJob(world, learner_config(s, "verifier", n, seed, H,
+                                                                   **(s.pessimistic if p else {})), samples))
+                for p in (False, True) if any(m.verifier and m.pessimistic == p for m in self.methods)}
         budgets = tuple(sorted(s.budgets)) if s.mode == "test-time" else (H,)
         for m in self.methods:
-            policy = self.learner(m, world, n, seed, H, samples, ver)
-            verifier = ver if m.verifier else None
+            verifier = vers[m.pessimistic] if m.verifier else None
+            policy = self.learner(m, world, n, seed, H, samples, verifier)
             for acc in (s.accounting if m.best_of_n else [None]):
                 draws = self.draws(m, acc, world, policy, seed, H, budgets)
                 # the verifier scores a search pool once, for every method that reads it (bon, wmaj, ...)

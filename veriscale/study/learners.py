@@ -39,6 +39,8 @@ def learner_summary(m: Method | None, policy: str | None, verifier: str | None, 
         return {"data": data, "learner": learner}
     if verifier:  # the verifier that scores the search, or that RL trained against
         vmeta, vlog = read_run(dep(verifier))
+        # an ensemble's log holds each member's evaluations in turn: its start and curve are member 0's
+        vlog = [r for r in vlog if r.get("member", 0) == 0]
         data.update(prompts=vmeta["run"]["n"], labelled_traces=vmeta["training_traces"],
                     validation_traces=vmeta["validation_traces"],
                     labels=vmeta["training_traces"] + vmeta["validation_traces"])

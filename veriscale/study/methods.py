@@ -16,6 +16,7 @@ class Method:
     learner: str | None = None  # None (no training) | "sft" | "rl"
     options: dict = field(default_factory=dict)  # learner fields the method fixes
     verifier: bool = False  # scores with, or trains against, the learned verifier
+    pessimistic: bool = False  # ... the pessimistic one: the study's [pessimistic] verifier fields set
     samples: bool = False  # trains on checked base samples shared with the verifier (search-trace SFT)
     vb: bool = False  # a verifier-based method (VB), compared with the VF reference
     needs: str | None = None  # "planted" | "text": the only tasks where it makes sense
@@ -66,6 +67,14 @@ TABLE = [
            vb=True),
     Method("rl_verifier", "rl", "VB: RL against the learned verifier", learner="rl", options={"reward": "verifier"},
            verifier=True, vb=True),
+    # The paper's fast rate is for a pessimistic reward (learn/ensemble.py): the same selection
+    # and RL against the study's pessimistic verifier, beside the point-verifier methods above.
+    Method("bon_pess", "bon", "VB: best-of-N by the pessimistic verifier (ensemble; [pessimistic])", verifier=True,
+           pessimistic=True, vb=True),
+    Method("wmaj_pess", "wmaj", "VB: weighted majority by the pessimistic verifier (ensemble; [pessimistic])",
+           verifier=True, pessimistic=True, vb=True),
+    Method("rl_verifier_pess", "rl", "VB: RL against the pessimistic verifier (ensemble; [pessimistic])",
+           learner="rl", options={"reward": "verifier"}, verifier=True, pessimistic=True, vb=True),
 ]
 METHODS = {m.name: m for m in TABLE}
 

@@ -115,6 +115,9 @@ class StudyConfig:
     sft: dict = knob({}, "SFT settings (SFTConfig: `veriscale config study` lists them under [sft])")
     verifier: dict = knob({}, "verifier settings (VerifierConfig, listed under [verifier])")
     rl: dict = knob({}, "RL settings (RLConfig, listed under [rl])")
+    pessimistic: dict = knob({"ensemble": 4, "pessimism": "min"},
+                             "verifier fields that the *_pess methods' verifier sets over [verifier] (ensemble, "
+                             "pessimism, lcb_k: learn/ensemble.py; ours: K = 4 members, their minimum)")
 
     def learner(self, kind: str):
         """The typed settings of learner `kind` ("sft" | "verifier" | "rl") that its table gives."""
