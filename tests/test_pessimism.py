@@ -1,15 +1,15 @@
 """The pessimistic verifier (learn/ensemble.py) and its study methods: the ensemble's minimum is
 below every member, K = 1 is the point verifier exactly, bootstrap members reuse the same labels
-(counted once), the run directory reloads through `load_verifier`, and the *_pess methods get a
+(counted once), the run directory reloads through `open_verifier`, and the *_pess methods get a
 verifier job of their own while the plain methods keep their job ids."""
 
 import pytest
 import torch
 
 from veriscale.config import ConfigError, load_config
-from veriscale.learn.ensemble import EnsembleVerifier, bootstrap, combine
+from veriscale.learn.ensemble import EnsembleVerifier, bootstrap, combine, fit_verifier, open_verifier
 from veriscale.learn.samples import draw as draw_samples
-from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier, train_verifier
+from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier
 from veriscale.policy.base import read_meta
 from veriscale.policy.engine import generate
 from veriscale.policy.load import load_policy
@@ -79,7 +79,7 @@ def test_pessimism_needs_an_ensemble():
 
 def _train(base, overrides, out):
     policy = load_policy(base)
-    return train_verifier(policy, policy.task, load_config(VerifierConfig, None, FAST + overrides), out)
+    return fit_verifier(policy, policy.task, load_config(VerifierConfig, None, FAST + overrides), out)
 
 
 def test_k1_is_the_point_verifier(base, tmp_path):
@@ -108,7 +108,7 @@ def test_ensemble_run_reloads_and_counts_labels_once(base, tmp_path):
         assert summary["data"]["labels"] == 32
         steps = [p["step"] for p in summary["learner"]["verifier"]["curve"]]
         assert steps == sorted(set(steps))  # one member's curve, not the members' logs in turn
-    ens, policy = load_verifier(out), load_policy(base)
+    ens, policy = open_verifier(out), load_policy(base)
     assert isinstance(ens, EnsembleVerifier) and ens.pessimism == "min"
     prompts = policy.task.prompts("test", 8, 0)
     ro = policy.sample(prompts, 16, seed=0)
@@ -149,9 +149,9 @@ def test_text_ensemble_trains_and_reloads(lm_dir, gym_task, tmp_path):
     s = _labelled_samples(policy, gym_task)
     cfg = load_config(VerifierConfig, None, ["n=16", f"horizon={s.rollouts.tokens.shape[1]}", "ensemble=2",
                                              "pessimism=lcb", "lcb_k=0.5", "optim.steps=4", "optim.eval_every=2"])
-    out = train_verifier(policy, gym_task, cfg, tmp_path / "ens", samples=s)
+    out = fit_verifier(policy, gym_task, cfg, tmp_path / "ens", samples=s)
     assert read_meta(out)["training_traces"] == 32 and read_meta(out)["validation_traces"] == 16
-    ens = load_verifier(out, hf=HFConfig(progress=False))
+    ens = open_verifier(out, hf=HFConfig(progress=False))
     rep = s.repeated("train")
     each = torch.stack([m.score(rep, s.rollouts) for m in ens.members])
     assert torch.allclose(ens.score(rep, s.rollouts), (each.mean(0) - 0.5 * each.std(0)).clamp(0, 1))

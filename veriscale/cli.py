@@ -241,11 +241,12 @@ def train_sft_command(config_path, overrides, threads, base, task, task_override
 @_learner_options
 def train_verifier_command(config_path, overrides, threads, base, task, task_overrides, out, overwrite) -> None:
     """VB: per-prefix verifier on labelled rollouts of pi_b, Algorithms 1-2 (veriscale/learn/verifier.py)."""
-    from veriscale.learn.verifier import VerifierConfig, train_verifier
+    from veriscale.learn.ensemble import fit_verifier
+    from veriscale.learn.verifier import VerifierConfig
 
     cfg, _, policy, task_obj = _prepare(VerifierConfig, config_path, overrides, threads, base, task, task_overrides,
                                         out, overwrite)
-    _run(train_verifier, policy, task_obj, cfg, out)
+    _run(fit_verifier, policy, task_obj, cfg, out)
 
 
 @train.command("rl")
@@ -266,12 +267,12 @@ def train_rl_command(config_path, overrides, threads, base, task, task_overrides
 
 
 def _verifier(path: str, task, hf):
-    from veriscale.learn.verifier import load_verifier
+    from veriscale.learn.ensemble import open_verifier
     from veriscale.policy.base import PolicyError
 
 
     try:
-        return load_verifier(path, task, hf)
+        return open_verifier(path, task, hf)
     except PolicyError as e:
         fail(f"--verifier: {e}")
 

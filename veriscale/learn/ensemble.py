@@ -43,9 +43,8 @@ import torch
 from veriscale.atomic import write_json_atomic, write_jsonl_atomic
 from veriscale.config import to_dict
 from veriscale.learn import samples as samples_
-from veriscale.learn.data import prefix_labels
 from veriscale.learn.verifier import Verifier, VerifierConfig, load_verifier, prefix_metrics, train_verifier
-from veriscale.policy.base import META
+from veriscale.policy.base import META, read_meta
 from veriscale.policy.text import HFConfig
 from veriscale.tasks.base import Rollouts, Task, take
 
@@ -91,13 +90,14 @@ def bootstrap(s: samples_.Samples, generator: torch.Generator) -> samples_.Sampl
 
 
 @torch.no_grad()
-def ensemble_metrics(ens: EnsembleVerifier, s: samples_.Samples, loss: str) -> dict:
+def ensemble_metrics(ens: EnsembleVerifier, task: Task, s: samples_.Samples, loss: str) -> dict:
     """`prefix_metrics` of the ensemble's (pessimistic) score on the validation traces."""
     ro = s.val_rollouts
     L = ro.tokens.shape[1]
-    p = ens.score(s.repeated("val"), ro)  # (N, L) probabilities; their logits feed the same metrics
+    prompts = s.repeated("val")
+    p = ens.score(prompts, ro)  # (N, L) probabilities; their logits feed the same metrics
     mask = torch.arange(L)[None] < ro.counts[:, None]
-    return prefix_metrics(torch.logit(p, eps=1e-6), prefix_labels(s.val_T, L), mask, loss)
+    return prefix_metrics(torch.logit(p, eps=1e-6), task.prefix_verdicts(prompts, ro).float(), mask, loss)
 
 
 def train_ensemble(policy, task: Task, cfg: VerifierConfig, out: str | Path,
@@ -127,7 +127,7 @@ def train_ensemble(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                                    "member_best_steps": steps, "steps_planned": runs[0]["steps_planned"],
                                    "horizon": H, "training_traces": len(samples.rollouts),
                                    "validation_traces": len(samples.val_rollouts),
-                                   "heldout": ensemble_metrics(ens, samples, cfg.loss)})
+                                   "heldout": ensemble_metrics(ens, task, samples, cfg.loss)})
     return out
 
 
@@ -138,3 +138,19 @@ def load_ensemble(run_dir: str | Path, meta: dict, task: Task | None = None,
     run = meta["run"]
     return EnsembleVerifier([load_verifier(Path(run_dir) / m, task, hf) for m in meta["members"]],
                             run["pessimism"], run["lcb_k"])
+
+
+def fit_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
+                 samples: samples_.Samples | None = None, meta: dict | None = None) -> Path:
+    """The verifier `cfg` asks for: one (`train_verifier`), or the ensemble of `cfg.ensemble` > 1."""
+    if cfg.ensemble > 1:
+        return train_ensemble(policy, task, cfg, out, samples, meta)
+    return train_verifier(policy, task, cfg, out, samples=samples, meta=meta)
+
+
+def open_verifier(run_dir: str | Path, task: Task | None = None, hf: HFConfig | None = None):
+    """The verifier of a run directory, one or an ensemble, with `score(prompts, rollouts)`."""
+    meta = read_meta(run_dir)
+    if meta is not None and "members" in meta:
+        return load_ensemble(run_dir, meta, task, hf)
+    return load_verifier(run_dir, task, hf)

@@ -274,12 +274,10 @@ def check_learnable(train: dict[str, torch.Tensor], held: dict[str, torch.Tensor
 def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
                    samples: samples_.Samples | None = None, meta: dict | None = None) -> Path:
     """Algorithm 1 (log/squared loss) or 2 (zero_one) on `policy` (its body trains in place):
-    sample and label (unless `samples` are given), fit; writes the run directory `out`. With
-    `cfg.ensemble` > 1, the pessimistic ensemble of learn/ensemble.py, each member a run of this."""
+    sample and label (unless `samples` are given), fit; writes the run directory `out`. One
+    verifier: `learn.ensemble.fit_verifier` trains the pessimistic ensemble of `cfg.ensemble` > 1."""
     if cfg.ensemble > 1:
-        from veriscale.learn.ensemble import train_ensemble  # it builds on this module
-
-        return train_ensemble(policy, task, cfg, out, samples, meta)
+        raise ValueError(f"ensemble: {cfg.ensemble} members are trained by learn.ensemble.fit_verifier")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     H = cfg.horizon or samples_.horizon_of(policy)
@@ -331,16 +329,14 @@ def train_verifier(policy, task: Task, cfg: VerifierConfig, out: str | Path,
 
 def load_verifier(run_dir: str | Path, task: Task | None = None, hf: HFConfig | None = None) -> Verifier:
     """The verifier of a run directory written by `train_verifier` (safetensors only), in eval
-    mode (an `EnsembleVerifier` for an ensemble's directory); with a planted `task`, refuse a
-    verifier trained on a different task config."""
+    mode (`learn.ensemble.open_verifier` also opens an ensemble's directory); with a planted
+    `task`, refuse a verifier trained on a different task config."""
     meta = read_meta(run_dir)
     if meta is None or meta.get("stage") != "verifier":
         raise PolicyError(f"{run_dir}: not a verifier run directory (stage "
                           f"{None if meta is None else meta.get('stage')!r})")
-    if "members" in meta:  # a pessimistic ensemble (learn/ensemble.py): its members are verifier runs
-        from veriscale.learn.ensemble import load_ensemble
-
-        return load_ensemble(run_dir, meta, task, hf)
+    if "members" in meta:
+        raise PolicyError(f"{run_dir}: an ensemble of verifiers (learn.ensemble.open_verifier loads it)")
     policy = load_policy(run_dir, hf=hf, stages=("verifier",))
     own = policy.task
     if task is not None and own is not None and own.cfg != task.cfg:

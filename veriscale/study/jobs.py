@@ -41,7 +41,7 @@ from veriscale.learn import samples as samples_
 from veriscale.learn.pretrain import PretrainConfig, pretrain
 from veriscale.learn.rl import train_rl
 from veriscale.learn.sft import train_sft
-from veriscale.learn.verifier import load_verifier, train_verifier
+from veriscale.learn.ensemble import fit_verifier, open_verifier
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.search import SearchPlan, repeat_each
 from veriscale.study.learners import learner_summary
@@ -181,7 +181,7 @@ class VerifierJob(LearnerJob):
     def make(self, dep: Dep, out: Path) -> None:
         task, policy = self.world.make_task(), self.world.base_policy(dep)
         s = samples_.read(dep(self.samples), task, policy) if self.samples else None
-        train_verifier(policy, task, self.settings, out, samples=s, meta={})
+        fit_verifier(policy, task, self.settings, out, samples=s, meta={})
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class RLJob(LearnerJob):
 
     def make(self, dep: Dep, out: Path) -> None:
         task, policy = self.world.make_task(), self.world.base_policy(dep)
-        verifier = load_verifier(dep(self.verifier), task, self.world.hf_quiet) if self.verifier else None
+        verifier = open_verifier(dep(self.verifier), task, self.world.hf_quiet) if self.verifier else None
         train_rl(policy, task, self.settings, out, verifier=verifier, meta={})
 
 
@@ -260,7 +260,7 @@ class ScoresJob(Job):
 
     def make(self, dep: Dep, out: Path) -> None:
         task = self.world.make_task()
-        verifier = load_verifier(dep(self.verifier), task, self.world.hf_quiet)
+        verifier = open_verifier(dep(self.verifier), task, self.world.hf_quiet)
         d = json.loads((dep(self.draw) / DRAW_FILE).read_text())
         prompts = repeat_each(task.prompts("test", self.prompts, 0), d["per_prompt"])
         out.mkdir(parents=True, exist_ok=True)  # (B * per_prompt, width) score of every prefix
