@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.study import jobs
-from veriscale.study.jobs import run_job
+from veriscale.study.execute import run_job
 from veriscale.study.spec import StudyConfig
 from veriscale.study.store import DONE, load_records
 from veriscale.study.sweep import run_study

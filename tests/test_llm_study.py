@@ -17,7 +17,8 @@ from veriscale.config import ConfigError, from_dict, to_dict
 from veriscale.learn.verifier import VerifierConfig, load_verifier
 from veriscale.search import repeat_each
 from veriscale.study.grid import expand
-from veriscale.study.jobs import DRAW_FILE, SCORES_FILE, artifact_dir
+from veriscale.study.execute import artifact_dir
+from veriscale.study.jobs import DRAW_FILE, SCORES_FILE
 from veriscale.study.report import write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows

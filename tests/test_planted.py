@@ -197,7 +197,7 @@ def test_pretraining_curriculum_stages():
     task = PlantedTask(cfg.task)
     out = stages(cfg, task)
     assert [o.steps for _, o in out] == [cfg.optim.steps // 3] * 3
-    m, P = task.cfg.answer_len, task.cfg.prompt_len + 2
+    P = task.cfg.prompt_len + 2
     for i, ((inputs, targets, mask), _) in enumerate(out):
         tokens = torch.where(mask, targets, -1)[:, P - 1:]  # (N, L) trace tokens, -1 elsewhere
         filler = ((tokens >= task.filler_base) & (tokens < task.bos)).sum(1)

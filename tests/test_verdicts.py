@@ -10,7 +10,7 @@ from veriscale.atomic import write_json_atomic
 from veriscale.config import to_dict
 from veriscale.predict import check, gap, lift, predict
 from veriscale.study.analysis import Report
-from veriscale.study.jobs import expand
+from veriscale.study.grid import expand
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import write_record
 from veriscale.study.verdicts import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, UNTESTABLE, claims, combine, decide,

@@ -22,27 +22,14 @@ import click
 from veriscale.cli_checks import (FiniteRange, Main, check_supply, fit_prompts, given_keys, own_horizon,
                                   prepare_out)
 from veriscale.config import ConfigError, apply_overrides, describe, from_dict, load_config, read_toml
+from veriscale.cli_inputs import (cli_task, cli_verifier, default_budgets, hf_settings, load_cli_policy, parse_budgets,
+                                  policy_options, with_threads)
 from veriscale.console import fail, run_summary
 from veriscale.policy import SAMPLERS
 from veriscale.study.commands import relearn, report, reproduce, results
 from veriscale.tables import format_table
 
 SAMPLER_CHOICE = click.Choice(SAMPLERS)
-
-
-def _budgets(text: str) -> list[int]:
-    try:
-        out = sorted({int(b) for b in text.split(",") if b.strip()})
-    except ValueError:
-        fail(f"--budgets: expected comma-separated integers, got {text!r}")
-    if not out or out[0] < 1:
-        fail(f"--budgets: budgets must be positive integers, got {text!r}")
-    return out
-
-
-def _default_budgets(horizon: int) -> list[int]:
-    """8, 16, 32, ... below the horizon, and the horizon itself."""
-    return sorted({b for b in (2**i for i in range(3, 20)) if b < horizon} | {horizon})
 
 
 def budget_rows(metrics: list[dict]) -> list[dict]:
@@ -68,77 +55,6 @@ for _cmd in (reproduce, results, report, relearn):
     main.add_command(_cmd)
 
 
-# ---- policies and tasks ----------------------------------------------------------------------
-
-def _policy_options(f):
-    """--set and --threads, taken alike by every command that loads a policy."""
-    f = click.option("--threads", default=0, type=click.IntRange(min=0),
-                     help="torch CPU threads [default: the config's `threads`, else torch's].")(f)
-    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                        help="Override a config field; hf.KEY=VALUE sets a transformers policy's loading and "
-                             "sampling (hf.batch_size=32, ...; `veriscale config diagnose` lists them).")(f)
-
-
-def _with_threads(overrides: list[str], threads: int) -> list[str]:
-    """--set items with --threads as `threads=N` (a config's `threads` field; the flag wins)."""
-    return overrides + ([f"threads={threads}"] if threads else [])
-
-
-def _settings(overrides: tuple[str, ...]):
-    """(HFConfig from the hf.KEY=VALUE items of --set, the other items), or exit 2 naming a bad
-    hf setting."""
-    from veriscale.policy.text import HFConfig
-
-    try:
-        hf = from_dict(HFConfig, apply_overrides({}, [o[3:] for o in overrides if o.startswith("hf.")]), "hf.")
-    except ConfigError as e:
-        fail(f"--set: {e}")
-    return hf, [o for o in overrides if not o.startswith("hf.")]
-
-
-def _policy(spec: str, flag: str, sampler: str = "hf", stages: tuple[str, ...] | None = None, hf=None):
-    """The policy of `spec` loaded with the transformers settings `hf`, or exit 2 with one line
-    naming the flag and what is wrong (PolicyError, or a setting the model refuses)."""
-    from veriscale.policy.load import POLICY_STAGES, load_policy
-    from veriscale.policy.vllm import BackendUnavailable
-
-    try:
-        return load_policy(spec, hf=hf, sampler=sampler, stages=stages or POLICY_STAGES)
-    except (ValueError, BackendUnavailable) as e:
-        fail(f"{flag}: {e}")
-
-
-def _task(task: str | None, policy, overrides: tuple[str, ...] = ()):
-    """The task named by --task; without it, the task a run directory records (a tiny GPT's own
-    planted task, or the text task a learner was trained on, with its configuration). `overrides`
-    (--task-set KEY=VALUE) change a text task's configuration (tasks/gym.py, tasks/files.py)."""
-    from veriscale.policy.base import read_meta
-    from veriscale.tasks.files import FilesConfig
-    from veriscale.tasks.gym import GymConfig
-    from veriscale.tasks.load import is_text, make_task
-
-    if policy.task is not None:
-        if task not in (None, policy.task.name):
-            fail(f"--task: a tiny-GPT policy works on its own {policy.task.name} task, not {task!r}")
-        if overrides:
-            fail(f"--task-set: a tiny-GPT policy's {policy.task.name} task is fixed by its run directory")
-        return policy.task
-    meta = (read_meta(policy.spec) or {}) if Path(policy.spec).is_dir() else {}
-    spec = task or meta.get("task_spec")
-    if spec is None:
-        fail("--task: required for a transformers policy (gym:NAME or file:PATH)")
-    if not is_text(spec):
-        fail(f"--task: a transformers policy needs a text task (gym:NAME or file:PATH), not {spec!r}")
-    own = meta.get("task") if meta.get("task_spec") == spec else None
-    try:
-        table = apply_overrides(own or {}, list(overrides))
-        if spec.startswith("gym:"):
-            return make_task(spec, gym=from_dict(GymConfig, table, "task-set "))
-        return make_task(spec, files=from_dict(FilesConfig, table, "task-set "))
-    except (ConfigError, ValueError, OSError) as e:
-        fail(f"--task: {e}")
-
-
 # ---- train -------------------------------------------------------------------------------------
 
 @main.group()
@@ -149,7 +65,7 @@ def train() -> None:
 @train.command("pretrain")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config (defaults are used for missing keys).")
-@_policy_options
+@policy_options
 @click.option("--budgets", default=None,
               help="Budgets of the evaluation table printed after training [default: 8, 16, ... up to the horizon].")
 @click.option("--prompts", default=256, show_default=True, type=click.IntRange(min=1),
@@ -164,24 +80,24 @@ def pretrain_command(config_path: str | None, overrides: tuple[str, ...], thread
     from veriscale.learn.pretrain import PretrainConfig, pretrain
 
     try:
-        cfg = load_config(PretrainConfig, config_path, _with_threads(list(overrides), threads)
+        cfg = load_config(PretrainConfig, config_path, with_threads(list(overrides), threads)
                           + ([f"out={json.dumps(out)}"] if out else []))
     except ConfigError as e:
         fail(f"config: {e}")
-    b = _budgets(budgets) if budgets else _default_budgets(cfg.task.horizon)
+    b = parse_budgets(budgets) if budgets else default_budgets(cfg.task.horizon)
     if b[-1] > cfg.task.horizon:
         fail(f"--budgets: {b[-1]} exceeds task.horizon={cfg.task.horizon}")
     prepare_out(cfg.out, overwrite)
     out = pretrain(cfg)
     click.echo(f"wrote {out}")
-    policy = _policy(str(out), "--out")
+    policy = load_cli_policy(str(out), "--out")
     metrics = evaluate_method("base", policy, policy.task, policy.task.prompts("test", prompts, 0), b)
     click.echo(f"{prompts} held-out prompts, temperature 1.0, sampled once at H={b[-1]}")
     click.echo(format_table(budget_rows(metrics), BUDGET_COLUMNS))
 
 
 def _learner_options(f):
-    """--base/--task/--task-set/--out/--overwrite/--config, and --set/--threads (`_policy_options`),
+    """--base/--task/--task-set/--out/--overwrite/--config, and --set/--threads (`policy_options`),
     shared by every learner."""
     for opt in reversed([
         click.option("--base", "base", required=True,
@@ -196,22 +112,22 @@ def _learner_options(f):
                      help="TOML config, e.g. a preset of configs/ (defaults are used for missing keys)."),
     ]):
         f = opt(f)
-    return _policy_options(f)
+    return policy_options(f)
 
 
 def _prepare(cls, config_path, overrides, threads, base, task, task_overrides, out, overwrite):
     """Validated config, the transformers settings (hf.*), base policy and task, or exit 2 before
     anything is written."""
-    hf, own = _settings(overrides)
+    hf, own = hf_settings(overrides)
     try:
-        data = apply_overrides(read_toml(config_path) if config_path else {}, _with_threads(own, threads))
+        data = apply_overrides(read_toml(config_path) if config_path else {}, with_threads(own, threads))
         cfg = from_dict(cls, data)
     except ConfigError as e:
         fail(f"config: {e}")
     if not overwrite:  # refused before the (slow) policy loads
         prepare_out(out, False)
-    policy = _policy(base, "--base", hf=hf)
-    task_obj = _task(task, policy, task_overrides)
+    policy = load_cli_policy(base, "--base", hf=hf)
+    task_obj = cli_task(task, policy, task_overrides)
     cfg = check_supply(cfg, task_obj, given_keys(data))
     if overwrite:  # replaced only once everything else is known to be good
         prepare_out(out, True)
@@ -262,19 +178,8 @@ def train_rl_command(config_path, overrides, threads, base, task, task_overrides
                                          overwrite)
     if cfg.reward == "verifier" and verifier_dir is None:
         fail("--verifier: reward=verifier needs a verifier run directory")
-    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
+    verifier = cli_verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     _run(train_rl, policy, task_obj, cfg, out, verifier=verifier)
-
-
-def _verifier(path: str, task, hf):
-    from veriscale.learn.ensemble import open_verifier
-    from veriscale.policy.base import PolicyError
-
-
-    try:
-        return open_verifier(path, task, hf)
-    except PolicyError as e:
-        fail(f"--verifier: {e}")
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -311,7 +216,7 @@ def _verifier(path: str, task, hf):
 @click.option("--sampler", default="hf", show_default=True, type=SAMPLER_CHOICE,
               help="Sampler of a transformers policy (vllm: veriscale[vllm] and a CUDA GPU; ct2: CTranslate2 on "
                    "CPU, veriscale[cpu]).")
-@_policy_options
+@policy_options
 def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, prompts, samples, N, search_n,
              accounting, force_budget, threshold, temperature, seed, sampler, overrides, threads) -> None:
     """One table of J_H/H and success@H (95% CIs), tokens and verifier calls per method and budget,
@@ -322,8 +227,8 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
     from veriscale.policy.forcing import BudgetForcing
     from veriscale.search import NEEDS_VERIFIER
 
-    b = _budgets(budgets or "16,32,64,128")
-    hf, own = _settings(overrides)
+    b = parse_budgets(budgets or "16,32,64,128")
+    hf, own = hf_settings(overrides)
     if own:
         fail(f"--set: evaluate has no config of its own; only hf.KEY=VALUE applies, not {own[0]!r}")
     if threads:
@@ -334,10 +239,10 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         if name not in EVALUATIONS:
             fail(f"--method: {name!r} is not one of {', '.join(EVALUATIONS)}")
         plan.append((f"{name}:{Path(run).name}" if run else name, name, run or policy_spec))
-    base = _policy(policy_spec, "--policy", sampler, hf=hf)
-    task_obj = _task(task, base, task_overrides)
+    base = load_cli_policy(policy_spec, "--policy", sampler, hf=hf)
+    task_obj = cli_task(task, base, task_overrides)
     if base.horizon is not None and budgets is None:
-        b = _default_budgets(base.horizon)
+        b = default_budgets(base.horizon)
     if base.horizon is not None and b[-1] > base.horizon:
         fail(f"--budgets: {b[-1]} exceeds the policy's horizon {base.horizon}")
     if force_budget and not base.text:
@@ -346,11 +251,11 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
         fail(f"--verifier: methods {', '.join(NEEDS_VERIFIER)} need a verifier run directory")
     if accounting == "shared" and any(m in ("bon", "maj", "wmaj", "oracle") for _, m, _ in plan) and b[0] < N:
         fail(f"--budgets: best-of-{N} needs every budget >= {N}, got {b[0]}")
-    verifier = _verifier(verifier_dir, task_obj, hf) if verifier_dir else None
+    verifier = cli_verifier(verifier_dir, task_obj, hf) if verifier_dir else None
     test = task_obj.prompts("test", prompts, seed)
     rows = []
     for label, method, spec in plan:
-        policy = base if spec == policy_spec else _policy(spec, "--method", sampler, hf=hf)
+        policy = base if spec == policy_spec else load_cli_policy(spec, "--method", sampler, hf=hf)
         forcing = BudgetForcing() if force_budget and method in ("base", "sft", "rl") else None
         try:
             recs = evaluate_method(method, policy, task_obj, test, b, verifier=verifier, samples=samples,
@@ -382,7 +287,7 @@ def evaluate(policy_spec, task, task_overrides, methods, verifier_dir, budgets, 
               help="Sampler of a transformers policy [hf]; vllm needs veriscale[vllm] and a CUDA GPU, ct2 "
                    "(CTranslate2 on CPU) veriscale[cpu].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-@_policy_options
+@policy_options
 def diagnose_command(policy, task, budget, samples, prompts, out, vf_data, sampler, config_path, overrides,
                      threads) -> None:
     """Heterogeneity and anti-concentration of a base policy: JSON, PNGs, tables and a verdict."""

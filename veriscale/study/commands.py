@@ -142,7 +142,8 @@ def relearn(study_dir: str, artifact: str, overrides: tuple[str, ...], out: str,
     from veriscale.cli_checks import prepare_out
     from veriscale.config import apply_overrides, from_dict
     from veriscale.study.grid import expand
-    from veriscale.study.jobs import LEARNER_JOBS, artifact_dir
+    from veriscale.study.execute import artifact_dir
+    from veriscale.study.jobs import LEARNER_JOBS
     from veriscale.study.spec import study_from_dict
     from veriscale.study.sweep import STUDY_FILE
 

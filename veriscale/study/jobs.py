@@ -12,42 +12,36 @@
   DiagnoseJob  one record of the base policy's heterogeneity and anti-concentration.
 Each job carries its typed world (study/world.py) and fields; `config` is its canonical JSON
 form and `id` = kind + hash of it, so a rerun finds finished work: an artifact whose completion
-marker verifies (store.seal), an evaluation whose record reads back with a valid digest. `deps` are the artifact ids
-it reads; artifacts `make` a directory, evaluations `evaluate` into metrics rows. The grid that
-creates them is study/grid.py; the sweep that runs them, study/sweep.py (`run_job` below).
+marker verifies (store.seal), an evaluation whose record reads back with a valid digest. `deps`
+are the artifact ids it reads; artifacts `make` a directory, evaluations `evaluate` into metrics
+rows. The grid that creates them: study/grid.py; one job run in a process: study/execute.py;
+the sweep that schedules them: study/sweep.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
-import time
-import traceback
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from safetensors.torch import load_file, save_file
 
-from veriscale import progress
-from veriscale.atomic import write_json_atomic, write_text_atomic
+from veriscale.atomic import write_json_atomic
 from veriscale.config import from_dict, to_dict
 from veriscale.evaluate import diagnose_policy, draw, grade_search, grade_sequential
 from veriscale.learn import samples as samples_
 from veriscale.learn.pretrain import PretrainConfig, pretrain
+from veriscale.learn.ensemble import fit_verifier, open_verifier
 from veriscale.learn.rl import train_rl
 from veriscale.learn.sft import train_sft
-from veriscale.learn.ensemble import fit_verifier, open_verifier
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.search import SearchPlan, repeat_each
 from veriscale.study.learners import learner_summary
 from veriscale.study.methods import METHODS
 from veriscale.study.spec import LEARNER_CONFIGS
-from veriscale.study.store import DONE, damage, seal, write_record
 from veriscale.study.world import Dep, World
 from veriscale.tasks.planted import ExpertSampler
 
@@ -356,78 +350,3 @@ class DiagnoseJob(Job):
 
 # A learner artifact kind -> its job class (`veriscale relearn`).
 LEARNER_JOBS: dict[str, type[LearnerJob]] = {j.kind: j for j in (SFTJob, VerifierJob, RLJob)}
-
-
-def artifact_dir(study_dir: Path, job_id: str) -> Path:
-    return Path(study_dir) / "artifacts" / job_id
-
-
-def record_path(study_dir: Path, job_id: str) -> Path:
-    return Path(study_dir) / "records" / f"{job_id}.json"
-
-
-def run_job(job: Job, study_dir: str | Path, threads: int = 0) -> dict:
-    """Run one job (in whatever process) and return a small status dict; never raises.
-
-    Artifacts are made in a temporary directory, sealed with their completion marker
-    (store.seal) and renamed into place, replacing a damaged one; an evaluation writes its
-    record atomically, with the error when it fails. A job that ends well clears its stale
-    errors/ file; one whose error cannot even be written (a full disk) still returns it.
-    """
-    study_dir = Path(study_dir)
-    start = time.time()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        _run(job, study_dir, start)
-        (study_dir / "errors" / f"{job.id}.txt").unlink(missing_ok=True)
-        return {"id": job.id, "status": "ok", "wall_s": time.time() - start}
-    except Exception as exc:  # a failing run is recorded and the sweep goes on
-        err = f"{type(exc).__name__}: {exc}"
-        try:
-            _record_error(job, study_dir, err, time.time() - start)
-        except Exception as again:  # noqa: BLE001 (the disk that failed the job may refuse this too)
-            err += f" (not recorded: {type(again).__name__}: {again})"
-        return {"id": job.id, "status": "error", "error": err, "wall_s": time.time() - start}
-
-
-def _run(job: Job, study_dir: Path, start: float) -> None:
-    missing = [d for d in job.deps if not (artifact_dir(study_dir, d) / DONE).is_file()]
-    if missing:
-        raise RuntimeError(f"dependency failed or missing: {', '.join(missing)}")
-    dep = lambda i: artifact_dir(study_dir, i)  # noqa: E731
-    job.world.quiet()
-    if job.kind == "eval":
-        with progress.silenced():  # the sweep shows one bar across runs
-            rows = job.evaluate(dep)
-        write_record(study_dir, job, {"status": "ok", "metrics": rows, **job.summary(dep),
-                                      "wall_s": time.time() - start})
-        return
-    final = artifact_dir(study_dir, job.id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{job.id}."))
-    try:
-        with progress.silenced():
-            job.make(dep, tmp)
-        # wall_s: the job's time, for the per-stage breakdown of a study's wall time
-        (tmp / "job.json").write_text(json.dumps({"id": job.id, "kind": job.kind, "config": job.config,
-                                                  "deps": list(job.deps), "wall_s": time.time() - start},
-                                                 indent=2, sort_keys=True))
-        seal(tmp)
-        if final.is_dir() and damage(final) is None:  # finished meanwhile under the same id: keep it
-            return
-        if final.is_dir():  # damaged: moved aside under a dot name (clean_partial removes it if killed)
-            final.rename(final.parent / f".{job.id}.damaged")
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final.parent / f".{job.id}.damaged", ignore_errors=True)
-
-
-def _record_error(job: Job, study_dir: Path, err: str, wall_s: float) -> None:
-    if job.kind == "eval":
-        write_record(study_dir, job, {"status": "error", "error": err, "traceback": traceback.format_exc(),
-                                      "wall_s": wall_s})
-    else:
-        (study_dir / "errors").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(study_dir / "errors" / f"{job.id}.txt", traceback.format_exc())

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from veriscale.config import to_dict
 from veriscale.atomic import write_json_atomic
 from veriscale.study.grid import expand
-from veriscale.study.jobs import Job, artifact_dir, record_path, run_job
+from veriscale.study.execute import artifact_dir, record_path, run_job
+from veriscale.study.jobs import Job
 from veriscale.study.lock import study_lock
 from veriscale.study.spec import StudyConfig, study_from_dict
 from veriscale.study.store import damage, read_record
