@@ -84,7 +84,7 @@ class DiagnoseConfig:
     vf_n: int = knob(128, "prediction: training prompts n of the VF learner (its loss ~ sigma_data sqrt(kappa/n))",
                      min=1)
     kappa: float = knob(1.0, "prediction: log|Pi| in the VF loss sigma_data sqrt(kappa/n) (ours)", min=0.0)
-    search_n: int = knob(4, "prediction: N samples a VB search selects from (ours)", min=1)
+    samples_per_problem: int = knob(4, "prediction: N samples a VB search selects from (ours)", min=1)
     threads: int = knob(0, "torch CPU threads (0 = torch's default)", min=0)
     out: str = knob("", "output directory ('' = runs/diagnose/<policy>-<task>)")
     sampler: SamplerName = knob("hf", "text sampler: transformers, vLLM (GPU; veriscale[vllm]) or "
@@ -269,7 +269,7 @@ def prediction(T: torch.Tensor, T_vf: torch.Tensor, s: dict[str, Any], cfg: Diag
     e = cfg.eps.index(cfg.eps_ref)
     c = {k: s["mean_c"][k][e] for k in ("value", "lo", "hi")}
     margin = float(margin_of(torch.tensor(cfg.eps_ref), cfg.margin))
-    p = from_traces(T, T_vf, c, cfg.budget, n=cfg.vf_n, N=cfg.search_n, margin=margin, kappa=cfg.kappa,
+    p = from_traces(T, T_vf, c, cfg.budget, n=cfg.vf_n, N=cfg.samples_per_problem, margin=margin, kappa=cfg.kappa,
                     n_boot=cfg.bootstrap, seed=cfg.seed)
     g, gr = p["gaps"][-1], p["growth"]
     growth = f"{GROWTH_WORDS[p['growth_sign']]} ({gr['value']:.1f} [{gr['lo']:.1f}, {gr['hi']:.1f}] tokens from " \

@@ -245,7 +245,7 @@ def prediction_check(rep: Report) -> list[dict]:
             i = d["eps"].index(d["eps_ref"])
             c = band_of(*(d["mean_c"][k][i] for k in ("value", "lo", "hi")))
             margin = math.sqrt(d["eps_ref"]) if d.get("margin", "sqrt") == "sqrt" else d["eps_ref"]
-            p = predict(points, c, n=rep.nmax, N=rep.study.search_n, margin=margin, kappa=KAPPA)
+            p = predict(points, c, n=rep.nmax, N=rep.study.samples_per_problem, margin=margin, kappa=KAPPA)
             entry.update(predicted=p, predicted_sign=SIGN_WORDS[p["sign"]],
                          predicted_growth=GROWTH_WORDS[p["growth_sign"]])
         else:
