@@ -4,9 +4,14 @@ Bi-level reward (SPEC §1): r_h = 1{h >= T}, so the return over a budget H is
     R_H = sum_{h=1..H} r_h = (H - T + 1) * 1{T <= H}.
 J_H = mean R_H; curves show J_H / H in [0, 1] beside success@H = P(T <= H).
 
-A trace sampled at the largest budget answers every smaller budget H' by truncation: the
-truncated trace has the same T when T <= H' and fails otherwise, and is charged min(count, H')
-tokens. `evaluate_budgets` does exactly that, so one sampling pass serves all budgets.
+A trace sampled at the largest budget answers every smaller budget H' by truncation, charged
+min(count, H') tokens. Where T is a property of the whole trace, as on the planted task (whose
+checker credits the target wherever it appears), the truncated trace has the same T when T <= H'
+and fails otherwise, so success@H of one draw cannot fall as H grows; `evaluate_budgets` reads
+the budgets off that way from one T. A text trace is different: cut at H' it is graded anew
+(`evaluate.grade_sequential`, `search.search_budgets`), and its final answer is the last one
+complete by H', so a cut trace can end in a different final answer (right when cut before a
+later wrong one, wrong after it), and one draw's success@H can fall as H grows.
 """
 
 from __future__ import annotations
