@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from veriscale.cli import main
 from veriscale.config import load_config
-from veriscale.study import jobs
+from veriscale.study import execute
 from veriscale.study.execute import run_job
 from veriscale.study.spec import StudyConfig
 from veriscale.study.store import DONE, load_records
@@ -139,7 +139,7 @@ class _DiskFullJob:
 
 @pytest.mark.parametrize("kind", ["sft", "eval"])
 def test_run_job_never_raises_even_when_its_error_cannot_be_written(tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(jobs, "write_text_atomic", _full_disk)
-    monkeypatch.setattr(jobs, "write_record", _full_disk)
+    monkeypatch.setattr(execute, "write_text_atomic", _full_disk)
+    monkeypatch.setattr(execute, "write_record", _full_disk)
     res = run_job(_DiskFullJob(kind), tmp_path / "study", threads=1)
     assert res["status"] == "error" and "No space left" in res["error"] and "not recorded" in res["error"]
