@@ -55,8 +55,8 @@ def learner_summary(m: Method | None, policy: str | None, verifier: str | None, 
         pmeta, _ = read_run(dep(policy))
         if pmeta["run"]["expert"] == "search":  # built from checked base samples: their verdicts are its labels
             labelled = pmeta["labelled_traces"]
-            data.update(prompts=pmeta["run"]["n"], labelled_traces=labelled, labels=labelled,
-                        validation_traces=pmeta["validation_traces"])
+            data.update(prompts=pmeta["run"]["n"], expert_traces=pmeta["training_traces"], labelled_traces=labelled,
+                        labels=labelled, validation_traces=pmeta["validation_traces"])
         else:
             data.update(prompts=pmeta["run"]["n"], expert_traces=pmeta["training_traces"],
                         validation_traces=pmeta["validation_traces"],
