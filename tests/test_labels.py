@@ -8,8 +8,10 @@ import torch
 
 from veriscale.grading import TextProblem
 from veriscale.learn.verifier import labelled
-from veriscale.tasks.base import NEVER, Rollouts
+from veriscale.tasks.base import NEVER
 from veriscale.tasks.gym import GymConfig, GymTask
+
+from text_fakes import text_rollouts
 
 # "|" separates the pseudo-tokens of each trace; the gold answer is 7.
 TRACES = {
@@ -21,18 +23,9 @@ TRACES = {
 }
 
 
-def rollouts(samples: list[str]) -> Rollouts:
-    pieces = [s.split("|") for s in samples]
-    counts = torch.tensor([len(p) for p in pieces])
-    width = int(counts.max())
-    mask = torch.arange(width) < counts[:, None]
-    offsets = [[len("".join(p[:i + 1])) for i in range(len(p))] for p in pieces]
-    return Rollouts(torch.where(mask, 1, 0), mask, counts, ["".join(p) for p in pieces], offsets)
-
-
 def test_labels_are_the_graders_verdict_at_every_prefix():
     task = GymTask(GymConfig(grade_workers=1))
-    ro = rollouts([t for t, _ in TRACES.values()])
+    ro = text_rollouts([t for t, _ in TRACES.values()])
     problems = [TextProblem(text="3 + 4?", gold="7")] * len(ro)
     verdicts = task.prefix_verdicts(problems, ro)
     L = ro.tokens.shape[1]

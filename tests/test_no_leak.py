@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from veriscale import grading, search
-from veriscale.grading import GradingConfig, TextProblem
+from veriscale.grading import TextProblem
 from veriscale.search import Pool, SearchPlan, search_budgets
-from veriscale.tasks.base import NEVER, Rollouts, repeat_each
+from veriscale.tasks.base import NEVER, repeat_each
 from veriscale.tasks.planted import PlantedConfig, PlantedTask
+
+from text_fakes import TextTask, text_rollouts
 
 RULES = ("bon", "maj", "wmaj")
 
@@ -84,31 +86,6 @@ def test_planted_early_stop_does_not_read_the_checker(planted, monkeypatch):
     scores = torch.rand(B, 1, H, generator=g)
     pool = lambda: Pool(planted, prompts, ro, SearchPlan("early_stop", 1), scores)  # noqa: E731
     assert_no_leak(planted, pool, [8, 24], monkeypatch, rules=("early_stop",))
-
-
-class TextTask:
-    """A text task graded by `GradingConfig`: its checker and its judges are what the fakes replace."""
-
-    name = "text"
-
-    def __init__(self):
-        self.cfg = GradingConfig(grade_workers=1)
-
-    def check(self, prompts, rollouts):
-        return self.cfg.first_success(prompts, rollouts)
-
-    def answer_keys(self, prompts, rollouts):
-        return self.cfg.answer_keys(prompts, rollouts)
-
-
-def text_rollouts(samples: list[str]) -> Rollouts:
-    """Row i spells samples[i], one pseudo-token per "|"-separated piece."""
-    pieces = [s.split("|") for s in samples]
-    counts = torch.tensor([len(p) for p in pieces])
-    width = int(counts.max())
-    mask = torch.arange(width) < counts[:, None]
-    offsets = [[len("".join(p[:i + 1])) for i in range(len(p))] for p in pieces]
-    return Rollouts(torch.where(mask, 1, 0), mask, counts, ["".join(p) for p in pieces], offsets)
 
 
 SAMPLES = ["Final| answer:| 7|<eos>", "Final| answer:| 8|<eos>", "So| 7.| Final| answer:| 8|<eos>",

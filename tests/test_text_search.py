@@ -9,8 +9,10 @@ import torch
 from veriscale.evaluate import draw, grade_search
 from veriscale.grading import GradingConfig, TextProblem, answer_key
 from veriscale.search import Pool, SearchPlan, repeat_each, search_budgets, select
-from veriscale.tasks.base import NEVER, Rollouts
+from veriscale.tasks.base import NEVER
 from veriscale.tasks.files import FilesConfig, FileTask
+
+from text_fakes import TextTask, text_rollouts
 
 PROBLEM = TextProblem(text="What is 3 + 4? End with 'Final answer: N'.", gold="7")
 # Four samples of one problem; the "<eos>" piece stands for the EOS marker text samplers keep.
@@ -19,32 +21,6 @@ SAMPLES = ["Final| answer:| 5|<eos>",                # wrong answer 5, 4 tokens
            "So| 3+4=7.| Final| answer:| 7|<eos>",    # right, 6 tokens, T = 5: its answer needs all 6
            "I| am| not| sure|<eos>"]                 # no answer, 5 tokens
 N = len(SAMPLES)
-
-
-class TextTask:
-    """The smallest text task: prompts are TextProblems, grading and answers from GradingConfig."""
-
-    name = "text"
-
-    def __init__(self):
-        self.cfg = GradingConfig(grade_workers=1)
-
-    def check(self, prompts, rollouts):
-        return self.cfg.first_success(prompts, rollouts)
-
-    def answer_keys(self, prompts, rollouts):
-        return self.cfg.answer_keys(prompts, rollouts)
-
-
-def text_rollouts(samples: list[str]) -> Rollouts:
-    """Rollouts whose row i spells samples[i], one pseudo-token per "|"-separated piece."""
-    pieces = [s.split("|") for s in samples]
-    counts = torch.tensor([len(p) for p in pieces])
-    width = int(counts.max())
-    offsets = [[len("".join(p[:i + 1])) for i in range(len(p))] for p in pieces]
-    mask = torch.arange(width) < counts[:, None]
-    tokens = torch.where(mask, torch.arange(1, width + 1), 0)  # ids are never read by text grading
-    return Rollouts(tokens, mask, counts, ["".join(p) for p in pieces], offsets)
 
 
 def scores() -> torch.Tensor:

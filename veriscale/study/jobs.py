@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from safetensors.torch import load_file, save_file
 
@@ -141,11 +141,12 @@ class LearnerJob(Job):
 
 
 @dataclass(frozen=True)
-class SFTJob(LearnerJob):
-    """VF: SFT on the task's expert traces, or on search traces built from `samples`."""
+class SampledLearnerJob(LearnerJob):
+    """A learner trained from the base on the shared checked base `samples` (or on data it draws
+    or the task writes itself): `train(policy, task, cfg, out, samples=, meta=)` is its learner."""
 
-    kind: ClassVar[str] = "sft"
     samples: str | None = None
+    train: ClassVar[Callable[..., Path]]
 
     def fields(self) -> dict[str, Any]:
         return {"samples": self.samples, "cfg": self.cfg}
@@ -156,26 +157,24 @@ class SFTJob(LearnerJob):
     def make(self, dep: Dep, out: Path) -> None:
         task, policy = self.world.make_task(), self.world.base_policy(dep)
         s = samples_.read(dep(self.samples), task, policy) if self.samples else None
-        train_sft(policy, task, self.settings, out, samples=s, meta={})
+        self.train(policy, task, self.settings, out, samples=s, meta={})
 
 
 @dataclass(frozen=True)
-class VerifierJob(LearnerJob):
-    """VB: the verifier of Algorithm 1, fit on the labelled `samples` (or drawing its own)."""
+class SFTJob(SampledLearnerJob):
+    """VF: SFT on the task's expert traces, or on search traces built from `samples`."""
+
+    kind: ClassVar[str] = "sft"
+    train: ClassVar[Callable[..., Path]] = staticmethod(train_sft)
+
+
+@dataclass(frozen=True)
+class VerifierJob(SampledLearnerJob):
+    """VB: the verifier of Algorithm 1 (or its pessimistic ensemble), fit on the labelled
+    `samples` (or drawing its own)."""
 
     kind: ClassVar[str] = "verifier"
-    samples: str | None = None
-
-    def fields(self) -> dict[str, Any]:
-        return {"samples": self.samples, "cfg": self.cfg}
-
-    def inputs(self) -> tuple[str | None, ...]:
-        return (self.samples,)
-
-    def make(self, dep: Dep, out: Path) -> None:
-        task, policy = self.world.make_task(), self.world.base_policy(dep)
-        s = samples_.read(dep(self.samples), task, policy) if self.samples else None
-        fit_verifier(policy, task, self.settings, out, samples=s, meta={})
+    train: ClassVar[Callable[..., Path]] = staticmethod(fit_verifier)
 
 
 @dataclass(frozen=True)
