@@ -71,3 +71,23 @@ def test_cli_evaluate_rejects_bad_budgets_and_missing_run(tmp_path):
     assert res.exit_code == 2 and "--budgets" in res.output
     res = CliRunner().invoke(main, ["evaluate", "--policy", str(tmp_path / "none")])
     assert res.exit_code == 2 and "no such directory" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_old_spellings_are_refused_with_the_new_name(tmp_path):
+    res = CliRunner().invoke(main, ["reproduce", "--quick", "--set", "search_n=4", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "search_n: renamed samples_per_problem" in res.output
+    assert not (tmp_path / "s").exists()
+    res = CliRunner().invoke(main, ["evaluate", "--policy", "x", "--search-n", "2"])
+    assert res.exit_code == 2 and "renamed --samples-per-problem" in res.output
+
+
+def test_config_study_shows_only_the_tables_its_task_reads():
+    text = CliRunner().invoke(main, ["config", "study", "--preset", "studies/llm.toml"]).output
+    sections = [line for line in text.splitlines() if line.startswith("[")]
+    assert sections == ["[gym]", "[hf]", "[forcing]", "[samples]", "[sft]", "[verifier]", "[rl]"]
+    assert "tables this study does not read: planted, base, files" in text
+    assert "sft.lora_r" in text and "rl.label_budget" in text  # the learners' tables, typed, every field
+    assert "\nheterogeneity " not in text  # a planted-only field
+    planted = CliRunner().invoke(main, ["config", "study"]).output
+    assert [line for line in planted.splitlines() if line.startswith("[")][:2] == ["[planted]", "[base]"]
+    assert "rl_verifier" in planted and "VB: RL against the learned verifier" in planted  # the method table
