@@ -1,7 +1,8 @@
 """The verdicts' interval on synthetic per-problem outcomes: pairing by prompt narrows a difference
 to its closed form, a success rate's interval stays inside [0, 1] where the t-interval over seeds
-leaves it, the four cells of a gap's growth share each resample, the bootstrap is deterministic,
-and records without per-problem outcomes keep the t-interval over seeds."""
+leaves it, the four cells of a gap's growth are paired on every seed and prompt, the seed and
+prompt parts of the variance add with the t-quantile over seeds, and records without
+per-problem outcomes keep the t-interval over seeds."""
 
 import math
 
@@ -13,7 +14,7 @@ from veriscale.atomic import write_json_atomic
 from veriscale.config import to_dict
 from veriscale.study.analysis import Report
 from veriscale.study.grid import expand
-from veriscale.study.resample import BOOT, bootstrap, contrast, outcomes
+from veriscale.study.resample import contrast, crossed_interval, outcomes
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import write_record
 from veriscale.study.verdicts import claims
@@ -49,7 +50,7 @@ def test_pairing_by_prompt_narrows_a_difference():
     Tb = rng.integers(2, H + 1, P)
     a, b = _row((Tb - 1).tolist(), H), _row(Tb.tolist(), H)
     iv = contrast([(1.0, {0: a}), (-1.0, {0: b})], "J", 1)
-    assert (iv["mean"], iv["lo"], iv["hi"], iv["how"]) == (1.0, 1.0, 1.0, "bootstrap")
+    assert (iv["mean"], iv["lo"], iv["hi"], iv["how"]) == (1.0, 1.0, 1.0, "crossed")
     xa, xb = outcomes(a, "J", 1), outcomes(b, "J", 1)
     assert 2 * Z * math.sqrt((xa.var() + xb.var()) / P) > 2  # about 2.4 tokens here
     # prompt difficulty shared but not identical: the paired width is the closed form of the
@@ -62,8 +63,8 @@ def test_pairing_by_prompt_narrows_a_difference():
 
 
 def test_a_success_interval_stays_inside_0_1():
-    """Three seeds at success 0.98, 1.0, 1.0 (50 prompts): mean ± t·sd/sqrt(3) reaches past 1,
-    every resample is a mean of 0/1 outcomes."""
+    """Three seeds at success 0.98, 1.0, 1.0 (50 prompts): mean ± t·sd/sqrt(3) reaches past 1; the
+    interval over seeds and prompts is cut to the range a success rate can take."""
     P = 50
     rows = {0: _row([None] + [1] * (P - 1), 8), 1: _row([1] * P, 8), 2: _row([3] * P, 8)}
     t = contrast([(1.0, {s: _old(r) for s, r in rows.items()})], "success", 1)
@@ -71,11 +72,11 @@ def test_a_success_interval_stays_inside_0_1():
     assert t["how"] == "t" and t["hi"] == pytest.approx(v.mean() + stats.t.ppf(0.975, 2) * v.std(ddof=1) / 3**0.5)
     assert t["hi"] > 1
     iv = contrast([(1.0, rows)], "success", 1)
-    assert iv["how"] == "bootstrap" and iv["mean"] == pytest.approx(v.mean())
+    assert iv["how"] == "crossed" and iv["mean"] == pytest.approx(v.mean())
     assert 0 <= iv["lo"] < iv["mean"] and iv["hi"] == 1.0
 
 
-def test_the_four_cells_of_a_gap_growth_share_each_resample():
+def test_the_four_cells_of_a_gap_growth_are_paired_by_seed_and_prompt():
     """Per prompt p, the gap at H1 is 1 + z_p and at H0 z_p: each gap varies over prompts, their
     difference is 1 on every prompt and seed, so its interval is exactly [1, 1]."""
     rng = np.random.default_rng(5)
@@ -93,11 +94,15 @@ def test_the_four_cells_of_a_gap_growth_share_each_resample():
     assert (growth["mean"], growth["lo"], growth["hi"]) == pytest.approx((1.0, 1.0, 1.0))
 
 
-def test_the_bootstrap_is_deterministic():
-    X = np.random.default_rng(0).normal(size=(3, 100))
-    first = bootstrap(X)
-    assert first == bootstrap(X) and first["boot"] == BOOT
-    assert bootstrap(X, seed=1)["lo"] != first["lo"]  # the fixed seed, not the data, makes it repeat
+def test_seed_and_prompt_variances_add_with_the_t_quantile_over_seeds():
+    """X[s, p] = a_s + b_p: the interval's half-width is t(S - 1) · sqrt(var(a)/S + var(b)/P) by hand."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=3), rng.normal(size=100)
+    iv = crossed_interval(a[:, None] + b[None], -10.0, 10.0)
+    half = stats.t.ppf(0.975, 2) * math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 100)
+    assert (iv["lo"], iv["hi"]) == pytest.approx((a.mean() + b.mean() - half, a.mean() + b.mean() + half))
+    one = crossed_interval((a[:1, None] + b[None]), -10.0, 10.0)  # one seed: prompts only, t(P - 1)
+    assert one["hi"] - one["mean"] == pytest.approx(stats.t.ppf(0.975, 99) * b.std(ddof=1) / 10)
 
 
 def test_records_without_outcomes_keep_the_t_interval():
@@ -114,9 +119,9 @@ def test_records_without_outcomes_keep_the_t_interval():
     assert contrast([(1.0, a), (-1.0, {5: b[0]})], "J", 1) is None  # no seed in common
 
 
-def test_a_report_states_the_bootstrap_in_its_rows(tmp_path):
+def test_a_report_states_its_interval_in_its_rows(tmp_path):
     """bon answers at once on every problem, sft never succeeds: claim 5's success gap is exactly 1
-    over every resample, and the row names the bootstrap with its seeds and prompts."""
+    on every seed and prompt, and the row names its interval with its seeds and prompts."""
     study = study_from_dict({"name": "r", "budgets": [8, 16], "n": [32], "heterogeneity": ["high"], "seeds": [0, 1],
                              "methods": ["base", "sft", "bon"], "accounting": ["shared"], "eval_prompts": 6,
                              "eval_samples": 2, "planted": {"answer_len": 4}})
@@ -127,4 +132,4 @@ def test_a_report_states_the_bootstrap_in_its_rows(tmp_path):
                                      "data": {}, "learner": {}})
     r5 = {r["claim"]: r for r in claims(Report(study, tmp_path), {})}["5"]
     assert r5["verdict"] == "supported" and "= 1 [1, 1]" in r5["measured"]
-    assert "95% bootstrap over 2 seeds and 6 prompts, paired by seed and prompt" in r5["measured"]
+    assert "95% t-interval over 2 seeds and 6 prompts, paired by seed and prompt" in r5["measured"]

@@ -155,7 +155,7 @@ def fmt(iv: dict) -> str:
         return "n/a (no record)" if iv["how"] == "missing" else "n/a (undefined in every seed)"
     m = num(iv["mean"])
     ci = f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]"
-    return {"t": ci, "bootstrap": ci, "within-run": f"{ci} (one seed: within-run)",
+    return {"t": ci, "crossed": ci, "within-run": f"{ci} (one seed: within-run)",
             "exact": f"{m} (by construction)"}.get(iv["how"], f"{m} (one seed: no interval)")
 
 

@@ -3,7 +3,7 @@ figures (figures.py, curves.py), the verdicts (verdicts.py) and the page (html.p
 
 Statistics (veriscale/theory.py): intervals are 95% Student-t intervals over seeds; with one
 seed, a cell shows the run's own interval over prompts where it has one and no interval
-otherwise, and says which. The verdicts' differences (`contrast`) take a bootstrap over seeds
+otherwise, and says which. The verdicts' differences (`contrast`) take a t-interval over seeds
 and prompts where records keep per-problem outcomes (resample.py). Exponents are slopes of
 log(seed mean) on log x with a 95% CI from bootstrapping the seeds; non-positive means are
 listed with their values, never dropped silently.
@@ -135,7 +135,7 @@ class Report:
 
     def contrast(self, key: str, terms: list[tuple[float, tuple]]) -> dict | None:
         """Interval of sum_i w_i · key(cell_i) for `terms` (w_i, (het, n, label, H)), paired by seed
-        and prompt: a bootstrap over both, or the t-interval over seeds (resample.contrast)."""
+        and prompt: a t-interval over both, or over seeds alone (resample.contrast)."""
         return contrast([(w, self.cells.get(cell, {})) for w, cell in terms], key, self.study.eval_samples)
 
     def learner(self, het, H, n, label, field: str) -> dict:

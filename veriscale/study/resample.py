@@ -1,15 +1,16 @@
-"""The interval of a verdict's measured difference: a bootstrap over seeds and prompts where the
-records keep each problem's outcome, a t-interval over seeds where they do not.
+"""The interval of a verdict's measured difference: over seeds and prompts where the records keep
+each problem's outcome, over seeds alone where they do not.
 
 A contrast is a weighted sum of grid cells' means, sum_i w_i · mean(cell_i): a difference of two
 methods (weights +1, -1), or a difference of two gaps (four cells). Every seed of a study is
 evaluated on the same held-out prompts, and every method too, so the contrast is formed per seed
-and per prompt first, X[s, p] = sum_i w_i · x_i[s, p], and each resample draws one set of seeds and
-one set of prompt indices, both with replacement, for all cells at once: paired by seed and by
-prompt. The prompts are crossed with the seeds (one held-out set for all of them), so one prompt
-draw serves every resampled seed: a prompt's difficulty moves all seeds alike, and its share of
-the variance does not shrink with more seeds. A resample's value is a mean of observed outcomes,
-so a success rate's interval stays inside [0, 1].
+and per prompt first, X[s, p] = sum_i w_i · x_i[s, p]: paired by seed and by prompt. Seeds and
+prompts are crossed (one held-out set for every seed), so the mean's variance has a seed part and
+a prompt part that more seeds do not shrink; the interval adds their estimates,
+var(seed means)/S + var(prompt means)/P (each also holds the residual, so the sum is on the safe
+side), and takes the Student-t quantile with S - 1 degrees of freedom (P - 1 with one seed): with
+few seeds, the width a few seeds can support. It is cut to the contrast's possible range (a
+success rate's interval stays inside [0, 1]).
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 from veriscale.theory import interval
 
-BOOT = 2000  # resamples per interval (ours): the 2.5% quantile then sits on about 50 draws
-SEED = 0  # the bootstrap's generator seed: the report is deterministic
 LEVEL = 0.95
 
 
@@ -38,39 +38,38 @@ def outcomes(row: dict, key: str, samples: int) -> np.ndarray | None:
     return x.reshape(-1, samples).mean(1)
 
 
-def bootstrap(X: np.ndarray, boot: int = BOOT, seed: int = SEED, level: float = LEVEL) -> dict:
-    """Mean of X (S seeds, P prompts) and the percentile interval of its mean over `boot` resamples
-    of seeds and of prompts (one prompt draw per resample, shared by the seeds). A resample's mean
-    is sum_{s,p} a_s X[s, p] b_p / (S·P) with a, b the resampled seeds' and prompts' counts."""
+def crossed_interval(X: np.ndarray, low: float, high: float, level: float = LEVEL) -> dict:
+    """Mean of X (S seeds, P prompts) with its interval over seeds and prompts (module docstring),
+    cut to [low, high], the range the contrast can take."""
     S, P = X.shape
-    rng = np.random.default_rng(seed)
-    a = rng.multinomial(S, np.full(S, 1 / S), size=boot)  # (boot, S) times each seed is drawn
-    b = rng.multinomial(P, np.full(P, 1 / P), size=boot)  # (boot, P) times each prompt is drawn
-    draws = np.einsum("bs,sp,bp->b", a, X, b) / (S * P)
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
-    return {"mean": float(X.mean()), "lo": float(lo), "hi": float(hi), "k": S, "how": "bootstrap",
-            "prompts": P, "boot": boot}
+    var = (X.mean(1).var(ddof=1) / S if S > 1 else 0.0) + (X.mean(0).var(ddof=1) / P if P > 1 else 0.0)
+    half = stats.t.ppf(0.5 + level / 2, S - 1 if S > 1 else max(P - 1, 1)) * math.sqrt(var)
+    mean = float(X.mean())
+    return {"mean": mean, "lo": max(mean - half, low), "hi": min(mean + half, high), "k": S, "how": "crossed",
+            "prompts": P}
 
 
 def contrast(terms: list[tuple[float, dict[int, dict]]], key: str, samples: int) -> dict | None:
     """Interval of sum_i w_i · mean(cell_i) over the seeds every cell has; `terms` are (w_i, seed ->
-    budget row of cell i), `samples` the problems per prompt. The bootstrap (`bootstrap`) where every
-    row keeps per-problem outcomes of one length; otherwise the t-interval over seeds of the
-    per-seed contrast (`how` says which). None when the cells share no seed."""
+    budget row of cell i), `samples` the problems per prompt. Over seeds and prompts
+    (`crossed_interval`) where every row keeps per-problem outcomes of one length; otherwise the
+    t-interval over seeds of the per-seed contrast (`how` says which). None when the cells share no seed."""
     seeds = sorted(set.intersection(*(set(rows) for _, rows in terms)))
     if not seeds:
         return None
     per = [[outcomes(rows[s], key, samples) for s in seeds] for _, rows in terms]
     if any(x is None for xs in per for x in xs) or len({x.shape for xs in per for x in xs}) != 1:
         return interval([sum(w * rows[s].get(key, math.nan) for w, rows in terms) for s in seeds])
-    return bootstrap(sum(w * np.stack(xs) for (w, _), xs in zip(terms, per)))
+    # each cell lies in [0, top]: H tokens for J, 1 for J_norm and success
+    tops = [rows[seeds[0]]["budget"] if key == "J" else 1.0 for _, rows in terms]
+    low = sum(min(w * top, 0.0) for (w, _), top in zip(terms, tops))
+    high = sum(max(w * top, 0.0) for (w, _), top in zip(terms, tops))
+    return crossed_interval(sum(w * np.stack(xs) for (w, _), xs in zip(terms, per)), low, high)
 
 
 def words(iv: dict) -> str:
     """How an interval was made, for a verdict row."""
     seeds = f"{iv['k']} seed{'s' * (iv['k'] != 1)}"
-    if iv.get("how") == "bootstrap":
-        return (f"95% bootstrap over {seeds} and {iv['prompts']} prompts, paired by seed and prompt, "
-                f"{iv['boot']} resamples")
+    if iv.get("how") == "crossed":
+        return f"95% t-interval over {seeds} and {iv['prompts']} prompts, paired by seed and prompt"
     return f"95% t-interval over {seeds}, paired by seed (records without per-problem outcomes)"

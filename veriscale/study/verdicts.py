@@ -2,7 +2,7 @@
 the diagnosis's prediction, from the numbers `analysis.Report` computed from stored records.
 
 The rule, written once (docs/verdicts.md): each claim is read as a measured difference whose
-sign the theory predicts, with a 95% interval paired by seed and by prompt: a bootstrap over seeds
+sign the theory predicts, with a 95% interval paired by seed and by prompt: a t-interval over seeds
 and prompts where the records keep per-problem outcomes, else a t-interval over seeds
 (resample.py; each row says which). Interval entirely on the predicted side of 0: supported;
 entirely on the other side: contradicted; containing 0: inconclusive; the grid or the records
