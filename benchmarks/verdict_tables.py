@@ -23,7 +23,7 @@ def band(b: dict | None) -> str:
 
 
 def verdicts(s: dict) -> str:
-    rows = ["| claim | verdict | measured [95% CI over seeds] |", "|---|---|---|"]
+    rows = ["| claim | verdict | measured [95% CI; the row says which] |", "|---|---|---|"]
     rows += [f"| {r['claim']}. {r['title']} | **{r['verdict']}** | {r['measured']} |" for r in s["verdicts"]]
     return "\n".join(rows)
 

@@ -111,3 +111,13 @@ def test_prediction_check_reads_base_expert_and_diagnosis(tmp_path):
     # base J*/2 plus a lift, against an expert at J*: VF predicted ahead; measured bon - sft > 0: a miss
     assert high["predicted_sign"] == "VF ahead" and high["measured_sign"] == "VB ahead"
     assert high["sign_check"] == "miss" and high["method"] == "bon:shared"
+
+
+def test_records_without_per_problem_outcomes_keep_the_t_interval(tmp_path):
+    """These records carry no T_per_problem: every difference is the t-interval over the 3 seeds,
+    and the rows say so."""
+    rep = _report(tmp_path)
+    s = {"suboptimality": rep.suboptimality(), "gap_vs_H": rep.gaps()}
+    rows = {r["claim"]: r["measured"] for r in claims(rep, s)}
+    for c in ("1", "2", "3a", "5"):
+        assert "95% t-interval over 3 seeds, paired by seed" in rows[c] and "bootstrap" not in rows[c]

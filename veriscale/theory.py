@@ -154,8 +154,8 @@ def fmt(iv: dict) -> str:
     if iv["k"] == 0:
         return "n/a (no record)" if iv["how"] == "missing" else "n/a (undefined in every seed)"
     m = num(iv["mean"])
-    return {"t": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]",
-            "within-run": f"{m} [{num(iv['lo'])}, {num(iv['hi'])}] (one seed: within-run)",
+    ci = f"{m} [{num(iv['lo'])}, {num(iv['hi'])}]"
+    return {"t": ci, "crossed": ci, "within-run": f"{ci} (one seed: within-run)",
             "exact": f"{m} (by construction)"}.get(iv["how"], f"{m} (one seed: no interval)")
 
 

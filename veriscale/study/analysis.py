@@ -3,8 +3,10 @@ figures (figures.py, curves.py), the verdicts (verdicts.py) and the page (html.p
 
 Statistics (veriscale/theory.py): intervals are 95% Student-t intervals over seeds; with one
 seed, a cell shows the run's own interval over prompts where it has one and no interval
-otherwise, and says which. Exponents are slopes of log(seed mean) on log x with a 95% CI from
-bootstrapping the seeds; non-positive means are listed with their values, never dropped silently.
+otherwise, and says which. The verdicts' differences (`contrast`) take a t-interval over seeds
+and prompts where records keep per-problem outcomes (resample.py). Exponents are slopes of
+log(seed mean) on log x with a 95% CI from bootstrapping the seeds; non-positive means are
+listed with their values, never dropped silently.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from veriscale.config import to_dict
 from veriscale.grading import GradingConfig
 from veriscale.study.grid import expand
 from veriscale.study.methods import METHODS, label as method_label
+from veriscale.study.resample import contrast
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.tasks.gym import GymConfig
 from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, fmt, interval, num
@@ -129,6 +132,11 @@ class Report:
         """seed -> value(label) - value(ref) over the seeds both have."""
         a, b = self.values(het, n, label, H, key), self.values(het, n, ref, H, key)
         return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+
+    def contrast(self, key: str, terms: list[tuple[float, tuple]]) -> dict | None:
+        """Interval of sum_i w_i · key(cell_i) for `terms` (w_i, (het, n, label, H)), paired by seed
+        and prompt: a t-interval over both, or over seeds alone (resample.contrast)."""
+        return contrast([(w, self.cells.get(cell, {})) for w, cell in terms], key, self.study.eval_samples)
 
     def learner(self, het, H, n, label, field: str) -> dict:
         """Interval over seeds of a number in the records' data/learner sections ("learner.sft.best_step");

@@ -39,8 +39,10 @@ def _evidence(r: dict) -> str:
 
 
 VERDICT_COLOURS = {"supported": "#d8f0d8", "contradicted": "#f6d5d5", "inconclusive": "#f3ecd0"}
-RULE = ("Each claim is read as a measured difference whose sign the theory predicts, with a 95% t-interval over "
-        "seeds paired by seed: entirely on the predicted side of 0, supported; entirely on the other side, "
+RULE = ("Each claim is read as a measured difference whose sign the theory predicts, with a 95% interval paired by "
+        "seed and prompt (a t-interval over seeds and prompts; over seeds alone for records without "
+        "per-problem outcomes; each row says which): entirely on the predicted side of 0, supported; entirely on "
+        "the other side, "
         "contradicted; containing 0, inconclusive; what the difference needs missing from the grid or the records, "
         "not testable. The full rule, and which cells each claim reads: docs/verdicts.md.")
 

@@ -2,13 +2,14 @@
 the diagnosis's prediction, from the numbers `analysis.Report` computed from stored records.
 
 The rule, written once (docs/verdicts.md): each claim is read as a measured difference whose
-sign the theory predicts, with a 95% t-interval over seeds, paired by seed. Interval entirely on
-the predicted side of 0: supported; entirely on the other side: contradicted; containing 0:
-inconclusive; the grid or the records lack what the difference needs: not testable on this grid
-(and the row says what is missing). A claim read on several parts is contradicted when any part
-is, supported when every testable part is, not testable when none is, inconclusive otherwise.
-The rates (slopes -1/2, -1, 1/2) are reported beside the verdict, not judged: a slope's interval
-needs three grid points.
+sign the theory predicts, with a 95% interval paired by seed and by prompt: a t-interval over seeds
+and prompts where the records keep per-problem outcomes, else a t-interval over seeds
+(resample.py; each row says which). Interval entirely on the predicted side of 0: supported;
+entirely on the other side: contradicted; containing 0: inconclusive; the grid or the records
+lack what the difference needs: not testable on this grid (and the row says what is missing). A
+claim read on several parts is contradicted when any part is, supported when every testable part
+is, not testable when none is, inconclusive otherwise. The rates (slopes -1/2, -1, 1/2) are
+reported beside the verdict, not judged: a slope's interval needs three grid points.
 
 Which cells: H_max and the largest n; the most heterogeneous level (the largest measured sd of
 the expert's return at H_max; the LLM track's one task); the VB method with the largest mean
@@ -25,6 +26,7 @@ import math
 from veriscale.diagnose import DiagnoseConfig
 from veriscale.predict import GROWTH_WORDS, SIGN_WORDS, band_of, check, predict, sign
 from veriscale.study.analysis import DATA_MATCHED_VB, Report
+from veriscale.study.resample import words
 from veriscale.theory import fmt, interval, num
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE = ("supported", "contradicted", "inconclusive",
@@ -38,7 +40,7 @@ def decide(iv: dict | None, direction: int = 1) -> str:
         return UNTESTABLE
     lo, hi = iv["lo"], iv["hi"]
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return INCONCLUSIVE  # one seed: no interval
+        return INCONCLUSIVE  # one seed without per-problem outcomes: no interval
     lo, hi = (lo, hi) if direction > 0 else (-hi, -lo)
     return SUPPORTED if lo > 0 else CONTRADICTED if hi < 0 else INCONCLUSIVE
 
@@ -52,10 +54,14 @@ def combine(parts: list[str]) -> str:
     return SUPPORTED if all(p == SUPPORTED for p in testable) else INCONCLUSIVE
 
 
-def paired(a: dict, b: dict) -> dict | None:
-    """t-interval over seeds of a[seed] - b[seed] on the seeds both have; None when none."""
-    common = sorted(set(a) & set(b))
-    return interval([a[s] - b[s] for s in common]) if common else None
+def diff(a: tuple, b: tuple) -> list[tuple[float, tuple]]:
+    """The contrast terms (Report.contrast) of cell a minus cell b, each (het, n, label, H)."""
+    return [(1.0, a), (-1.0, b)]
+
+
+def minus(x: list, y: list) -> list[tuple[float, tuple]]:
+    """The contrast terms of x - y: a difference of two differences (four cells)."""
+    return x + [(-w, c) for w, c in y]
 
 
 def order_by_heterogeneity(rep: Report) -> list[str]:
@@ -84,10 +90,14 @@ def rate(fit: dict | None, theory: str) -> str:
     return f"; fitted slope {fit['alpha']:.2f}{ci}, theory {theory}"
 
 
-def row(claim: str, title: str, theory: str, parts: list[tuple[str, str]], figure: str, note: str = "") -> dict:
-    """One table row: `parts` are (verdict, measured text)."""
+def row(claim: str, title: str, theory: str, parts: list[tuple[str, str]], figure: str, note: str = "",
+        ivs: tuple = ()) -> dict:
+    """One table row: `parts` are (verdict, measured text); `ivs` the intervals the text states,
+    whose kinds the row names."""
+    notes = [t for t in (note, *dict.fromkeys(words(iv) for iv in ivs if iv)) if t]
     return {"claim": claim, "title": title, "theory": theory, "verdict": combine([v for v, _ in parts]),
-            "measured": "; ".join(t for _, t in parts) + (f" ({note})" if note else ""), "figure": figure}
+            "measured": "; ".join(t for _, t in parts) + (f" ({'; '.join(notes)})" if notes else ""),
+            "figure": figure}
 
 
 def vf_suboptimality(rep: Report) -> dict:
@@ -96,23 +106,25 @@ def vf_suboptimality(rep: Report) -> dict:
     if not rep.didactic:
         return row("1", title, theory, [(UNTESTABLE, "the LLM track has no expert process to clone, so no "
                                                      "J(expert)")], "fig_d_suboptimality_vs_n")
-    sub = lambda het, n: rep.gap_values(het, n, "expert", rep.vf, rep.Hmax)  # noqa: E731
+    sub = lambda het, n: diff((het, n, "expert", rep.Hmax), (het, n, rep.vf, rep.Hmax))  # noqa: E731
     levels = order_by_heterogeneity(rep)
     lo_het, hi_het = levels[0], levels[-1]
-    parts = []
+    parts, ivs = [], []
     if len(levels) < 2:
         parts.append((UNTESTABLE, "σ: one level"))
     else:
-        d = paired(sub(hi_het, rep.nmax), sub(lo_het, rep.nmax))
+        d = rep.contrast("J", minus(sub(hi_het, rep.nmax), sub(lo_het, rep.nmax)))
+        ivs.append(d)
         parts.append((decide(d), f"J(expert) − J({rep.vf}), σ: level {hi_het} − level {lo_het} = "
                                  f"{fmt(d) if d else 'n/a'} tokens at n = {rep.nmax}"))
     if len(rep.ns) < 2:
         parts.append((UNTESTABLE, "n: one data size"))
     else:
-        d = paired(sub(hi_het, rep.ns[0]), sub(hi_het, rep.nmax))
+        d = rep.contrast("J", minus(sub(hi_het, rep.ns[0]), sub(hi_het, rep.nmax)))
+        ivs.append(d)
         parts.append((decide(d), f"n: n = {rep.ns[0]} − n = {rep.nmax} = {fmt(d) if d else 'n/a'} tokens, "
                                  f"level {hi_het}"))
-    return row("1", title, theory, parts, "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}")
+    return row("1", title, theory, parts, "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}", ivs)
 
 
 def vb_suboptimality(rep: Report, s: dict) -> dict:
@@ -130,13 +142,13 @@ def vb_suboptimality(rep: Report, s: dict) -> dict:
         v = rep.values(het, rep.nmax, m, rep.Hmax, "J")
         return sum(v.values()) / len(v) if v else -math.inf
     m = max(methods, key=mean_J)  # the best data-matched VB method at (n_max, H_max)
-    d = paired(rep.values(het, rep.nmax, m, rep.Hmax, "J"), rep.values(het, rep.ns[0], m, rep.Hmax, "J"))
+    d = rep.contrast("J", diff((het, rep.nmax, m, rep.Hmax), (het, rep.ns[0], m, rep.Hmax)))
     fit = next((f["fit"] for f in s.get("suboptimality", [])
                 if (f["heterogeneity"], f["kind"], f["method"]) == (het, "VB", m)), None)
     slope = rate(fit, "-1") if len(rep.ns) >= 3 else ""
     return row("2", title, theory, [(decide(d), f"{m}, level {het}: suboptimality at n = {rep.ns[0]} − at n = "
                                                 f"{rep.nmax} = {fmt(d) if d else 'n/a'} tokens{slope}")],
-               "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}")
+               "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}", (d,))
 
 
 def gap_growth(rep: Report, s: dict, setting: str) -> dict:
@@ -154,13 +166,16 @@ def gap_growth(rep: Report, s: dict, setting: str) -> dict:
                 f"n {rep.ns})") if len(pairs) < 2 else f"no VB method and {rep.vf} records"
         return row(claim, title, theory, [(UNTESTABLE, what)], figure)
     (H0, n0), (H1, n1) = pairs[0], pairs[-1]
-    d = paired(rep.gap_values(het, n1, m, rep.vf, H1), rep.gap_values(het, n0, m, rep.vf, H0))
+    gap = lambda H, n: diff((het, n, m, H), (het, n, rep.vf, H))  # noqa: E731
+    d = rep.contrast("J", minus(gap(H1, n1), gap(H0, n0)))
     fit = next((g["fit"] for g in s.get("gap_vs_H", [])
                 if (g["setting"], g["heterogeneity"], g["method"]) == (setting, het, m)), None)
-    at1 = interval(rep.gap_values(het, n1, m, rep.vf, H1).values())
+    at1 = rep.contrast("J", gap(H1, n1))
     text = (f"{m} − {rep.vf}, {rep.where(het)}: gap at H = {H1} − at H = {H0} = {fmt(d) if d else 'n/a'} tokens "
-            f"(gap at H = {H1}: {fmt(at1)})" + (rate(fit, "1/2" if not fixed else "> 0") if len(pairs) >= 3 else ""))
-    return row(claim, title, theory, [(decide(d), text)], figure, "n = " + (f"{rep.nmax}" if fixed else f"{rep.c}·H"))
+            f"(gap at H = {H1}: {fmt(at1) if at1 else 'n/a'})"
+            + (rate(fit, "1/2" if not fixed else "> 0") if len(pairs) >= 3 else ""))
+    return row(claim, title, theory, [(decide(d), text)], figure, "n = " + (f"{rep.nmax}" if fixed else f"{rep.c}·H"),
+               (d, at1))
 
 
 def base_condition(rep: Report) -> dict:
@@ -201,12 +216,12 @@ def search_vs_forced(rep: Report) -> dict:
     if m not in rep.labels or rep.vf not in rep.labels:
         return row("5", title, theory, [(UNTESTABLE, f"records lack {m} or {rep.vf}")], "fig_f_best_of_n_accounting")
     H, n = rep.Hmax, rep.nmax
-    d = paired(rep.values(het, n, m, H, "success"), rep.values(het, n, rep.vf, H, "success"))
+    d = rep.contrast("success", diff((het, n, m, H), (het, n, rep.vf, H)))
     tok = lambda lab: num(interval(rep.values(het, n, lab, H, "tokens").values())["mean"])  # noqa: E731
     forced = "budget-forced" if rep.vf in rep.study.forced_methods else "truncated at H"
     return row("5", title, theory, [(decide(d), f"success@{H} {m} − {rep.vf} ({forced}) = {fmt(d) if d else 'n/a'}, "
                                                 f"{rep.where(het)}, n = {n}; tokens drawn {tok(m)} vs {tok(rep.vf)}")],
-               "fig_f_best_of_n_accounting")
+               "fig_f_best_of_n_accounting", ivs=(d,))
 
 
 def claims(rep: Report, s: dict) -> list[dict]:
@@ -252,8 +267,8 @@ def prediction_check(rep: Report) -> list[dict]:
             entry.update(predicted=None, predicted_sign=f"not testable: {missing}", predicted_growth="n/a")
         if m is not None:
             H0, H1 = rep.budgets[0], rep.budgets[-1]
-            g1 = paired(rep.values(het, rep.nmax, m, H1, "J"), rep.values(het, rep.nmax, rep.vf, H1, "J"))
-            dg = paired(rep.gap_values(het, rep.nmax, m, rep.vf, H1), rep.gap_values(het, rep.nmax, m, rep.vf, H0))
+            gap = lambda H: diff((het, rep.nmax, m, H), (het, rep.nmax, rep.vf, H))  # noqa: E731
+            g1, dg = rep.contrast("J", gap(H1)), rep.contrast("J", minus(gap(H1), gap(H0)))
             ms, mg = (sign({"lo": iv["lo"], "hi": iv["hi"]}) if iv else "?" for iv in (g1, dg))
             entry.update(measured_gap=g1, measured_growth=dg, measured_sign=SIGN_WORDS[ms],
                          measured_growth_sign=GROWTH_WORDS[mg])
