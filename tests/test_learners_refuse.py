@@ -69,7 +69,7 @@ def test_relearn_retrains_a_learner_that_failed(tmp_path, monkeypatch):
         raise RuntimeError("killed mid-training")
 
     with monkeypatch.context() as m:
-        m.setattr(jobs, "train_sft", boom)
+        m.setattr(jobs.SFTJob, "train", staticmethod(boom))
         counts = run_study(load_config(StudyConfig, study), out, threads=1, progress=False)
     (failed,) = [p.stem for p in (out / "errors").glob("sft-*.txt")]
     assert counts["error"] >= 1 and not (out / "artifacts" / failed).exists()
