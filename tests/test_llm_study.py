@@ -66,7 +66,7 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
     evals = [j for j in jobs if j.kind == "eval"]
     base = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] == "base"}
     assert len(base) == 1  # the base policy's traces do not depend on n
-    sft = [j for j in evals if j.config["method"] == "sft"][0]
+    sft = [j for j in evals if j.config["method"] == "sft" and j.config.get("schedule") == "fixed"][0]
     assert sorted(sft.config["draws"]) == ["24", "32"]
     draws = {j.id: j for j in jobs if j.kind == "draw"}
     for H, draw_id in sft.config["draws"].items():  # s1's two edits: the cap, and "Wait" before extend_share x H

@@ -43,7 +43,7 @@ Usage:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
@@ -65,6 +65,11 @@ class BudgetForcing:
                               "`wait` (0 = never extend)", min=0)
     wait: str = knob(" Wait", "text appended in place of a suppressed EOS")
     max_waits: int = knob(2, "most `wait` insertions per trace", min=0)
+
+    def at(self, H: int, extend_share: float) -> "BudgetForcing":
+        """This forcing at budget H: the cap at H (the draw's width) and "Wait" in place of an
+        end-of-thinking before extend_share x H tokens (s1's extension; 0 = cap only)."""
+        return replace(self, min_tokens=round(extend_share * H))
 
 
 @dataclass

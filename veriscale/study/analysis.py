@@ -19,7 +19,7 @@ from pathlib import Path
 from veriscale.config import to_dict
 from veriscale.grading import GradingConfig
 from veriscale.study.grid import expand
-from veriscale.study.methods import METHODS, label as method_label
+from veriscale.study.methods import METHODS, record_label, search_bases
 from veriscale.study.resample import contrast
 from veriscale.study.store import diagnoses, load_records, rows
 from veriscale.tasks.gym import GymConfig
@@ -82,15 +82,17 @@ class Report:
         self.runs: dict[tuple, list[dict]] = defaultdict(list)  # (het, horizon, n, label) -> records
         for r in self.records:
             c = r["config"]
-            label = method_label(c["method"], c.get("accounting"))
+            label = record_label(c)
             self.runs[(c["heterogeneity"], c["horizon"], c["n"], label)].append(r)
         self.findings: list[str] = []
 
     def mode(self) -> str:
         """How H was swept, for every caption."""
         if not self.didactic:
-            return ("sequential methods in forced_methods sampled once per H with budget forcing, the others once at "
-                    "H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens")
+            chosen = (" (forcing chosen per H on validation prompts; the fixed schedule as method:fixed)"
+                      if self.study.forcing_validation and self.study.forced_methods else "")
+            return (f"sequential methods in forced_methods sampled once per H with budget forcing{chosen}, the others "
+                    "once at H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens")
         return ("test-time mode: learners trained once at H_max, sampled once and truncated"
                 if self.study.mode == "test-time" else "horizon mode: task and learners built per H")
 
@@ -281,7 +283,7 @@ class Report:
         """Findings only (the numbers are in `results`): both accountings at H_max."""
         Hm, n, N = self.Hmax, self.nmax, self.study.samples_per_problem
         for het in self.hets:
-            for base in dict.fromkeys(m.split(":")[0] for m in self.labels if ":" in m):
+            for base in search_bases(self.labels):
                 parts = [f"{acc}: success {fmt(self.iv(het, n, f'{base}:{acc}', Hm, 'success'))} with "
                          f"{fmt(self.iv(het, n, f'{base}:{acc}', Hm, 'tokens'))} tokens drawn per problem"
                          for acc in ("shared", "per_sample") if (het, n, f"{base}:{acc}", Hm) in self.cells]
@@ -296,7 +298,7 @@ class Report:
         policies: dict[str, str] = {}  # SFT or RL policy artifact -> the same
         for r in self.records:
             c, learner = r["config"], r.get("learner") or {}
-            label = method_label(c["method"], c.get("accounting"))
+            label = record_label(c)
             where = f"level {c['heterogeneity']}, H = {c['horizon']}, n = {c['n']}, seed {c['seed']}"
             if (v := learner.get("verifier")) and v["best_step"] == -1:
                 readers[c["verifier"]].append(label)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from veriscale.study.analysis import Report
+from veriscale.study.methods import search_bases
 from veriscale.study.plotting import (MARKERS, MARKS, alpha_text, anchor, finish_log_log, grid, legend, log_y, plain,
                                       points, save, ticks)
 from veriscale.theory import scaled, vb_shape, vf_shape
@@ -127,7 +128,7 @@ def fig_gap(rep: Report, entries: list[dict], setting: str) -> tuple[Path, str]:
 def fig_best_of_n(rep: Report) -> tuple[Path, str]:
     """Best-of-N search under each accounting the study ran, with the base policy and SFT for
     reference, and the tokens each accounting actually draws."""
-    bases = list(dict.fromkeys(m.split(":")[0] for m in rep.labels if ":" in m))
+    bases = search_bases(rep.labels)
     accs = [a for a in ("shared", "per_sample") if any(m.endswith(f":{a}") for m in rep.labels)]
     N, n, last = rep.study.samples_per_problem, rep.nmax, len(accs)
     fig, axes = grid(2 * len(rep.hets), last + 1, 5.0, 3.6)

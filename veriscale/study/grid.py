@@ -18,6 +18,7 @@ from veriscale.config import ConfigError, deep_merge, from_dict, to_dict
 from veriscale.learn.samples import verifier_labels
 from veriscale.learn.verifier import VerifierConfig
 from veriscale.policy.forcing import BudgetForcing
+from veriscale.study.forcing_choice import chosen_draws
 from veriscale.study.jobs import (BaseJob, DiagnoseJob, DrawJob, EvalJob, Job, Point, RLJob, SamplesJob,
                                   ScoresJob, SFTJob, VerifierJob)
 from veriscale.study.methods import METHODS, Method
@@ -52,12 +53,6 @@ def check_learner_configs(study: StudyConfig) -> None:
                                                  **study.pessimistic))
     except ConfigError as e:
         raise ConfigError(f"pessimistic.{e}") from None
-
-
-def forcing_at(study: StudyConfig, H: int) -> BudgetForcing:
-    """The budget forcing of a forced draw at budget H, s1's two edits: the cap, and "Wait" in
-    place of an end-of-thinking before extend_share x H tokens."""
-    return replace(study.forcing, min_tokens=round(study.extend_share * H))
 
 
 def expand(study: StudyConfig) -> list[Job]:
@@ -120,14 +115,15 @@ class _Grid:
         for m in self.methods:
             verifier = vers[m.pessimistic] if m.verifier else None
             policy = self.learner(m, world, n, seed, H, samples, verifier)
-            for acc in (s.accounting if m.best_of_n else [None]):
-                draws = self.draws(m, acc, world, policy, seed, H, budgets)
+            for tag in s.tags(m.name):
+                acc = tag if m.best_of_n else None
+                draws = self.draws(m, tag, world, policy, n, seed, H, budgets)
                 # the verifier scores a search pool once, for every method that reads it (bon, wmaj, ...)
                 scores = self.artifact(ScoresJob(world, s.eval_prompts, verifier, draws[H])) \
                     if m.search and verifier else None
                 self.evaluation(EvalJob(world, point, n if m.uses_data else None, seed, m.name, acc, budgets, policy,
                                         verifier, scores, tuple(draws.items()), s.eval_prompts, s.eval_samples,
-                                        s.samples_per_problem, s.temperature))
+                                        s.samples_per_problem, s.temperature, None if m.best_of_n else tag))
 
     def learner(self, m: Method, world: World, n: int, seed: int, H: int, samples: str | None,
                 ver: str | None) -> str | None:
@@ -141,22 +137,31 @@ class _Grid:
                                        ver if m.verifier else None))
         return "expert" if m.name == "expert" else None
 
-    def draws(self, m: Method, acc: str | None, world: World, policy: str | None, seed: int, H: int,
+    def draws(self, m: Method, tag: str | None, world: World, policy: str | None, n: int, seed: int, H: int,
               budgets: tuple[int, ...]) -> dict[int, str]:
-        """budget -> the draw that answers it: one pool of base samples for search, one forced
-        draw per budget for forced methods, else one draw at H_max read off by truncation."""
+        """budget -> the draw that answers it: one pool of base samples for search; for forced
+        methods one draw per budget, with the fixed schedule (tag "fixed", or no validation) or
+        the forcing chosen on validation prompts (study/forcing_choice.py); else one draw at
+        H_max read off by truncation."""
         s = self.study
 
-        def draw(policy: str | None, per_prompt: int, width: int, forcing: BudgetForcing | None = None) -> str:
-            return self.artifact(DrawJob(world, policy, s.eval_prompts, per_prompt, width, forcing, s.temperature,
-                                         seed, s.sampler))
+        def draw(policy: str | None, per_prompt: int, width: int, forcing: BudgetForcing | None = None) -> DrawJob:
+            return DrawJob(world, policy, s.eval_prompts, per_prompt, width, forcing, s.temperature, seed, s.sampler)
 
         if m.search:
-            plan = m.plan(s.samples_per_problem, acc)
+            plan = m.plan(s.samples_per_problem, tag)
             # a pool of H tokens a sample serves the shared accounting too; with no per-sample
             # accounting to share it with, the shared pool is drawn H/N wide
             shared_pool = s.search_pool == "one" and "per_sample" in s.accounting
-            return {H: draw(None, s.eval_samples * plan.samples, plan.pool_width(H, shared_pool))}
-        if m.name in s.forced_methods:
-            return {h: draw(policy, s.eval_samples, h, forcing_at(s, h)) for h in budgets}
-        return {H: draw(policy, s.eval_samples, H)}
+            return {H: self.artifact(draw(None, s.eval_samples * plan.samples, plan.pool_width(H, shared_pool)))}
+        if m.name not in s.forced_methods:
+            return {H: self.artifact(draw(policy, s.eval_samples, H))}
+        fixed = {h: draw(policy, s.eval_samples, h, s.forcing.at(h, s.extend_share)) for h in budgets}
+        ids = {h: self.artifact(j) for h, j in fixed.items()}
+        if tag == "fixed" or not s.forcing_validation:
+            return ids
+        # validation prompts outside this learner's training prompts (none for a method without data)
+        jobs, chosen = chosen_draws(fixed, s.forcing_validation, (n if m.uses_data else 0, seed), s.forcing_shares)
+        for j in jobs:
+            self.artifact(j)
+        return {h: self.artifact(j) for h, j in chosen.items()}

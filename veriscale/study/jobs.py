@@ -46,6 +46,7 @@ from veriscale.study.world import Dep, World
 from veriscale.tasks.planted import ExpertSampler
 
 DRAW_FILE = "draw.json"
+CHOICE_FILE = "choice.json"  # beside a draw whose forcing was chosen on validation prompts (study/forcing_choice.py)
 SCORES_FILE = "scores.safetensors"
 
 
@@ -196,11 +197,22 @@ class RLJob(LearnerJob):
         train_rl(policy, task, self.settings, out, verifier=verifier, meta={})
 
 
+def held_out(task, prompts: int, validation: tuple[int, int] | None):
+    """The first `prompts` test prompts, or (validation = (n, data_seed)) as many validation
+    prompts: training-split prompts outside the n training prompts of data_seed, drawn with a
+    seed of their own (a choice made on them never sees the test set)."""
+    if validation is None:
+        return task.prompts("test", prompts, 0)
+    n, data_seed = validation
+    return task.validation_prompts(task.prompts("train", n, data_seed), prompts, data_seed + 104729)
+
+
 @dataclass(frozen=True)
 class DrawJob(Job):
     """`per_prompt` traces of at most `width` tokens for each of the first `prompts` held-out
-    prompts, of `policy` (a learner artifact, "expert", or None: the base), budget-forced at
-    H = width when `forcing` is set."""
+    prompts (`held_out`: test, or validation prompts of the learner of (n, data_seed)), of
+    `policy` (a learner artifact, "expert", or None: the base), budget-forced at H = width when
+    `forcing` is set."""
 
     kind: ClassVar[str] = "draw"
     policy: str | None = None
@@ -211,11 +223,14 @@ class DrawJob(Job):
     temperature: float = 1.0
     seed: int = 0
     sampler: str = "hf"
+    validation: tuple[int, int] | None = None
 
     def fields(self) -> dict[str, Any]:
+        # a test draw has no "validation" key, so its id is what it was before validation draws
         return {"policy": self.policy, "prompts": self.prompts, "per_prompt": self.per_prompt, "width": self.width,
                 "forcing": to_dict(self.forcing) if self.forcing else None, "temperature": self.temperature,
-                "seed": self.seed, "sampler": self.sampler}
+                "seed": self.seed, "sampler": self.sampler,
+                **({"validation": list(self.validation)} if self.validation else {})}
 
     def inputs(self) -> tuple[str | None, ...]:
         return (self.policy,)
@@ -223,7 +238,7 @@ class DrawJob(Job):
     def make(self, dep: Dep, out: Path) -> None:
         task = self.world.make_task()
         sampler = ExpertSampler(task) if self.policy == "expert" else self.world.policy(self.policy, dep, self.sampler)
-        ro = draw(sampler, task.prompts("test", self.prompts, 0), self.per_prompt, self.width,
+        ro = draw(sampler, held_out(task, self.prompts, self.validation), self.per_prompt, self.width,
                   temperature=self.temperature, seed=self.seed, forcing=self.forcing)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / DRAW_FILE, {"width": self.width, "per_prompt": self.per_prompt,
@@ -274,7 +289,8 @@ class Point:
 class EvalJob(Job):
     """One method at one grid point: its `draws` (budget -> draw id) graded at every budget.
     Search methods select under `plan` (its width N and accounting), reading the pool's
-    `scores` when the rule needs a verifier."""
+    `scores` when the rule needs a verifier. A forced method's rows name the forcing that
+    validation chose where it did; `schedule` "fixed" marks its fixed-schedule twin."""
 
     kind: ClassVar[str] = "eval"
     point: Point = Point("", 0, "")
@@ -291,13 +307,14 @@ class EvalJob(Job):
     samples: int = 1
     N: int = 4
     temperature: float = 1.0
+    schedule: str | None = None
 
     def fields(self) -> dict[str, Any]:
         return {**self.point.__dict__, "n": self.n, "seed": self.seed, "method": self.method,
                 "accounting": self.accounting, "budgets": list(self.budgets), "policy": self.policy,
                 "verifier": self.verifier, "scores": self.scores, "draws": {str(h): d for h, d in self.draws},
                 "eval": {"prompts": self.prompts, "samples": self.samples, "samples_per_problem": self.N,
-                         "temperature": self.temperature}}
+                         "temperature": self.temperature}, **({"schedule": self.schedule} if self.schedule else {})}
 
     def inputs(self) -> tuple[str | None, ...]:
         return (self.policy, self.verifier, self.scores, *(d for _, d in self.draws))
@@ -318,6 +335,9 @@ class EvalJob(Job):
         else:
             rows = grade_sequential(task, prompts, self.samples, lambda H: draws.get(H, draws[max(draws)]),
                                     list(self.budgets))
+            for H, r in zip(sorted(self.budgets), rows):
+                if H in draws and (choice := dep(dict(self.draws)[H]) / CHOICE_FILE).is_file():
+                    r["forcing"] = json.loads(choice.read_text())
         return [{"method": m.evaluation, **r} for r in rows]
 
     def summary(self, dep: Dep) -> dict[str, Any]:

@@ -79,6 +79,17 @@ TABLE = [
 METHODS = {m.name: m for m in TABLE}
 
 
-def label(method: str, accounting: str | None) -> str:
-    """The name a run is reported under: best-of-N methods carry their accounting."""
-    return f"{method}:{accounting}" if accounting else method
+def label(method: str, tag: str | None) -> str:
+    """The name a run is reported under: best-of-N methods carry their accounting, a forced
+    method's fixed-schedule twin "fixed" (StudyConfig.tags)."""
+    return f"{method}:{tag}" if tag else method
+
+
+def record_label(config: dict) -> str:
+    """The label of a stored evaluation record, from its config."""
+    return label(config["method"], config.get("accounting") or config.get("schedule"))
+
+
+def search_bases(labels: list[str]) -> list[str]:
+    """The best-of-N methods among report labels, once each (`bon` of `bon:shared`, ...)."""
+    return list(dict.fromkeys(b for m in labels if (b := m.split(":")[0]) != m and METHODS[b].best_of_n))

@@ -99,6 +99,10 @@ class StudyConfig:
     forcing: BudgetForcing = field(default_factory=BudgetForcing)
     extend_share: float = knob(0.5, "forced methods: an end-of-thinking before this share of H becomes "
                                     "forcing.wait (s1's extension; 0 = cap only; ours)", min=0.0, max=1.0)
+    forcing_validation: int = knob(64, "forced methods: validation prompts on which each budget H's forcing is "
+                                       "chosen (target H' <= H among the budgets, extension at extend_share or "
+                                       "off; study/forcing_choice.py), reported beside the fixed schedule "
+                                       "(`method:fixed`); 0 = the fixed schedule only (ours)", min=0)
     sampler: SamplerName = knob("hf", "sampler of a transformers policy's evaluation traces and "
                                                  "labelled samples: transformers (CPU/GPU), vLLM (GPU) or CTranslate2 "
                                                  "(CPU; veriscale[cpu]); learners train with transformers")
@@ -144,7 +148,19 @@ class StudyConfig:
 
     def runs(self) -> list[tuple[str, str]]:
         """(method, label) of every reported run kind, in the order of `methods`."""
-        return [(m, label(m, a)) for m in self.methods for a in (self.accounting if METHODS[m].best_of_n else [None])]
+        return [(m, label(m, t)) for m in self.methods for t in self.tags(m)]
+
+    def tags(self, method: str) -> list[str | None]:
+        """The runs of one method: best-of-N once per accounting; a forced method with its
+        forcing chosen on validation (None) and its fixed schedule ("fixed"); else one (None)."""
+        if METHODS[method].best_of_n:
+            return list(self.accounting)
+        return [None, "fixed"] if method in self.forced_methods and self.forcing_validation else [None]
+
+    @property
+    def forcing_shares(self) -> list[float]:
+        """The extension shares a forced method's validation chooses from: the study's, then off."""
+        return list(dict.fromkeys([self.extend_share, 0.0]))
 
     def tables(self) -> list[str]:
         """The nested tables this study reads: its task's and policy's, the learners' and samples'."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from veriscale.atomic import write_json_atomic, write_text_atomic
+from veriscale.study.methods import record_label
 
 SCHEMA = 1
 DONE = "done.json"
@@ -107,7 +108,7 @@ def rows(records: list[dict[str, Any]], ns: list[int] | None = None) -> list[dic
         c = rec["config"]
         if c["method"] == "diagnose":
             continue
-        label = f"{c['method']}:{c['accounting']}" if c.get("accounting") else c["method"]
+        label = record_label(c)
         for n in (ns or [None]) if c["n"] is None else [c["n"]]:
             for m in rec["metrics"]:  # the grid's coordinates win over any same-named metric field
                 out.append({**m, "run_id": rec["id"], "method": label, "heterogeneity": c["heterogeneity"],

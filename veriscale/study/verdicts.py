@@ -218,10 +218,16 @@ def search_vs_forced(rep: Report) -> dict:
     H, n = rep.Hmax, rep.nmax
     d = rep.contrast("success", diff((het, n, m, H), (het, n, rep.vf, H)))
     tok = lambda lab: num(interval(rep.values(het, n, lab, H, "tokens").values())["mean"])  # noqa: E731
-    forced = "budget-forced" if rep.vf in rep.study.forced_methods else "truncated at H"
+    fixed = f"{rep.vf}:fixed"
+    forced = ("truncated at H" if rep.vf not in rep.study.forced_methods else
+              "budget-forced, its forcing chosen on validation prompts" if fixed in rep.labels else "budget-forced")
+    note = ""
+    if fixed in rep.labels:  # the fixed schedule beside it: a reading, not the verdict
+        df = rep.contrast("success", diff((het, n, m, H), (het, n, fixed, H)))
+        note = f"against {fixed} (cap at H, extension before {rep.study.extend_share} H): {fmt(df) if df else 'n/a'}"
     return row("5", title, theory, [(decide(d), f"success@{H} {m} − {rep.vf} ({forced}) = {fmt(d) if d else 'n/a'}, "
                                                 f"{rep.where(het)}, n = {n}; tokens drawn {tok(m)} vs {tok(rep.vf)}")],
-               "fig_f_best_of_n_accounting", ivs=(d,))
+               "fig_f_best_of_n_accounting", note=note, ivs=(d,))
 
 
 def claims(rep: Report, s: dict) -> list[dict]:
