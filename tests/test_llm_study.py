@@ -19,10 +19,12 @@ from veriscale.search import repeat_each
 from veriscale.study.grid import expand
 from veriscale.study.execute import artifact_dir
 from veriscale.study.jobs import DRAW_FILE, SCORES_FILE
+from veriscale.study.analysis import Report
 from veriscale.study.report import write_report
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows
 from veriscale.study.sweep import run_study
+from veriscale.study.verdicts import data_side, prediction_check
 
 
 def _study(lm_dir, **kw):
@@ -233,3 +235,19 @@ def test_one_search_pool_serves_both_accountings(lm_dir):
     widths = {jobs[d].config["width"] for j in jobs.values() if j.kind == "eval" and j.config["method"] == "bon"
               for d in j.config["draws"].values()}
     assert widths == {16}
+
+
+def test_the_cloned_datas_returns_reach_the_prediction_check(done):
+    """The SFT record keeps the first-success index of every trace it cloned, and the prediction
+    check reads the VF data's J_H from them: the mean over seeds of mean(max(H - T + 1, 0))."""
+    study, out, _ = done
+    rep = Report(study, out)
+    recs = [r for r in load_records(out) if r["config"]["method"] == "sft" and r["config"]["n"] == max(study.n)]
+    Ts = [r["learner"]["sft"]["data_T"] for r in recs]
+    assert Ts and all(len(T) == r["data"]["expert_traces"] for T, r in zip(Ts, recs))
+    for H in study.budgets:
+        J, _ = data_side(rep, study.task, H)
+        want = sum(sum(max(H - t + 1, 0) if t is not None else 0 for t in T) / len(T) for T in Ts) / len(Ts)
+        assert J["value"] == pytest.approx(want)
+    entry = prediction_check(rep)[0]
+    assert entry["predicted"] is not None, entry["predicted_sign"]

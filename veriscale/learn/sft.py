@@ -47,7 +47,7 @@ from veriscale.learn.data import lm_rows
 from veriscale.learn.loop import (BestCheckpoint, LogitsOf, OptimConfig, Snapshot, epoch_steps, eval_nll, jsonl_log,
                                   train_lm)
 from veriscale.learn.samples import Samples, SamplesConfig, draw, horizon_of
-from veriscale.tasks.base import NEVER, Rollouts, Task, id_rollouts
+from veriscale.tasks.base import NEVER, Rollouts, Task
 
 
 @dataclass
@@ -113,7 +113,7 @@ def expert_rollouts(policy, task: Task, prompts: Any, cfg: SFTConfig, seed: int,
         return prompts, traces
     keep = [i for i, t in enumerate(traces) if t]
     ids = [policy.encode_completion(traces[i]) for i in keep]
-    return [prompts[i] for i in keep], id_rollouts(ids, max((len(x) for x in ids), default=1), policy.pad_id)
+    return [prompts[i] for i in keep], policy.rollouts(ids, max((len(x) for x in ids), default=1))
 
 
 def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samples | None = None,
@@ -136,6 +136,9 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     prompts, traces = expert_rollouts(policy, task, drawn, cfg, cfg.data_seed, train_texts)
     if len(traces) < 1:
         raise ValueError(f"no expert traces among {len(drawn)} prompts (expert={cfg.expert})")
+    # the cloned traces' first-success indices: the returns of the data VF clones, which the
+    # study's prediction check sets beside the base's (diagnose.py)
+    data_T = [t if t < NEVER else None for t in task.check(prompts, traces).tolist()]
     data = lm_rows(policy.encode_prompts(prompts), traces, policy.pad_id)
     if search:
         val_p, val_t = expert_rollouts(policy, task, samples.val_prompts, cfg, 0,
@@ -182,7 +185,7 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         net.eval()
         policy.save(out, {"base": policy.spec, **(meta or {}), "stage": "sft", "run": to_dict(cfg), "task": to_dict(task.cfg), "task_spec": task.name,
                           "best_step": best.best_step, "steps_planned": optim.steps, "training_prompts": cfg.n,
-                          "training_traces": len(traces), "validation_traces": len(val_t),
+                          "training_traces": len(traces), "validation_traces": len(val_t), "data_T": data_T,
                           # search traces come from checked base samples: every one is a label
                           "labelled_traces": len(samples.T) + len(samples.val_T) if search else 0,
                           "val_nll_before": init["val_nll"],

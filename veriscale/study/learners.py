@@ -63,6 +63,8 @@ def learner_summary(m: Method | None, policy: str | None, verifier: str | None, 
                         labels=pmeta["training_traces"] + pmeta["validation_traces"])
         learner["sft"] = {k: pmeta[k] for k in ("best_step", "steps_planned", "test_nll_before", "test_nll_after",
                                                 "val_nll_before", "val_nll_after")}
+        if "data_T" in pmeta:  # the cloned traces' first-success indices (absent in runs older than the field)
+            learner["sft"]["data_T"] = pmeta["data_T"]
     if m.learner == "rl":
         pmeta, plog = read_run(dep(policy))
         data.update(prompts=pmeta["training_prompts"], reward_queries=pmeta["reward_queries"])

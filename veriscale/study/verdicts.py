@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from veriscale.diagnose import DiagnoseConfig
 from veriscale.predict import GROWTH_WORDS, SIGN_WORDS, band_of, check, predict, sign
+from veriscale.rewards import budget_metrics
 from veriscale.study.analysis import DATA_MATCHED_VB, Report
 from veriscale.study.resample import words
+from veriscale.tasks.base import NEVER
 from veriscale.theory import fmt, interval, num
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE = ("supported", "contradicted", "inconclusive",
@@ -244,24 +248,39 @@ def side(rep: Report, het: str, label: str, H: int) -> tuple[dict, dict] | None:
     return band_of(J["mean"], J["lo"], J["hi"]), band_of(sd["mean"], sd["lo"], sd["hi"])
 
 
+def data_side(rep: Report, het: str, H: int) -> tuple[dict, dict] | None:
+    """(J, sd of R_H) at budget H of the data the VF reference clones: its SFT runs' training
+    traces, each with r_h = 1{h >= T} of its own first-success index T, as bands over seeds;
+    None where the records keep no such indices."""
+    per_seed = [budget_metrics(torch.tensor([NEVER if t is None else t for t in T]), torch.zeros(len(T)), H)
+                for (h, _, n, lab), runs in rep.runs.items() if (h, n, lab) == (het, rep.nmax, rep.vf)
+                for r in runs if (T := ((r.get("learner") or {}).get("sft") or {}).get("data_T"))]
+    if not per_seed:
+        return None
+    J, sd = interval([m.J for m in per_seed]), interval([m.R_std for m in per_seed])
+    return band_of(J["mean"], J["lo"], J["hi"]), band_of(sd["mean"], sd["lo"], sd["hi"])
+
+
 def prediction_check(rep: Report) -> list[dict]:
     """Per level: the diagnosis's prediction (base and VF data, before training) against the
-    measured gap of the headline VB method at n_max: sign at H_max and growth from H_min."""
+    measured gap of the headline VB method at n_max: sign at H_max and growth from H_min. The VF
+    data is the planted task's expert process (its sampled returns), or on a text task the traces
+    the VF reference's SFT cloned (`data_side`)."""
     out = []
     for het in rep.hets:
         d, m = rep.diag.get((het, rep.Hmax)), headline_vb(rep, het)
         entry = {"setting": rep.where(het), "method": m, "reference": rep.vf, "sign_check": "n/a",
                  "growth_check": "n/a"}
-        vf_label = "expert" if rep.didactic else None
-        points = []
+        points, data = [], []
         for H in rep.budgets:
             b = side(rep, het, "base", H)
-            v = side(rep, het, vf_label, H) if vf_label else None
+            v = side(rep, het, "expert", H) if rep.didactic else data_side(rep, het, H)
+            data.append(v)
             if b and v:
                 points.append({"H": H, "base_J": b[0], "base_sigma": b[1], "vf_J": v[0], "vf_sigma": v[1]})
         missing = ("no diagnosis record (c(ε))" if d is None else
-                   f"records lack the returns of the data {rep.vf} clones" if vf_label is None else
-                   "records lack base or expert returns" if not points else None)
+                   f"records lack the returns of the data {rep.vf} clones" if not any(data) else
+                   "records lack base or VF data returns" if not points else None)
         if missing is None:
             i = d["eps"].index(d["eps_ref"])
             c = band_of(*(d["mean_c"][k][i] for k in ("value", "lo", "hi")))

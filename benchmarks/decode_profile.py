@@ -1,0 +1,162 @@
+"""Where one decode step of SmolLM2-135M-Instruct spends its time on this CPU, against the
+matmul-only time of the same shapes measured in the same process (the roofline of the step).
+
+For each row count b and decoding dtype, a KV cache of `--context` tokens per row is built
+(random token ids: the shapes, not the text, set the cost), then `--steps` decode steps run as
+`HFSampler` runs them: one token per row through the model with the cache, then one token drawn
+from the (b, V) logits by the sampler's rule (`engine.sample_next`). Measured:
+
+- step: wall time of one decode step (forward + sampling), the mean over the steps;
+- the step's CPU time by operator class, from torch.profiler (self time of each aten op):
+  matmul (mm/addmm/linear/bmm), attention and cache update (scaled_dot_product_attention and
+  its parts, cat/copy of keys and values, rotary embedding arithmetic), sampling (softmax,
+  cumsum, searchsorted, rand over the vocabulary), other ops (norms, activations, indexing);
+  "python + dispatch" is the wall time no operator accounts for (the profiler's own cost is in
+  it too, so the profiled wall is shown beside the plain one);
+- matmul only: the step's linear layers alone, x @ W^T with the model's own weights at b rows
+  (30 blocks of q, k, v, o, gate, up, down, then the 49k-row head), timed alternately with the
+  step, so both see the same machine load. Its tokens/s (b / time) is the roofline a sampler
+  could reach if nothing but the matmuls took time; "step / matmul" is the share reached.
+
+Run: `python benchmarks/decode_profile.py --threads 2 [--rows 64,256 --dtypes float32,bfloat16
+--context 160 --steps 16]`; prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from veriscale.policy.engine import sample_next
+from veriscale.policy.hf_sampler import HFSampler
+from veriscale.policy.load import load_policy
+from veriscale.policy.text import HFConfig
+
+from sampler_speed import cpu_model
+
+CLASSES = {  # aten op name fragment -> class; the first match wins
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"),
+    "attention + cache": ("scaled_dot_product", "attention", "aten::cat", "aten::copy_", "aten::index_select",
+                          "aten::neg", "aten::_softmax_backward"),
+    "sampling": ("aten::softmax", "aten::_softmax", "aten::cumsum", "aten::searchsorted", "aten::uniform_",
+                 "aten::rand", "aten::div"),
+}
+
+
+def op_class(name: str) -> str:
+    return next((c for c, keys in CLASSES.items() if any(k in name for k in keys)), "other ops")
+
+
+def flags() -> str:
+    """The CPU flags that decide the matmul rate (AVX-512 and its bf16, AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    return ", ".join(f for f in wanted if f in have) or "none of " + ", ".join(wanted)
+
+
+def linears(net) -> list[torch.Tensor]:
+    """The weights of every matmul of one decode step, in order: per block q, k, v, o, gate, up,
+    down, then the output head (tied to the embedding in SmolLM2)."""
+    out = []
+    for block in net.model.layers:
+        a, m = block.self_attn, block.mlp
+        out += [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight, m.gate_proj.weight,
+                m.up_proj.weight, m.down_proj.weight]
+    return out + [net.lm_head.weight]
+
+
+@torch.inference_mode()
+def matmul_only(weights: list[torch.Tensor], b: int, steps: int) -> float:
+    """Seconds per step of the step's matmuls alone at b rows (inputs of the right width)."""
+    xs = {w.shape[1]: torch.randn(b, w.shape[1], dtype=w.dtype) for w in weights}
+    start = time.perf_counter()
+    for _ in range(steps):
+        for w in weights:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+    return (time.perf_counter() - start) / steps
+
+
+@torch.inference_mode()
+def decode_steps(net, b: int, context: int, steps: int, cfg: HFConfig, prof: bool) -> tuple[float, dict]:
+    """Seconds per decode step of b rows over a `context`-token cache, and (prof) the CPU time
+    per step by operator class."""
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(0)
+    V = net.config.vocab_size
+    ids = torch.randint(V, (b, context), generator=g)
+    attn = torch.ones(b, context, dtype=torch.long)
+    cache = DynamicCache(config=net.config)
+    out = net(input_ids=ids, attention_mask=attn, cache=cache, use_cache=True, logits_to_keep=1)
+    nxt = sample_next(out.logits[:, -1].float(), 0.7, 0, g, cfg.draw)
+    pos = torch.full((b,), context)
+
+    def step():
+        nonlocal attn, nxt, pos
+        attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype)], 1)
+        o = net(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache, use_cache=True)
+        pos = pos + 1
+        nxt = sample_next(o.logits[:, -1].float(), 0.7, 0, g, cfg.draw)
+
+    if not prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - start) / steps, {}
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = (time.perf_counter() - start) / steps
+    by = defaultdict(float)
+    for e in p.key_averages():
+        by[op_class(e.key)] += e.self_cpu_time_total / 1e6 / steps
+    return wall, dict(by)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", default="64,256")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--context", type=int, default=160, help="cached tokens per row (prompt + generated so far)")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2, help="step and matmul-only timings alternate; best of rounds")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    hf = load_policy("smollm2", hf=HFConfig(progress=False)).sampler
+    print(f"SmolLM2-135M-Instruct, {cpu_model()} ({flags()}), {args.threads} thread(s), torch {torch.__version__}; "
+          f"cache of {args.context} tokens per row, {args.steps} decode steps, sampling rule {hf.cfg.draw!r}, "
+          f"best of {args.rounds} alternating rounds; load average before {os.getloadavg()[0]:.1f}\n")
+    print("| dtype | rows | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
+          "matmul ms | attention + cache ms | sampling ms | other ops ms | python + dispatch ms | profiled step ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for dtype in args.dtypes.split(","):
+        net = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=dtype)).decoder()
+        weights = linears(net)
+        for b in (int(r) for r in args.rows.split(",")):
+            step_s, mm_s = float("inf"), float("inf")
+            for _ in range(args.rounds):
+                step_s = min(step_s, decode_steps(net, b, args.context, args.steps, hf.cfg, False)[0])
+                mm_s = min(mm_s, matmul_only(weights, b, args.steps))
+            wall, by = decode_steps(net, b, args.context, args.steps, hf.cfg, True)
+            ops = sum(by.values())
+            parts = [by.get(c, 0.0) for c in ("matmul", "attention + cache", "sampling", "other ops")]
+            print(f"| {dtype} | {b} | {1e3 * step_s:.1f} | {1e3 * mm_s:.1f} | {b / step_s:,.0f} | {b / mm_s:,.0f} | "
+                  f"{mm_s / step_s:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
+                  f" | {1e3 * max(wall - ops, 0.0):.1f} | {1e3 * wall:.1f} |")
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
