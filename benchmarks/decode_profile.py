@@ -18,8 +18,11 @@ from the (b, V) logits by the sampler's rule (`engine.sample_next`). Measured:
   step, so both see the same machine load. Its tokens/s (b / time) is the roofline a sampler
   could reach if nothing but the matmuls took time; "step / matmul" is the share reached.
 
+Each step is measured with transformers' concatenating `DynamicCache` (before) and with the
+sampler's growing cache (policy/kv_cache.py, after), in turn in the same process.
+
 Run: `python benchmarks/decode_profile.py --threads 2 [--rows 64,256 --dtypes float32,bfloat16
---context 160 --steps 16]`; prints Markdown.
+--context 160 --steps 16 --caches concatenating,growing]`; prints Markdown.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from veriscale.policy.engine import sample_next
+from transformers import DynamicCache
+
 from veriscale.policy.hf_sampler import HFSampler
+from veriscale.policy.kv_cache import growing_cache
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 
@@ -86,17 +92,20 @@ def matmul_only(weights: list[torch.Tensor], b: int, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+CACHES = {"concatenating": lambda config: DynamicCache(config=config),  # transformers' own: torch.cat per step
+          "growing": growing_cache}  # the sampler's (policy/kv_cache.py): written in place
+
+
 @torch.inference_mode()
-def decode_steps(net, b: int, context: int, steps: int, cfg: HFConfig, prof: bool) -> tuple[float, dict]:
+def decode_steps(net, b: int, context: int, steps: int, cfg: HFConfig, prof: bool,
+                 cache_kind: str = "growing") -> tuple[float, dict]:
     """Seconds per decode step of b rows over a `context`-token cache, and (prof) the CPU time
     per step by operator class."""
-    from transformers import DynamicCache
-
     g = torch.Generator().manual_seed(0)
     V = net.config.vocab_size
     ids = torch.randint(V, (b, context), generator=g)
     attn = torch.ones(b, context, dtype=torch.long)
-    cache = DynamicCache(config=net.config)
+    cache = CACHES[cache_kind](net.config)
     out = net(input_ids=ids, attention_mask=attn, cache=cache, use_cache=True, logits_to_keep=1)
     nxt = sample_next(out.logits[:, -1].float(), 0.7, 0, g, cfg.draw)
     pos = torch.full((b,), context)
@@ -131,6 +140,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--context", type=int, default=160, help="cached tokens per row (prompt + generated so far)")
     ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--caches", default="concatenating,growing", help=f"KV caches to compare: {', '.join(CACHES)}")
     ap.add_argument("--rounds", type=int, default=2, help="step and matmul-only timings alternate; best of rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -138,23 +148,26 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, {cpu_model()} ({flags()}), {args.threads} thread(s), torch {torch.__version__}; "
           f"cache of {args.context} tokens per row, {args.steps} decode steps, sampling rule {hf.cfg.draw!r}, "
           f"best of {args.rounds} alternating rounds; load average before {os.getloadavg()[0]:.1f}\n")
-    print("| dtype | rows | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
+    print("| dtype | rows | KV cache | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
           "matmul ms | attention + cache ms | sampling ms | other ops ms | python + dispatch ms | profiled step ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    caches = args.caches.split(",")
     for dtype in args.dtypes.split(","):
         net = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=dtype)).decoder()
         weights = linears(net)
         for b in (int(r) for r in args.rows.split(",")):
-            step_s, mm_s = float("inf"), float("inf")
-            for _ in range(args.rounds):
-                step_s = min(step_s, decode_steps(net, b, args.context, args.steps, hf.cfg, False)[0])
+            step_s, mm_s = {c: float("inf") for c in caches}, float("inf")
+            for _ in range(args.rounds):  # every cache and the matmuls in turn, so load hits all alike
+                for c in caches:
+                    step_s[c] = min(step_s[c], decode_steps(net, b, args.context, args.steps, hf.cfg, False, c)[0])
                 mm_s = min(mm_s, matmul_only(weights, b, args.steps))
-            wall, by = decode_steps(net, b, args.context, args.steps, hf.cfg, True)
-            ops = sum(by.values())
-            parts = [by.get(c, 0.0) for c in ("matmul", "attention + cache", "sampling", "other ops")]
-            print(f"| {dtype} | {b} | {1e3 * step_s:.1f} | {1e3 * mm_s:.1f} | {b / step_s:,.0f} | {b / mm_s:,.0f} | "
-                  f"{mm_s / step_s:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
-                  f" | {1e3 * max(wall - ops, 0.0):.1f} | {1e3 * wall:.1f} |")
+            for c in caches:
+                wall, by = decode_steps(net, b, args.context, args.steps, hf.cfg, True, c)
+                ops = sum(by.values())
+                parts = [by.get(k, 0.0) for k in ("matmul", "attention + cache", "sampling", "other ops")]
+                print(f"| {dtype} | {b} | {c} | {1e3 * step_s[c]:.1f} | {1e3 * mm_s:.1f} | {b / step_s[c]:,.0f} | "
+                      f"{b / mm_s:,.0f} | {mm_s / step_s[c]:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
+                      f" | {1e3 * max(wall - ops, 0.0):.1f} | {1e3 * wall:.1f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

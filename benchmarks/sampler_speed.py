@@ -43,6 +43,9 @@ from dataclasses import replace
 import torch
 
 from veriscale.policy.ct2 import CT2Sampler
+from transformers import DynamicCache
+
+from veriscale.policy import hf_sampler
 from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
@@ -86,10 +89,20 @@ def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, see
     return seconds, padded, useful, out_rows
 
 
-def sampled(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
-    start = time.perf_counter()
-    r = sampler.sample(rows, new_tokens, temperature=temperature, seed=seed)
-    seconds = time.perf_counter() - start
+def sampled(sampler, rows: list, new_tokens: int, temperature: float, seed: int,
+            concatenating: bool = False) -> tuple[float, int, int, list]:
+    """`sampled` by the sampler; `concatenating`: with transformers' own DynamicCache (a torch.cat
+    of every layer's keys and values per step) in place of the sampler's growing one, the
+    before of policy/kv_cache.py."""
+    make = hf_sampler.growing_cache
+    if concatenating:
+        hf_sampler.growing_cache = lambda config: DynamicCache(config=config)
+    try:
+        start = time.perf_counter()
+        r = sampler.sample(rows, new_tokens, temperature=temperature, seed=seed)
+        seconds = time.perf_counter() - start
+    finally:
+        hf_sampler.growing_cache = make
     ids = [r.tokens[k, :r.counts[k]].tolist() for k in range(len(r))]
     return seconds, len(rows) * int(r.counts.max()), int(r.counts.sum()), ids
 
@@ -111,6 +124,8 @@ def main() -> None:
     ap.add_argument("--compute-types", default="int8,float32", help="CT2Sampler compute types, comma-separated")
     ap.add_argument("--hf-dtypes", default="", help="HFSampler sample_dtype values besides float32 (e.g. bfloat16)")
     ap.add_argument("--no-generate", action="store_true", help="leave transformers generate out of the speed rounds")
+    ap.add_argument("--concatenating-cache", action="store_true",
+                    help="add HFSampler with refill on transformers' concatenating KV cache (the growing cache's before)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,6 +145,8 @@ def main() -> None:
                  for _ in range(args.pass_samples)] if args.pass_prompts else []  # drawn first: a task too small fails before the timing
     backends = [] if args.no_generate else [("transformers generate", lambda *a: plain_generate(hf, *a))]
     backends += [(BASELINE, lambda *a: sampled(fixed, *a)), ("HFSampler, refill", lambda *a: sampled(hf, *a))]
+    if args.concatenating_cache:
+        backends += [("HFSampler, refill, concatenating KV cache", lambda *a: sampled(hf, *a, concatenating=True))]
     backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in low.items()]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set

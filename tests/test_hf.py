@@ -34,7 +34,7 @@ def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_
     """Left padding, the shared KV cache, compaction and refill (rows joining a running batch,
     padded to its width or it to theirs) change nothing at temperature 0."""
     joins = []
-    monkeypatch.setattr(hf_sampler, "_join", lambda *a, _join=hf_sampler._join: joins.append(1) or _join(*a))
+    monkeypatch.setattr(hf_sampler, "join", lambda *a, _join=hf_sampler.join: joins.append(1) or _join(*a))
     s = _sampler(model, tokenizer, batch_size=batch_size, refill=refill)  # 5 prompts: more than a batch
     r = s.sample(PROMPTS, 20, temperature=0.0)
     assert bool(joins) == refill  # without refill, rows wait for the batch to empty

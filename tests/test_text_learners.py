@@ -201,7 +201,9 @@ def test_verifier_prefix_positions_follow_each_prompt_length(lm_dir):
     assert set(hard.score(prompts, ro).unique().tolist()) <= {0.0, 1.0}  # Algorithm 2 thresholds at 1/2
 
 
-def test_rl_micro_batches_give_the_full_batch_gradient(lm_dir):
+def test_rl_micro_batches_and_head_chunks_give_the_full_batch_gradient(lm_dir):
+    """Micro-batches of traces and checkpointed chunks of the head and loss (memory: chunk x
+    vocab) change the summation order only."""
     policy = _policy(lm_dir)
     ref = policy.frozen_copy()
     assert not any(p.requires_grad for p in ref.model.parameters())
@@ -215,9 +217,9 @@ def test_rl_micro_batches_give_the_full_batch_gradient(lm_dir):
     batch = lm_rows(prompts, id_rollouts(completions, 7, policy.pad_id), policy.pad_id)
     adv = torch.randn(8, generator=g)
     grads, stats = [], []
-    for mb in (0, 1, 3, 8):  # 0 = the whole batch at once
+    for mb, chunk in ((0, 0), (1, 0), (3, 0), (8, 0), (0, 5), (3, 2), (0, 1)):  # 0 = all at once
         policy.model.zero_grad(set_to_none=True)
-        cfg = from_dict(RLConfig, {"micro_batch": mb, "beta": 0.5})
+        cfg = from_dict(RLConfig, {"micro_batch": mb, "head_chunk": chunk, "beta": 0.5})
         stats.append(accumulate_gradient(net, ref_net, *batch, adv, cfg))
         grads.append(torch.cat([p.grad.flatten() for p in policy.model.parameters()]))
     assert stats[0]["tokens"] == sum(map(len, completions))

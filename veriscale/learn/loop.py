@@ -258,8 +258,12 @@ class LogitsOf(torch.nn.Module):
     def logits_at(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(M, V) logits at the M positions where the (N, S) mask is set: every position runs the
         blocks (attention needs them), only these run the head, a 49k x d matmul for SmolLM2."""
+        return self.policy.head(self.hidden_at(x, mask))
+
+    def hidden_at(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(M, d) final hidden states at the M positions where the (N, S) mask is set."""
         h = self.policy.hidden(x) if self.top is None else self.top.hidden(x)  # (N, S, d)
-        return self.policy.head(h[mask])
+        return h[mask]
 
     def inputs(self, ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """What `forward` reads for (N, S) ids: the ids, or their frozen-block features

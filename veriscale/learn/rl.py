@@ -62,6 +62,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from veriscale import progress
 from veriscale.config import ConfigError, knob, to_dict
@@ -92,6 +93,9 @@ class RLConfig:
     horizon: int = knob(0, "H of the sampled traces (0 = the tiny GPT's task horizon; text tasks need it)", min=0)
     micro_batch: int = knob(0, "traces per forward/backward (0 = the whole batch; memory: traces x length x vocab)",
                             min=0)
+    head_chunk: int = knob(512, "sampled states per chunk of the output head and loss, recomputed in backward "
+                                "(memory: chunk x vocab instead of the micro-batch's tokens x vocab; 0 = all at "
+                                "once; ours)", min=0)
     train_layers: int = knob(0, "train only the top k decoder blocks (0 = all; ours, for CPU)", min=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
@@ -143,6 +147,35 @@ def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tenso
     return loss, {"kl": kl.mean().item(), "entropy": entropy.item()}
 
 
+def chunked_rl_loss(net: LogitsOf, ref_net: LogitsOf, h: torch.Tensor, ref_h: torch.Tensor, targets: torch.Tensor,
+                    adv: torch.Tensor, cfg: RLConfig) -> tuple[torch.Tensor, dict]:
+    """`rl_loss` over M sampled states from their final hidden states h, ref_h (M, d), the output
+    heads and the loss run on `cfg.head_chunk` states at a time under activation checkpointing:
+    a chunk's (chunk, V) logits are freed after its forward and recomputed in backward, so memory
+    holds one chunk x V table, not M x V. The loss is the same mean (each chunk's mean weighted
+    by its share of the M states), its gradient equal up to float summation order."""
+    M = len(h)
+    size = cfg.head_chunk or M
+    if size >= M:
+        with torch.no_grad():
+            ref_logits = ref_net.policy.head(ref_h)
+        return rl_loss(net.policy.head(h), ref_logits, targets, adv, cfg.beta, cfg.temperature, cfg.kl_temperature)
+
+    def chunk(hc: torch.Tensor, ref_hc: torch.Tensor, tc: torch.Tensor, ac: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            ref_logits = ref_net.policy.head(ref_hc)
+        loss, stats = rl_loss(net.policy.head(hc), ref_logits, tc, ac, cfg.beta, cfg.temperature, cfg.kl_temperature)
+        return loss, torch.tensor(stats["kl"]), torch.tensor(stats["entropy"])
+
+    total, kl, entropy = 0.0, 0.0, 0.0
+    for i in range(0, M, size):
+        part = slice(i, i + size)
+        share = len(h[part]) / M
+        loss, k, e = checkpoint(chunk, h[part], ref_h[part], targets[part], adv[part], use_reentrant=False)
+        total, kl, entropy = total + share * loss, kl + share * float(k), entropy + share * float(e)
+    return total, {"kl": kl, "entropy": entropy}
+
+
 def zero_variance_share(rewards: torch.Tensor) -> float:
     """Share of groups (rows of a (B, G) reward tensor) whose G rewards are all equal."""
     return (rewards == rewards[:, :1]).all(1).double().mean().item()
@@ -178,10 +211,9 @@ def accumulate_gradient(net: LogitsOf, ref_net: LogitsOf, inputs: torch.Tensor, 
         # the ids, or the frozen trunk's features (N, S, d) that both networks read
         x = features[mb] if features is not None else net.inputs(inputs[mb], size)
         with torch.no_grad():
-            ref_logits = ref_net.logits_at(x, m)  # (M, V)
+            ref_h = ref_net.hidden_at(x, m)  # (M, d)
         tok_adv = adv[mb, None].expand_as(m)[m]  # (M,)
-        loss, stats = rl_loss(net.logits_at(x, m), ref_logits, targets[mb][m], tok_adv, cfg.beta, cfg.temperature,
-                              cfg.kl_temperature)
+        loss, stats = chunked_rl_loss(net, ref_net, net.hidden_at(x, m), ref_h, targets[mb][m], tok_adv, cfg)
         check_finite(loss, "rl", step)
         (loss * share).backward()
         out["loss"] += loss.item() * share

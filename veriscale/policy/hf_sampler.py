@@ -4,8 +4,9 @@
 - prompts are wrapped in the tokenizer's chat template when it has one (`chat`), tokenised and
   left-padded; identical prompts (M samples of one question sit next to each other) are
   prefilled once and their KV cache rows copied, which saves most of the prefill when M > 1;
-- decoding feeds one token per row per step through a transformers `DynamicCache`, with
-  explicit position ids so left padding does not shift positions;
+- decoding feeds one token per row per step through a transformers `DynamicCache` whose
+  full-attention layers grow in place (policy/kv_cache.py), with explicit position ids so left
+  padding does not shift positions;
 - a row ends after an EOS token (kept and counted, like the tiny-GPT engine) or after the token
   that completes a stop string (kept); when a quarter of the live rows have ended, they are
   dropped from the batch and the cache, so finished rows stop costing compute, and (`refill`,
@@ -28,6 +29,7 @@ import torch
 
 from veriscale import progress
 from veriscale.policy.engine import sample_next
+from veriscale.policy.kv_cache import cut as cut_columns, editable, growing_cache, join
 from veriscale.policy.text import HFConfig, IncrementalText, TextSampler
 
 # editor(row index, sampled token) -> None (the row ends) or the tokens the model reads next
@@ -93,8 +95,6 @@ class HFSampler(TextSampler):
         next position id, logits (b, V),
         and with layer > 0 the hidden states after `layer` blocks (b, P, d), else None).
         """
-        from transformers import DynamicCache
-
         distinct: dict[tuple[int, ...], int] = {}
         row_of = torch.tensor([distinct.setdefault(tuple(r), len(distinct)) for r in ids])  # (b,)
         uniq = list(distinct)
@@ -105,7 +105,7 @@ class HFSampler(TextSampler):
             inp[i, P - len(u):] = torch.tensor(u)
             attn[i, P - len(u):] = 1
         position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # (U, P): real tokens count 0, 1, ...
-        cache = DynamicCache(config=net.config)
+        cache = growing_cache(net.config)
         out = net(input_ids=inp, attention_mask=attn, position_ids=position_ids, cache=cache,
                          use_cache=True, logits_to_keep=1, output_hidden_states=layer > 0)
         cache.batch_select_indices(row_of)
@@ -174,11 +174,10 @@ class HFSampler(TextSampler):
                     cache.batch_select_indices(keep)
                     live, nxt, done, attn, pos = live[keep], nxt[keep], done[keep], attn[keep], pos[keep]
                     cut = int((attn.sum(0) > 0).nonzero()[0]) if len(keep) else attn.shape[1]
-                    if cut and _editable(cache):  # columns that are padding in every row
-                        for lay in cache.layers:
-                            lay.keys, lay.values = lay.keys[:, :, cut:], lay.values[:, :, cut:]
+                    if cut and editable(cache):  # columns that are padding in every row
+                        cut_columns(cache, cut)
                         attn = attn[:, cut:]
-                room = bs - len(live) if not len(live) or (self.cfg.refill and _editable(cache)) else 0
+                room = bs - len(live) if not len(live) or (self.cfg.refill and editable(cache)) else 0
                 if room and waiting < len(ids):  # rows enter: prefill, sample their first token, join
                     new = torch.arange(waiting, min(len(ids), waiting + room))
                     waiting += len(new)
@@ -188,7 +187,7 @@ class HFSampler(TextSampler):
                             feats[i].append(hidden[j, hidden.shape[1] - len(ids[i]):])
                     n2 = sample_next(logits, temperature, self.cfg.top_k, g, self.cfg.draw)
                     d2 = take(n2, new, torch.zeros(len(new), dtype=torch.bool))
-                    cache, attn = (c2, a2) if cache is None or not len(live) else _join(cache, attn, c2, a2)
+                    cache, attn = (c2, a2) if cache is None or not len(live) else join(cache, attn, c2, a2)
                     live, nxt, done = torch.cat([live, new]), torch.cat([nxt, n2]), torch.cat([done, d2])
                     pos = torch.cat([pos, p2])
             if done.all():
@@ -207,22 +206,3 @@ class HFSampler(TextSampler):
             done = take(nxt, live, done)
         return rows, [torch.cat(f) for f in feats]
 
-
-def _editable(cache) -> bool:
-    """Whether every layer of the cache is a plain growing (b, heads, S, d) one, whose columns
-    `_generate` may pad, join and cut (a sliding-window layer is not)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(lay) is DynamicLayer for lay in cache.layers)
-
-
-def _join(cache, attn: torch.Tensor, c2, a2: torch.Tensor):
-    """Two batches' caches (layers of (b, heads, S, d) keys and values) and masks (b, S) as one,
-    both right-aligned: the narrower is left-padded with masked zeros. Returns (cache, attn)."""
-    W = max(attn.shape[1], a2.shape[1])
-    pad = lambda x, S: torch.nn.functional.pad(x, (0, 0, W - S, 0))  # noqa: E731  left, along S
-    S1, S2 = attn.shape[1], a2.shape[1]
-    for lay, new in zip(cache.layers, c2.layers):
-        lay.keys = torch.cat([pad(lay.keys, S1), pad(new.keys, S2)])
-        lay.values = torch.cat([pad(lay.values, S1), pad(new.values, S2)])
-    return cache, torch.cat([torch.nn.functional.pad(attn, (W - S1, 0)), torch.nn.functional.pad(a2, (W - S2, 0))])
