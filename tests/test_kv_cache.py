@@ -63,3 +63,34 @@ def test_join_and_cut_edit_growing_and_plain_caches_alike():
     grown.layers[0].update(k, v)
     _same(ref.layers[0], grown.layers[0])
     assert editable(grown) and editable(ref)
+
+
+def test_a_sliding_window_model_samples_in_fixed_batches_and_says_so(tokenizer):
+    """Gemma 3's sliding-window layers cannot be joined: refill says once that it is off, and
+    greedy rows still equal transformers' generate row by row."""
+    import warnings
+
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from conftest import HF_PROMPTS
+    from veriscale.policy.hf_sampler import HFSampler
+    from veriscale.policy.text import HFConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=3,
+                           sliding_window_pattern=3, max_position_embeddings=128,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = Gemma3ForCausalLM(cfg).eval()
+    s = HFSampler(model, tokenizer, HFConfig(progress=False, batch_size=2, chat="off"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        r = s.sample(HF_PROMPTS, 12, temperature=0.0)
+    said = [w for w in caught if "continuous batching is off" in str(w.message)]
+    assert len(said) == 1
+    for i, p in enumerate(HF_PROMPTS):
+        ids = torch.tensor([tokenizer(p).input_ids])
+        ref = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+        stop = next((j + 1 for j, t in enumerate(ref.tolist()) if t == tokenizer.eos_token_id), len(ref))
+        assert r.tokens[i, :r.counts[i]].tolist() == ref[:stop].tolist()

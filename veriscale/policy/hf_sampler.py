@@ -177,6 +177,10 @@ class HFSampler(TextSampler):
                     if cut and editable(cache):  # columns that are padding in every row
                         cut_columns(cache, cut)
                         attn = attn[:, cut:]
+                if self.cfg.refill and cache is not None and not editable(cache):  # shown once (warnings' rule)
+                    warnings.warn("hf.refill: continuous batching is off for this model: its sliding-window KV cache "
+                                  "layers cannot be padded, joined or cut, so rows enter in fixed micro-batches of "
+                                  "hf.batch_size", stacklevel=2)
                 room = bs - len(live) if not len(live) or (self.cfg.refill and editable(cache)) else 0
                 if room and waiting < len(ids):  # rows enter: prefill, sample their first token, join
                     new = torch.arange(waiting, min(len(ids), waiting + room))
