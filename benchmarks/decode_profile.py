@@ -44,7 +44,7 @@ from veriscale.policy.kv_cache import growing_cache
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 
-from sampler_speed import cpu_model
+from veriscale.bench import cpu_flags, cpu_model
 
 CLASSES = {  # aten op name fragment -> class; the first match wins
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"),
@@ -57,17 +57,6 @@ CLASSES = {  # aten op name fragment -> class; the first match wins
 
 def op_class(name: str) -> str:
     return next((c for c, keys in CLASSES.items() if any(k in name for k in keys)), "other ops")
-
-
-def flags() -> str:
-    """The CPU flags that decide the matmul rate (AVX-512 and its bf16, AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            have = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return ", ".join(f for f in wanted if f in have) or "none of " + ", ".join(wanted)
 
 
 def linears(net) -> list[torch.Tensor]:
@@ -145,7 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     hf = load_policy("smollm2", hf=HFConfig(progress=False)).sampler
-    print(f"SmolLM2-135M-Instruct, {cpu_model()} ({flags()}), {args.threads} thread(s), torch {torch.__version__}; "
+    print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), torch {torch.__version__}; "
           f"cache of {args.context} tokens per row, {args.steps} decode steps, sampling rule {hf.cfg.draw!r}, "
           f"best of {args.rounds} alternating rounds; load average before {os.getloadavg()[0]:.1f}\n")
     print("| dtype | rows | KV cache | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "

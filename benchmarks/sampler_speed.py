@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import replace
 
@@ -45,6 +44,7 @@ import torch
 from veriscale.policy.ct2 import CT2Sampler
 from transformers import DynamicCache
 
+from veriscale.bench import cpu_flags, cpu_model
 from veriscale.policy import hf_sampler
 from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
@@ -55,14 +55,6 @@ from veriscale.tasks.gym import GymConfig, GymTask
 
 
 BASELINE = "HFSampler, fixed micro-batches"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
@@ -126,17 +118,16 @@ def main() -> None:
     ap.add_argument("--no-generate", action="store_true", help="leave transformers generate out of the speed rounds")
     ap.add_argument("--concatenating-cache", action="store_true",
                     help="add HFSampler with refill on transformers' concatenating KV cache (the growing cache's before)")
+    ap.add_argument("--roofline", action="store_true",
+                    help="also time the matmul-only rate of each HFSampler's dtype and report the share reached")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import ctranslate2
-
     B = args.prompts * args.samples
-    path = ensure_converted()
     hf = load_policy("smollm2", hf=HFConfig(batch_size=args.batch_size, progress=False)).sampler
     fixed = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False))
     cts = [c.strip() for c in args.compute_types.split(",") if c.strip()]
-    ct2 = {c: CT2Sampler(path, hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
+    ct2 = {c: CT2Sampler(ensure_converted(), hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
     low = {d: HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d))  # a cast copy decodes, refill on
            for d in (d.strip() for d in args.hf_dtypes.split(",")) if d}
     task = GymTask(GymConfig(name=args.task, max_digits=args.max_digits))
@@ -150,7 +141,8 @@ def main() -> None:
     backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in low.items()]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
-    print(f"SmolLM2-135M-Instruct, {cpu_model()}, {args.threads} thread(s), ctranslate2 {ctranslate2.__version__}, "
+    ct2_version = __import__("ctranslate2").__version__ if ct2 else "not used"
+    print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), ctranslate2 {ct2_version}, "
           f"torch {torch.__version__}, CT2_USE_MKL={mkl}; {args.prompts} {args.task} prompts x {args.samples} "
           f"samples = {B} rows in micro-batches of {args.batch_size}, "
           f"{args.new_tokens} new tokens, temperature {args.temperature}, {args.rounds} round(s); "
@@ -164,10 +156,34 @@ def main() -> None:
             totals[name][3] += int((task.check(rows, text_rollouts(hf.tok, ids, args.new_tokens, hf.pad_id)) < NEVER).sum())
     if args.rounds:
         speed_table(totals, len(rows) * args.rounds)
+    if args.roofline:
+        roofline(hf, low, totals, args)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
         pass_rates(args, task, pass_rows, hf, {**{f"HFSampler {d}": s for d, s in low.items()},
                                                **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
+
+
+def roofline(hf, low: dict, totals: dict, args) -> None:
+    """Each HFSampler's useful tokens/s against the matmul-only tokens/s of its dtype at
+    `--batch-size` rows (benchmarks/decode_profile.py), timed now in this process."""
+    from decode_profile import linears, matmul_only
+
+    rates = {}
+    for dtype, sampler in [("float32", hf), *low.items()]:
+        rates[dtype] = args.batch_size / min(matmul_only(linears(sampler.decoder()), args.batch_size, 8)
+                                             for _ in range(3))
+    print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers at {args.batch_size} "
+          f"rows, best of 3 x 8 steps ({', '.join(f'{d} {r:,.0f}' for d, r in rates.items())}):\n")
+    print("| sampler | useful tokens/s | its dtype's roofline | share | share of the best dtype's roofline |")
+    print("|---|---|---|---|---|")
+    best = max(rates.values())
+    for name, (s, _, useful, _) in totals.items():
+        if not name.startswith("HFSampler"):
+            continue
+        dtype = next((d for d in low if name.endswith(d)), "float32")
+        print(f"| {name} | {useful / s:.1f} | {rates[dtype]:,.0f} | {useful / s / rates[dtype]:.1%} | "
+              f"{useful / s / best:.1%} |")
 
 
 def speed_table(totals: dict, graded: int) -> None:

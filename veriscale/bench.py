@@ -55,6 +55,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> str:
+    """The CPU flags that decide a matmul's rate (AVX2, AVX-512 and its bf16, AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    return ", ".join(f for f in wanted if f in have) or "none of " + ", ".join(wanted)
+
+
 def hf_twin(cfg: GPTConfig, task: PlantedTask):
     """transformers GPT-2 with our sizes and random weights (built from a config, no download)."""
     from transformers import GPT2Config, GPT2LMHeadModel
