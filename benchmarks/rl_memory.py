@@ -1,7 +1,7 @@
 """Peak memory and time of one RL gradient step of SmolLM2-135M-Instruct (`accumulate_gradient`,
-learn/rl.py) with the output head and loss computed all at once (`head_chunk = 0`: a table of
+learn/rl.py) with the output head and loss computed all at once (`head_budget = 0`: a table of
 tokens x vocabulary per micro-batch, several times over in the loss) and in checkpointed chunks
-(`head_chunk = K`: K x vocabulary).
+of K states (`head_budget = K x vocabulary`).
 
 Each setting runs in its own process (a fresh peak): the model is loaded, the top `--train-layers`
 blocks train (the studies' setting; the frozen trunk's features are computed first, as RL does),
@@ -48,7 +48,8 @@ def one(rows: int, tokens: int, chunk: int, train_layers: int, threads: int) -> 
     inputs, targets, mask = lm_rows(prompts, id_rollouts(completions, tokens, policy.pad_id), policy.pad_id)
     features = net.inputs(inputs, rows)
     adv = torch.randn(rows, generator=g)
-    cfg = from_dict(RLConfig, {"micro_batch": rows, "head_chunk": chunk, "beta": 0.04, "train_layers": train_layers})
+    cfg = from_dict(RLConfig, {"micro_batch": rows, "head_budget": chunk * policy.model.config.vocab_size,
+                               "beta": 0.04, "train_layers": train_layers})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     stats = accumulate_gradient(net, ref_net, inputs, targets, mask, adv, cfg, features=features)
@@ -62,7 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=16, help="traces in the micro-batch (studies/llm.toml: 16)")
     ap.add_argument("--tokens", type=int, default=128, help="tokens per trace (studies/llm.toml trains RL at H = 128)")
-    ap.add_argument("--chunks", default="0,512")
+    ap.add_argument("--chunks", default="0,512,1365", help="states per chunk (0 = all at once; 1365: the default "
+                                                           "head_budget 2^26 over SmolLM2's 49,152 tokens)")
     ap.add_argument("--train-layers", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # the child process's setting
@@ -80,7 +82,7 @@ def main() -> None:
     print(f"One RL micro-batch of SmolLM2-135M-Instruct: {args.rows} traces x {args.tokens} tokens = "
           f"{first['states']} sampled states, vocabulary {first['vocab']:,}, top {args.train_layers} blocks "
           f"training, {args.threads} thread(s)\n")
-    print("| head_chunk | peak memory above start (MiB) | vs all at once | seconds | vs all at once | loss |")
+    print("| states per chunk | peak memory above start (MiB) | vs all at once | seconds | vs all at once | loss |")
     print("|---|---|---|---|---|---|")
     for r in out:
         print(f"| {r['chunk'] or 'all at once'} | {r['peak_mib']:,.0f} | {r['peak_mib'] / first['peak_mib']:.2f}x | "

@@ -217,9 +217,10 @@ def test_rl_micro_batches_and_head_chunks_give_the_full_batch_gradient(lm_dir):
     batch = lm_rows(prompts, id_rollouts(completions, 7, policy.pad_id), policy.pad_id)
     adv = torch.randn(8, generator=g)
     grads, stats = [], []
-    for mb, chunk in ((0, 0), (1, 0), (3, 0), (8, 0), (0, 5), (3, 2), (0, 1)):  # 0 = all at once
+    V = len(policy.tok)
+    for mb, chunk in ((0, 0), (1, 0), (3, 0), (8, 0), (0, 5), (3, 2), (0, 1)):  # chunk 0: all at once
         policy.model.zero_grad(set_to_none=True)
-        cfg = from_dict(RLConfig, {"micro_batch": mb, "head_chunk": chunk, "beta": 0.5})
+        cfg = from_dict(RLConfig, {"micro_batch": mb, "head_budget": chunk * V, "beta": 0.5})
         stats.append(accumulate_gradient(net, ref_net, *batch, adv, cfg))
         grads.append(torch.cat([p.grad.flatten() for p in policy.model.parameters()]))
     assert stats[0]["tokens"] == sum(map(len, completions))

@@ -93,9 +93,10 @@ class RLConfig:
     horizon: int = knob(0, "H of the sampled traces (0 = the tiny GPT's task horizon; text tasks need it)", min=0)
     micro_batch: int = knob(0, "traces per forward/backward (0 = the whole batch; memory: traces x length x vocab)",
                             min=0)
-    head_chunk: int = knob(512, "sampled states per chunk of the output head and loss, recomputed in backward "
-                                "(memory: chunk x vocab instead of the micro-batch's tokens x vocab; 0 = all at "
-                                "once; ours)", min=0)
+    head_budget: int = knob(2 ** 26, "most logits (sampled states x vocabulary) the output head and loss hold at "
+                                     "once: a micro-batch with more runs them in checkpointed chunks of "
+                                     "head_budget // vocabulary states (0 = no limit; ours: 2^26, 256 MB in float32)",
+                            min=0)
     train_layers: int = knob(0, "train only the top k decoder blocks (0 = all; ours, for CPU)", min=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     grad_clip: float = knob(1.0, "gradient-norm clip (0 = off)", min=0.0)
@@ -150,12 +151,15 @@ def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tenso
 def chunked_rl_loss(net: LogitsOf, ref_net: LogitsOf, h: torch.Tensor, ref_h: torch.Tensor, targets: torch.Tensor,
                     adv: torch.Tensor, cfg: RLConfig) -> tuple[torch.Tensor, dict]:
     """`rl_loss` over M sampled states from their final hidden states h, ref_h (M, d), the output
-    heads and the loss run on `cfg.head_chunk` states at a time under activation checkpointing:
+    heads and the loss run on a chunk of states at a time under activation checkpointing:
     a chunk's (chunk, V) logits are freed after its forward and recomputed in backward, so memory
-    holds one chunk x V table, not M x V. The loss is the same mean (each chunk's mean weighted
-    by its share of the M states), its gradient equal up to float summation order."""
+    holds one chunk x V table, not M x V (chunk = head_budget // V; no chunks while M x V fits).
+    The loss is the same mean (each chunk's mean weighted by its share of the M states), its
+    gradient equal up to float summation order."""
     M = len(h)
-    size = cfg.head_chunk or M
+    with torch.no_grad():
+        V = net.policy.head(h[:1]).shape[-1]
+    size = max(1, cfg.head_budget // V) if cfg.head_budget else M
     if size >= M:
         with torch.no_grad():
             ref_logits = ref_net.policy.head(ref_h)
