@@ -1,6 +1,6 @@
 """Where a finished study's time went: time per artifact kind (pretraining, samples, SFT,
 verifier, RL, draws, a verifier's scores of a search pool) and grading time per evaluation method, from the wall times stored with
-each artifact (job.json) and each record. Times are per job; a sweep runs `--workers` jobs at
+each artifact (job.json) and each record of the jobs the study expands to. Times are per job; a sweep runs `--workers` jobs at
 once, so the sum exceeds the study's wall time by about that factor.
 
 Evaluation traces are sampled by `draw` jobs (one per policy, sampling width and pool size,
@@ -19,7 +19,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from veriscale.study.grid import expand
+from veriscale.study.methods import record_label
 from veriscale.study.store import load_records
+from veriscale.study.sweep import load_study
 
 
 def stage(j: dict, jobs: dict[str, dict]) -> str:
@@ -54,17 +57,20 @@ def main() -> None:
     args = ap.parse_args()
     total: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
+    wanted = {j.id for j in expand(load_study(args.study_dir))}  # not artifacts of an earlier grid in the same directory
     jobs = {}
     for job in sorted(Path(args.study_dir, "artifacts").glob("*/job.json")):
         j = json.loads(job.read_text())
-        jobs[j["id"]] = j
+        if j["id"] in wanted:
+            jobs[j["id"]] = j
     for j in jobs.values():
         kind = stage(j, jobs)
         total[kind] += j.get("wall_s", 0.0)
         count[kind] += 1
     for rec in load_records(args.study_dir):
-        c = rec["config"]
-        kind = f"eval {c['method']}" + (f":{c['accounting']}" if c.get("accounting") else "")
+        if rec["id"] not in wanted:
+            continue
+        kind = f"eval {record_label(rec['config'])}"
         total[kind] += rec.get("wall_s", 0.0)
         count[kind] += 1
     grand = sum(total.values())
