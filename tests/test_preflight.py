@@ -77,6 +77,15 @@ def test_a_split_too_small_for_the_grid_names_the_field(tmp_path):
     assert "eval_prompts" in line and "asked for 4 test problems but the file has 3" in line, line
 
 
+def test_too_few_prompts_for_the_forcing_validation_name_the_field(tmp_path):
+    rows = b"".join(b'{"question": "%d + 1?", "answer": "#### %d"}\n' % (i, i + 1) for i in range(40))
+    study = _text_study(tmp_path, _data(tmp_path, "some.jsonl", rows),
+                        'forced_methods = ["base"]\nforcing_validation = 500\n[forcing]\nanswer_tokens = 2\n'
+                        '[files]\ntest_share = 0.5\n')
+    line = _refused(tmp_path, study)
+    assert "forcing_validation (4 + 500 prompts)" in line, line
+
+
 def test_an_unloadable_policy_stops_the_study(tmp_path):
     data = _data(tmp_path, "ok.jsonl", b"".join(b'{"question": "%d + 1?", "answer": "#### %d"}\n' % (i, i + 1)
                                               for i in range(40)))

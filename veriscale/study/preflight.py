@@ -55,6 +55,9 @@ def _check_splits(study: StudyConfig, task: Task) -> None:
     for seed in study.seeds:
         wants.append((f"n ({max(study.n)} + {val} validation prompts)" if val else "n", "train", max(study.n) + val,
                       seed))
+        if study.forced_methods and study.forcing_validation:  # the forcing's own validation prompts (study/forcing_choice.py)
+            wants.append((f"forcing_validation ({max(study.n)} + {study.forcing_validation} prompts)", "train",
+                          max(study.n) + study.forcing_validation, seed))
     for field, split, n, seed in wants:
         try:
             task.prompts(split, n, seed)
