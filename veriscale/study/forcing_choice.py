@@ -104,13 +104,11 @@ class ChosenDrawJob(DrawJob):
         target, share = picked["target"], picked["extend_share"]
         job = DrawJob(self.world, self.policy, self.prompts, self.per_prompt, target, self.forcing.at(target, share),
                       self.temperature, self.seed, self.sampler)
-        # the same draw made elsewhere in the study (the fixed schedule, or this candidate's test
-        # draw for a smaller budget) has the same content: copy it when it is finished
-        done = [p for p in (dep(self.fixed) if job.id == self.fixed else None, dep(job.id))
-                if p is not None and (p / DONE).is_file()]
-        if done:
+        # the same draw made elsewhere in the study has the same content: the fixed schedule at H
+        # (a dependency), or the fixed schedule of a smaller budget; copy it when it is finished
+        if (dep(job.id) / DONE).is_file():
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(done[0] / DRAW_FILE, out / DRAW_FILE)
+            shutil.copyfile(dep(job.id) / DRAW_FILE, out / DRAW_FILE)
         else:
             job.make(dep, out)
         write_json_atomic(out / CHOICE_FILE, {**picked, "draw": job.id})
