@@ -49,7 +49,7 @@ from veriscale.bench import cpu_flags, cpu_model
 CLASSES = {  # aten op name fragment -> class; the first match wins
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"),
     "attention + cache": ("scaled_dot_product", "attention", "aten::cat", "aten::copy_", "aten::index_select",
-                          "aten::neg", "aten::_softmax_backward"),
+                          "aten::neg"),
     "sampling": ("aten::softmax", "aten::_softmax", "aten::cumsum", "aten::searchsorted", "aten::uniform_",
                  "aten::rand", "aten::div"),
 }
