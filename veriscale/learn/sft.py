@@ -38,7 +38,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -117,9 +117,11 @@ def expert_rollouts(policy, task: Task, prompts: Any, cfg: SFTConfig, seed: int,
 
 
 def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samples | None = None,
-              meta: dict | None = None) -> Path:
+              meta: dict | None = None, texts: Callable[[str], list[str | None]] | None = None) -> Path:
     """Clone expert traces of the n training prompts into `policy` (trained in place); writes
-    the run directory `out` and returns it."""
+    the run directory `out` and returns it. `texts(split)` ("train" | "val") gives the texts
+    built from the samples of that split, one per prompt or None, in place of the search traces
+    (learn/shape.py)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.init == "scratch":
@@ -132,7 +134,10 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
         samples = draw(policy, task, cfg.samples, cfg.n, cfg.horizon or horizon_of(policy), cfg.data_seed,
                        cfg.data_seed)
     drawn = samples.prompts if search else task.prompts("train", cfg.n, cfg.data_seed)  # the samples' own prompts
-    train_texts = search_texts(policy, samples.rollouts, samples.T, samples.r, cfg) if search else None
+    if search and texts is None:
+        texts = lambda split: search_texts(policy, *((samples.rollouts, samples.T) if split == "train"  # noqa: E731
+                                                      else (samples.val_rollouts, samples.val_T)), samples.r, cfg)
+    train_texts = texts("train") if search else None
     prompts, traces = expert_rollouts(policy, task, drawn, cfg, cfg.data_seed, train_texts)
     if len(traces) < 1:
         raise ValueError(f"no expert traces among {len(drawn)} prompts (expert={cfg.expert})")
@@ -141,8 +146,7 @@ def train_sft(policy, task: Task, cfg: SFTConfig, out: str | Path, samples: Samp
     data_T = [t if t < NEVER else None for t in task.check(prompts, traces).tolist()]
     data = lm_rows(policy.encode_prompts(prompts), traces, policy.pad_id)
     if search:
-        val_p, val_t = expert_rollouts(policy, task, samples.val_prompts, cfg, 0,
-                                       search_texts(policy, samples.val_rollouts, samples.val_T, samples.r, cfg))
+        val_p, val_t = expert_rollouts(policy, task, samples.val_prompts, cfg, 0, texts("val"))
     else:
         val_p, val_t = expert_rollouts(policy, task, task.validation_prompts(drawn, cfg.val_traces,
                                                                              cfg.data_seed + 7919),

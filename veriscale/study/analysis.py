@@ -100,7 +100,7 @@ class Report:
     def where(self, het: str) -> str:
         """What a figure calls one group: "level high", or a gym task with the settings that tell
         two studies of one dataset apart ("gym:basic_arithmetic, max_terms=3")."""
-        if self.didactic:
+        if self.didactic or self.study.shaped_bases:
             return f"level {het}"
         return ", ".join([het, *(f"{k}={v}" for k, v in self.gym.items())]) if het.startswith("gym:") else het
 
@@ -252,7 +252,7 @@ class Report:
                     out.append({"setting": setting, "heterogeneity": het, "method": m, "reference": self.vf,
                                 "points": [{"H": H, "n": n, "J_gap": p, "success_gap": sp}
                                            for (H, n), p, sp in zip(pairs, pts, spts)], "fit": fit})
-                    group = f"{'heterogeneity' if self.didactic else 'task'} {het}"
+                    group = f"{'heterogeneity' if self.didactic or self.study.shaped_bases else 'task'} {het}"
                     where = (f"{group}, n = {self.nmax}" if setting == "fixed_n" else
                              f"{group}, diagonal n = {self.c}*H, pairs (H, n) = {pairs}")
                     theory = ("reference slopes 1 and 1/2 drawn; the theory's alpha = 1/2 is for data growing "

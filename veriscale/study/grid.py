@@ -19,6 +19,7 @@ from veriscale.learn.samples import verifier_labels
 from veriscale.learn.verifier import VerifierConfig
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.study.forcing_choice import chosen_draws
+from veriscale.study.level_bases import level_world
 from veriscale.study.jobs import (BaseJob, DiagnoseJob, DrawJob, EvalJob, Job, Point, RLJob, SamplesJob,
                                   ScoresJob, SFTJob, VerifierJob)
 from veriscale.study.methods import METHODS, Method
@@ -80,7 +81,8 @@ class _Grid:
         s = self.study
         if s.text:
             table = s.gym if s.task.startswith("gym:") else s.files
-            return World(s.task, table, None, s.policy, base_sha, s.hf)
+            world = World(s.task, table, None, s.policy, base_sha, s.hf)
+            return level_world(world, het, s.shape, s.sampler, self.artifact) if s.shaped_bases else world
         planted = World("planted", replace(s.planted, heterogeneity=het, horizon=H))
         return replace(planted, base=self.artifact(BaseJob(planted, to_dict(s.base))))
 

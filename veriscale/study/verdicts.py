@@ -70,8 +70,12 @@ def minus(x: list, y: list) -> list[tuple[float, tuple]]:
 
 def order_by_heterogeneity(rep: Report) -> list[str]:
     """The levels from the least to the most heterogeneous expert (seed-mean sd of its return at
-    H_max); the study's order where the records hold no expert."""
+    H_max), or on the LLM track base (its diagnosis's σ/H at H_max); the study's order where the
+    records hold neither."""
     def sd(het):
+        if not rep.didactic:
+            d = rep.diag.get((het, rep.Hmax))
+            return d["sigma_over_H"]["value"] if d else math.nan
         v = rep.values(het, rep.nmax, "expert", rep.Hmax, "R_std")
         return sum(v.values()) / len(v) if v else math.nan
     sds = {h: sd(h) for h in rep.hets}
@@ -108,8 +112,7 @@ def vf_suboptimality(rep: Report) -> dict:
     """Claim 1: J(expert) - J(VF) larger for the more heterogeneous expert, smaller with more data."""
     title, theory = "VF suboptimality vs σ and n", "grows with the expert's σ, shrinks like σ·n^-1/2"
     if not rep.didactic:
-        return row("1", title, theory, [(UNTESTABLE, "the LLM track has no expert process to clone, so no "
-                                                     "J(expert)")], "fig_d_suboptimality_vs_n")
+        return vf_against_vb_by_level(rep, title)
     sub = lambda het, n: diff((het, n, "expert", rep.Hmax), (het, n, rep.vf, rep.Hmax))  # noqa: E731
     levels = order_by_heterogeneity(rep)
     lo_het, hi_het = levels[0], levels[-1]
@@ -129,6 +132,28 @@ def vf_suboptimality(rep: Report) -> dict:
         parts.append((decide(d), f"n: n = {rep.ns[0]} − n = {rep.nmax} = {fmt(d) if d else 'n/a'} tokens, "
                                  f"level {hi_het}"))
     return row("1", title, theory, parts, "fig_d_suboptimality_vs_n", f"H = {rep.Hmax}", ivs)
+
+
+def vf_against_vb_by_level(rep: Report, title: str) -> dict:
+    """Claim 1 on the LLM track, which has no expert process and so no J(expert): with bases of
+    controlled heterogeneity (`shaped_bases`), VF falls further behind VB on the more
+    heterogeneous base: the VB − VF return gap at the most heterogeneous base (by its measured
+    σ/H) minus at the least, at (n_max, H_max), for the headline VB method of the former."""
+    theory = "VF loses more to VB on a more heterogeneous base (as on the paper's 3B/8B bases)"
+    levels = order_by_heterogeneity(rep)
+    m = headline_vb(rep, levels[-1]) if levels else None
+    if len(levels) < 2 or m is None:
+        what = ("one base: the LLM track has no expert process to clone, so no J(expert); shaped_bases "
+                "compares bases of several heterogeneity levels") if len(levels) < 2 else f"no VB and {rep.vf} records"
+        return row("1", title, theory, [(UNTESTABLE, what)], "fig_h_vs_sigma")
+    lo, hi = levels[0], levels[-1]
+    gap = lambda het: diff((het, rep.nmax, m, rep.Hmax), (het, rep.nmax, rep.vf, rep.Hmax))  # noqa: E731
+    d = rep.contrast("J", minus(gap(hi), gap(lo)))
+    sig = lambda het: num(rep.diag[(het, rep.Hmax)]["sigma_over_H"]["value"]) if (het, rep.Hmax) in rep.diag \
+        else "n/a"  # noqa: E731
+    return row("1", title, theory, [(decide(d), f"{m} − {rep.vf}: gap on base {hi} (σ/H {sig(hi)}) − on base {lo} "
+                                                f"(σ/H {sig(lo)}) = {fmt(d) if d else 'n/a'} tokens")],
+               "fig_h_vs_sigma", f"n = {rep.nmax}, H = {rep.Hmax}", (d,))
 
 
 def vb_suboptimality(rep: Report, s: dict) -> dict:

@@ -41,8 +41,9 @@ def spec_digest(spec: str) -> str | None:
 @dataclass(frozen=True)
 class World:
     """task: "planted", gym:NAME or file:PATH, with its configuration `task_cfg`. The base policy
-    is the pretraining artifact `base` (planted task) or the policy spec `base_spec` whose weights
-    had digest `base_sha256` when the study was expanded (text tasks, sampled and loaded with `hf`)."""
+    is the artifact `base` (the planted task's pretraining, a text study's shaped base of one
+    heterogeneity level) or the policy spec `base_spec` whose weights had digest `base_sha256` when
+    the study was expanded (text tasks, sampled and loaded with `hf`; a shaped base starts from it)."""
 
     task: str
     task_cfg: PlantedConfig | GymConfig | FilesConfig
@@ -75,10 +76,11 @@ class World:
         return replace(self.hf or HFConfig(), progress=False)
 
     def base_policy(self, dep: Dep, sampler: str = "hf"):
-        """The base policy: its pretraining artifact, or the spec, whose weights must still be the
-        ones the study was expanded with."""
+        """The base policy: its artifact (the planted task's pretraining, a text study's shaped
+        base), or the spec, whose weights must still be the ones the study was expanded with."""
         if self.base:
-            return load_policy(dep(self.base))
+            return load_policy(dep(self.base), hf=self.hf_quiet, sampler=sampler) if self.text \
+                else load_policy(dep(self.base))
         if self.base_sha256 and spec_digest(self.base_spec) != self.base_sha256:
             raise PolicyError(f"{self.base_spec}: the weights changed since this study was expanded")
         return load_policy(self.base_spec, hf=self.hf_quiet, sampler=sampler)
