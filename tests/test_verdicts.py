@@ -121,3 +121,38 @@ def test_records_without_per_problem_outcomes_keep_the_t_interval(tmp_path):
     rows = {r["claim"]: r["measured"] for r in claims(rep, s)}
     for c in ("1", "2", "3a", "5"):
         assert "95% t-interval over 3 seeds, paired by seed" in rows[c] and "bootstrap" not in rows[c]
+
+
+def _shaped_report(tmp_path, theory: bool) -> Report:
+    """A text study with two shaped bases whose diagnoses measure σ/H 0.1 (none) and 0.4 (high):
+    bon leads search-trace SFT by 10 tokens on the heterogeneous base and 2 on the other (the
+    mirror world: the other way round)."""
+    study = study_from_dict({"name": "t", "policy": "hf:nowhere", "task": "gym:basic_arithmetic", "shaped_bases": True,
+                             "heterogeneity": ["none", "high"], "budgets": [32, 64], "n": [16], "seeds": [0, 1, 2],
+                             "methods": ["base", "sft_search", "bon"], "vf_reference": "sft_search",
+                             "accounting": ["shared"], "samples_per_problem": 2})
+    write_json_atomic(tmp_path / "study.json", to_dict(study))
+    for job in (j for j in expand(study) if j.kind == "eval"):
+        c = job.config
+        if c["method"] == "diagnose":
+            d = _diagnosis(c["budgets"][0], 0.8)
+            d["sigma_over_H"] = {k: (0.1 if c["heterogeneity"] == "none" else 0.4) + e
+                                 for k, e in (("value", 0), ("lo", -0.02), ("hi", 0.02))}
+            metrics = [d]
+        else:
+            lead = 10 if (c["heterogeneity"] == "high") == theory else 2
+            metrics = [{**_metrics({**c, "method": "base"}, H, True),
+                        "J": H / 2 + (lead * (1 + 0.1 * c["seed"]) if c["method"] == "bon" else 0)}
+                       for H in c["budgets"]]
+        write_record(tmp_path, job, {"status": "ok", "metrics": metrics, "data": {}, "learner": {}})
+    return Report(study, tmp_path)
+
+
+@pytest.mark.parametrize("theory, verdict", [(True, SUPPORTED), (False, CONTRADICTED)])
+def test_shaped_bases_judge_claim_1_by_the_gap_on_the_more_heterogeneous_base(tmp_path, theory, verdict):
+    from veriscale.study.figures import fig_vs_sigma
+    rep = _shaped_report(tmp_path, theory)
+    row = next(r for r in claims(rep, {}) if r["claim"] == "1")
+    assert row["verdict"] == verdict and "base high (σ/H 0.4" in row["measured"], row
+    path, _ = fig_vs_sigma(rep)
+    assert path.name == "fig_h_vs_sigma.png" and path.stat().st_size > 0

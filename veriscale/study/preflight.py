@@ -58,6 +58,10 @@ def _check_splits(study: StudyConfig, task: Task) -> None:
         if study.forced_methods and study.forcing_validation:  # the forcing's own validation prompts (study/forcing_choice.py)
             wants.append((f"forcing_validation ({max(study.n)} + {study.forcing_validation} prompts)", "train",
                           max(study.n) + study.forcing_validation, seed))
+    if study.text and study.shaped_bases:  # the shaped bases' samples (learn/shape.py)
+        sh = study.shape
+        wants.append((f"shape.prompts ({sh.prompts} + {sh.val_prompts} validation prompts)", "train",
+                      sh.prompts + sh.val_prompts, sh.data_seed))
     for field, split, n, seed in wants:
         try:
             task.prompts(split, n, seed)
