@@ -12,6 +12,7 @@ listed with their values, never dropped silently.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import fields
 from pathlib import Path
@@ -78,6 +79,10 @@ class Report:
         default = to_dict(GymConfig())
         self.gym = {k: v for k, v in to_dict(study.gym).items() if k in own and v != default[k]}
         self.diag = diagnoses(self.records)
+        # (level, H) -> how a text study's shaped base was built (its diagnosis record's learner)
+        self.shaped = {(r["config"]["heterogeneity"], r["config"]["horizon"]): r["learner"]["shaped_base"]
+                       for r in self.records if r["config"]["method"] == "diagnose"
+                       and "shaped_base" in r.get("learner", {})}
         self.c, self.pairs = diagonal(self.budgets, self.ns)
         self.runs: dict[tuple, list[dict]] = defaultdict(list)  # (het, horizon, n, label) -> records
         for r in self.records:
@@ -178,6 +183,27 @@ class Report:
             self.findings.append(f"Level {het} ({row['spread']}): measured sigma(T)/H at H = {Hm} of the expert's "
                                  f"successful traces {fmt(row['expert_sigma_over_H'])}, of the base policy's "
                                  f"{fmt(row['base_sigma_over_H'])}; {dtext}.")
+        return out
+
+    def bases(self) -> list[dict]:
+        """A text study's shaped bases at H_max, least to most heterogeneous as designed: how each
+        was built (traces, tokens, validation NLL before/after; the mean and sd of its training
+        traces' first-success index) and what its diagnosis measured."""
+        out = []
+        for het in self.hets:
+            b, d = self.shaped.get((het, self.Hmax)), self.diag.get((het, self.Hmax))
+            if b is None:
+                continue
+            T = [t for t in b["data_T"] if t is not None]
+            i = d["eps"].index(d["eps_ref"]) if d else 0
+            out.append({"level": het, **{k: v for k, v in b.items() if k != "data_T"},
+                        "data_T_mean": statistics.fmean(T) if T else None,
+                        "data_T_sd": statistics.pstdev(T) if T else None,
+                        "diagnosis": None if d is None else {
+                            "H": self.Hmax, "sigma_over_H": d["sigma_over_H"],
+                            "sigma_median_over_H": d.get("sigma_median_over_H"), "pass_rate": d["pass_rate"],
+                            "c_ref": {"eps": d["eps_ref"], **{k: d["mean_c"][k][i] for k in ("value", "lo", "hi")}},
+                            "verdict": d["verdict"]}})
         return out
 
     def clones(self) -> list[dict]:

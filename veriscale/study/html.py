@@ -113,7 +113,7 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
                 + _prediction_table(s["prediction_check"])
                 + "<p class=rule>Predicted from the base policy's return, its spread and c(ε) and from the return and "
                   "spread of the data VF clones (veriscale/predict.py); measured: the VB method with the largest gap "
-                  f"at H = {rep.Hmax}, n = {rep.nmax}. A prediction is judged only where both signs are decided.</p>"]
+                  f"among those drawing at most H tokens, at H = {rep.Hmax}, n = {rep.nmax}. A prediction is judged only where both signs are decided.</p>"]
     more = [_details("Findings (measured)", _findings(s["findings"]))]
     if s.get("levels"):
         head = ["level", "configured spread", "expert sigma(T)/H", "base sigma(T)/H", "diagnosis sigma(R)/H",
@@ -132,6 +132,15 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
         more.append(_details("Base diagnosis (interval over prompts)", _table(
             body, ["base", "H", "sigma(R)/H, root-mean-square", "sigma(R)/H, median", "pass rate", "verdict"]),
             open_=True, anchor="levels"))
+    if s.get("bases"):
+        body = [[b["level"], f"{b['training_traces']}, {b['tokens']} (budget {b['budget']})",
+                 f"{num(b['data_T_mean'])}, {num(b['data_T_sd'])}", f"{b['best_step']} / {b['steps_planned']}",
+                 f"{num(b['val_nll_before'])} -> {num(b['val_nll_after'])}"] for b in s["bases"]]
+        more.append(_details("How each base was shaped (learn/shape.py)", _table(
+            body, ["base", "training traces, trace tokens", "their first-success index: mean, sd", "kept step / planned",
+                   "validation NLL before -> after"])
+            + "<p>Each base is the policy fine-tuned on its own checked samples, shaped to the level; every level "
+              "trains on the same trace-token budget.</p>", open_=True))
     if s.get("clones"):
         head = ["level", "clone", "target", "test NLL before -> after", "success@H", "target success", "mean T",
                 "target mean T", "sigma(T)/H", "target sigma(T)/H"]

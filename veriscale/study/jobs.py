@@ -39,7 +39,7 @@ from veriscale.learn.rl import train_rl
 from veriscale.learn.sft import train_sft
 from veriscale.policy.forcing import BudgetForcing
 from veriscale.search import SearchPlan, repeat_each
-from veriscale.study.learners import learner_summary
+from veriscale.study.learners import learner_summary, shaped_base_summary
 from veriscale.study.methods import METHODS
 from veriscale.study.spec import LEARNER_CONFIGS
 from veriscale.study.world import Dep, World
@@ -364,7 +364,10 @@ class DiagnoseJob(Job):
                                 prompts=self.prompts, samples=self.samples, temperature=self.temperature, seed=0)]
 
     def summary(self, dep: Dep) -> dict[str, Any]:
-        return learner_summary(None, None, None, dep)
+        out = learner_summary(None, None, None, dep)
+        if self.world.text and self.world.base:  # a shaped base: how it was built, beside what it measures
+            out["learner"]["shaped_base"] = shaped_base_summary(dep(self.world.base))
+        return out
 
 
 # A learner artifact kind -> its job class (`veriscale relearn`).

@@ -78,3 +78,14 @@ def learner_summary(m: Method | None, policy: str | None, verifier: str | None, 
                          "stopped": pmeta.get("stopped", "steps"),
                          "curve": [{"step": r["step"], "reward": r["reward"]} for r in plog]}
     return {"data": data, "learner": learner}
+
+
+def shaped_base_summary(run_dir: Path) -> dict[str, Any]:
+    """How a text study's shaped base was built (learn/shape.py), for its diagnosis record: its
+    level, the trace tokens and traces it trained on, where it stopped, its validation NLL
+    before/after, and the first-success indices of its training traces (their spread is the
+    heterogeneity it was shaped to have)."""
+    meta, _ = read_run(run_dir)
+    return {"level": meta["shaped_level"], "tokens": meta["shape_tokens"], "budget": meta["shape_budget"],
+            **{k: meta[k] for k in ("training_traces", "validation_traces", "best_step", "steps_planned",
+                                    "val_nll_before", "val_nll_after", "data_T")}}

@@ -48,8 +48,9 @@ def write_report(study_dir: str | Path) -> Path:
         s["levels"], s["clones"] = rep.levels(), rep.clones()
         s["suboptimality"] = rep.suboptimality()
     else:
-        rep.findings.append("Heterogeneity levels and suboptimality against n are not computed on the LLM track: "
-                            "it has no expert process to clone and no known optimal return J*_H.")
+        s["bases"] = rep.bases()
+        rep.findings.append("Suboptimality against n is not computed on the LLM track: it has no expert process "
+                            "to clone and no known optimal return J*_H.")
     if not (rep.vb and has_vf):
         rep.findings.append(f"No VB - VF gap can be computed: the records hold no {rep.vf} (the VF reference) "
                             "or no VB method.")

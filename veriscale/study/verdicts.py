@@ -12,9 +12,10 @@ is, not testable when none is, inconclusive otherwise. The rates (slopes -1/2, -
 reported beside the verdict, not judged: a slope's interval needs three grid points.
 
 Which cells: H_max and the largest n; the most heterogeneous level (the largest measured sd of
-the expert's return at H_max; the LLM track's one task); the VB method with the largest mean
-return gap over the VF reference there (the recipe a practitioner would pick; every method's
-gap is in the report's tables); for claim 2, the data-matched VB method (bon, wmaj, rl_verifier)
+the expert's return at H_max; on the LLM track the base with the largest diagnosed σ/H, or its
+one task); the VB method with the largest mean return gap over the VF reference there among
+those drawing at most H tokens a problem (the recipe a practitioner would pick at VF's tokens;
+every method's gap is in the report's tables); for claim 2, the data-matched VB method (bon, wmaj, rl_verifier)
 with the largest return there; for claim 5, verifier best-of-N (`bon`) under the shared
 accounting (its N samples share H, so it draws at most the tokens the VF policy may).
 """
@@ -85,8 +86,11 @@ def order_by_heterogeneity(rep: Report) -> list[str]:
 
 
 def headline_vb(rep: Report, het: str) -> str | None:
-    """The VB method with the largest seed-mean return gap over the VF reference at (H_max, n_max)."""
-    gaps = {m: g for m in rep.vb if (g := rep.gap_values(het, rep.nmax, m, rep.vf, rep.Hmax))}
+    """The VB method with the largest seed-mean return gap over the VF reference at (H_max, n_max),
+    among those that draw at most H tokens a problem, as VF does (per-sample best-of-N draws up to
+    N·H: its gap is in the tables, never the headline)."""
+    gaps = {m: g for m in rep.vb if not m.endswith(":per_sample")
+            and (g := rep.gap_values(het, rep.nmax, m, rep.vf, rep.Hmax))}
     return max(gaps, key=lambda m: sum(gaps[m].values()) / len(gaps[m])) if gaps else None
 
 
