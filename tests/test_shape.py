@@ -16,6 +16,7 @@ from veriscale.learn.shape import LevelShape, ShapeConfig, level_trace, shape_ba
 from veriscale.policy.base import read_meta
 from veriscale.study.grid import expand
 from veriscale.study.jobs import DiagnoseJob
+from veriscale.study.learners import shaped_base_summary
 from veriscale.study.level_bases import ShapedBaseJob
 from veriscale.study.spec import study_from_dict
 
@@ -77,6 +78,9 @@ def test_every_level_trains_on_the_same_tokens_and_loads_as_its_worlds_base(lm_d
     meta = read_meta(out)
     assert (meta["shaped_level"], meta["shape_tokens"], meta["shape_budget"]) == ("high", used["high"], budget)
     assert meta["val_nll_after"] <= meta["val_nll_before"]
+    built = shaped_base_summary(out)  # what the level's diagnosis record carries
+    assert (built["level"], built["tokens"]) == ("high", used["high"])
+    assert len(built["data_T"]) == built["training_traces"] and all(t is not None for t in built["data_T"])
     world = World("gym:basic_arithmetic", gym_task.cfg, "shaped_base-x", f"hf:{lm_dir}", None)
     base = world.base_policy(lambda _: out)
     assert base.text and read_meta(out)["stage"] == "sft"

@@ -155,4 +155,4 @@ def test_shaped_bases_judge_claim_1_by_the_gap_on_the_more_heterogeneous_base(tm
     row = next(r for r in claims(rep, {}) if r["claim"] == "1")
     assert row["verdict"] == verdict and "base high (σ/H 0.4" in row["measured"], row
     path, _ = fig_vs_sigma(rep)
-    assert path.name == "fig_h_vs_sigma.png" and path.stat().st_size > 0
+    assert path.name == "fig_i_vs_sigma.png" and path.stat().st_size > 0

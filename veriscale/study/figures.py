@@ -208,12 +208,12 @@ def fig_vs_sigma(rep: Report) -> tuple[Path, str] | None:
         cells = [(het, rep.nmax, m, rep.Hmax) for het, _ in bases]
         if all(c in rep.cells for c in cells):
             points(ax, x, [rep.iv(*c, "J_norm") for c in cells], log=False, label=rep.legend(m),
-                   marker=MARKERS[k % len(MARKERS)], xerr=xerr)
+                   marker=MARKERS[k % len(MARKERS)], xerr=xerr, color=f"C{k % 10}")
         if m != rep.vf and all(c in rep.cells for c in cells) and all((h, rep.nmax, rep.vf, rep.Hmax) in rep.cells
                                                                       for h, _ in bases):
             gaps = [rep.contrast("J", [(1.0, c), (-1.0, (c[0], c[1], rep.vf, c[3]))]) for c in cells]
             points(ax2, x, [g or {"mean": np.nan, "lo": np.nan, "hi": np.nan} for g in gaps], log=False, label=m,
-                   marker=MARKERS[k % len(MARKERS)])
+                   marker=MARKERS[k % len(MARKERS)], color=f"C{k % 10}")
     for a, ylabel in ((ax, "J_H / H"), (ax2, f"J_H(VB) - J_H({rep.vf})  (tokens)")):
         a.set(xlabel="base σ(R_H)/H (diagnosis, root-mean-square over prompts)", ylabel=ylabel,
               title=f"n = {rep.nmax}, H = {rep.Hmax}")
@@ -222,8 +222,8 @@ def fig_vs_sigma(rep: Report) -> tuple[Path, str] | None:
         a.grid(alpha=0.3)
         legend(a, 7)
     ax2.axhline(0, color="grey", lw=0.8)
-    return (save(fig, rep.dir / "fig_h_vs_sigma.png"),
-            f"(h) Each base of controlled heterogeneity at its measured σ/H (bootstrap 95% interval over prompts): "
+    return (save(fig, rep.dir / "fig_i_vs_sigma.png"),
+            f"(i) Each base of controlled heterogeneity at its measured σ/H (bootstrap 95% interval over prompts): "
             f"J_H/H of {rep.vf} and of each VB method (left) and the VB − VF return gap, paired by seed and prompt "
             f"(right). The theory: VF falls further behind VB as σ grows. {rep.mode()}.")
 

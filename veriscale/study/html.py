@@ -128,7 +128,8 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
     elif rep.diag:
         body = [[rep.where(het), H, band(d["sigma_over_H"]),
                  band(d["sigma_median_over_H"]) if "sigma_median_over_H" in d else "n/a", band(d["pass_rate"]),
-                 d["verdict"]] for (het, H), d in sorted(rep.diag.items())]
+                 d["verdict"]] for (het, H), d in sorted(rep.diag.items(), key=lambda kv: (  # the study's level order
+                     rep.hets.index(kv[0][0]) if kv[0][0] in rep.hets else len(rep.hets), kv[0][1]))]
         more.append(_details("Base diagnosis (interval over prompts)", _table(
             body, ["base", "H", "sigma(R)/H, root-mean-square", "sigma(R)/H, median", "pass rate", "verdict"]),
             open_=True, anchor="levels"))

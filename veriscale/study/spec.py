@@ -202,9 +202,12 @@ class StudyConfig:
                     f"heterogeneity levels {self.heterogeneity}; best-of-{self.samples_per_problem} accountings {self.accounting}.")
         model = MODEL_CARDS.get(self.policy, f"the transformers model {self.policy}")
         forced = ", ".join(self.forced_methods) or "no method"
+        bases = (f" Bases of controlled heterogeneity {self.heterogeneity}: the model fine-tuned on its own checked "
+                 f"samples ({self.shape.prompts} prompts x {self.shape.r}), shaped per level, every level on the same "
+                 f"trace tokens (learn/shape.py)." if self.shaped_bases else "")
         return (f"Model: {model}; sampler {self.sampler}. Task: {self.task}; graded strictly 0/1. Budget forcing "
                 f"for {forced} (cue {self.forcing.cue!r}, {self.forcing.answer_tokens} answer tokens reserved); "
-                f"best-of-{self.samples_per_problem} accountings {self.accounting}.")
+                f"best-of-{self.samples_per_problem} accountings {self.accounting}.{bases}")
 
     def __post_init__(self) -> None:
         if self.diagnose_prompts == 1:

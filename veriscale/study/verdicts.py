@@ -149,7 +149,7 @@ def vf_against_vb_by_level(rep: Report, title: str) -> dict:
     if len(levels) < 2 or m is None:
         what = ("one base: the LLM track has no expert process to clone, so no J(expert); shaped_bases "
                 "compares bases of several heterogeneity levels") if len(levels) < 2 else f"no VB and {rep.vf} records"
-        return row("1", title, theory, [(UNTESTABLE, what)], "fig_h_vs_sigma")
+        return row("1", title, theory, [(UNTESTABLE, what)], "fig_i_vs_sigma")
     lo, hi = levels[0], levels[-1]
     gap = lambda het: diff((het, rep.nmax, m, rep.Hmax), (het, rep.nmax, rep.vf, rep.Hmax))  # noqa: E731
     d = rep.contrast("J", minus(gap(hi), gap(lo)))
@@ -157,7 +157,7 @@ def vf_against_vb_by_level(rep: Report, title: str) -> dict:
         else "n/a"  # noqa: E731
     return row("1", title, theory, [(decide(d), f"{m} − {rep.vf}: gap on base {hi} (σ/H {sig(hi)}) − on base {lo} "
                                                 f"(σ/H {sig(lo)}) = {fmt(d) if d else 'n/a'} tokens")],
-               "fig_h_vs_sigma", f"n = {rep.nmax}, H = {rep.Hmax}", (d,))
+               "fig_i_vs_sigma", f"n = {rep.nmax}, H = {rep.Hmax}", (d,))
 
 
 def vb_suboptimality(rep: Report, s: dict) -> dict:
