@@ -126,14 +126,13 @@ def shaped_texts(policy, samples: Samples, cfg: ShapeConfig, level: str) -> tupl
     """(training traces within the token budget, validation traces, the budget) of one level."""
     sft = cfg.sft_config()
     attempts = attempts_of(policy, samples.rollouts, samples.T, samples.r, cfg.failure_tokens)
-    size = lambda ts: [len(policy.encode_completion(t)) if t else 0 for t in ts]  # noqa: E731
-    totals = {name: sum(size(level_texts(attempts, cfg.level(name), cfg.seed, sft))) for name in SHAPED_LEVELS}
-    budget = cfg.tokens or min(totals.values())
-    texts = level_texts(attempts, cfg.level(level), cfg.seed, sft)
+    # every level's traces and their token counts, from the same samples: the budget is the smallest total
+    texts = {name: level_texts(attempts, cfg.level(name), cfg.seed, sft) for name in SHAPED_LEVELS}
+    sizes = {name: [len(policy.encode_completion(t)) if t else 0 for t in ts] for name, ts in texts.items()}
+    budget = cfg.tokens or min(sum(v) for v in sizes.values())
     val = level_texts(attempts_of(policy, samples.val_rollouts, samples.val_T, samples.r, cfg.failure_tokens),
-                      cfg.level(level),
-                      cfg.seed + 1, sft)
-    return within_budget(texts, size(texts), budget, cfg.seed), val, budget
+                      cfg.level(level), cfg.seed + 1, sft)
+    return within_budget(texts[level], sizes[level], budget, cfg.seed), val, budget
 
 
 def shape_base(policy, task: Task, samples: Samples, cfg: ShapeConfig, level: str, out: str | Path) -> Path:
