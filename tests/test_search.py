@@ -219,3 +219,21 @@ def test_a_per_sample_pool_serves_the_shared_accounting_as_a_pool_drawn_at_h_ove
     budgets = [wide.N * k for k in (1, 2, 3, 4)]
     assert H_max == max(budgets) and narrow.width == 4 < wide.width
     assert _search(wide, budgets, rule) == _search(narrow, budgets, rule)
+
+
+def test_a_pool_of_more_samples_serves_a_smaller_N_as_its_first_samples(task):
+    """grade_search(drawn=N_max) with a plan of N equals grading a pool assembled sample by
+    sample from the first N samples of each problem, under every rule and budget."""
+    big = _synthetic_pool(task, N=4)
+    scores = big.scores.reshape(len(big.rollouts), -1)  # (B*N_max, L), as Verifier.score returns
+    for N in (1, 2, 4):
+        keep = [b * 4 + j for b in range(len(big.prompts)) for j in range(N)]
+        ref = Rollouts(torch.stack([big.rollouts.tokens[k] for k in keep]),
+                       torch.stack([big.rollouts.mask[k] for k in keep]),
+                       torch.stack([big.rollouts.counts[k] for k in keep]))
+        for rule in ("bon", "maj", "wmaj", "oracle"):
+            plan = SearchPlan(rule, N, "shared")
+            fast = grade_search(plan, task, big.prompts, big.rollouts, [4, 8], scores=scores, drawn=4)
+            slow = grade_search(plan, task, big.prompts, ref, [4, 8], scores=torch.stack([scores[k] for k in keep]))
+            assert fast == slow, (rule, N)
+            assert all(r["tokens"] <= H for r, H in zip(fast, [4, 8]))

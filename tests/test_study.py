@@ -15,9 +15,11 @@ from click.testing import CliRunner
 from veriscale.cli import main
 from veriscale.config import load_config
 from veriscale.study.grid import expand
+from veriscale.study.jobs import held_out
 from veriscale.study.methods import METHODS
+from veriscale.study.search_choice import widths
 from veriscale.study.spec import StudyConfig
-from veriscale.study.store import load_records
+from veriscale.study.store import load_records, rows
 from veriscale.study.sweep import run_study
 
 TINY = """
@@ -86,10 +88,11 @@ def uninterrupted(tiny_toml, tmp_path_factory) -> Path:
 def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
     study = load_config(StudyConfig, tiny_toml)
     evals = [j for j in expand(study) if j.kind == "eval"]
-    per_n = [lab for m, lab in study.runs() if METHODS[m].uses_data]  # sft, bon:shared, bon:per_sample, rl
+    # sft, bon:shared (N chosen on validation), bon:shared:fixed, bon:per_sample, rl
+    per_n = [lab for m, lab in study.runs() if METHODS[m].uses_data]
     data_free = len(study.labels()) - len(per_n)  # base: once per seed, whatever n
     cells = len(study.seeds) * len(study.heterogeneity)
-    assert len(per_n) == 4 and data_free == 1
+    assert len(per_n) == 5 and data_free == 1
     assert len(evals) == cells * (len(study.n) * len(per_n) + data_free) + len(study.heterogeneity)  # + diagnoses
     assert sorted(_metrics(uninterrupted)) == sorted(j.id for j in evals)
     for rec in load_records(uninterrupted):
@@ -124,6 +127,33 @@ def test_records_keep_every_problems_outcome(uninterrupted):
             assert len(T) == row["n"] and all(t is None or 1 <= t <= H for t in T)
             assert abs(sum(t is not None for t in T) / len(T) - row["success"]) < 1e-12
             assert abs(sum((H - t + 1) / H for t in T if t is not None) / len(T) - row["J_norm"]) < 1e-9
+
+
+def test_shared_best_of_n_runs_at_the_N_validation_chose_beside_the_fixed_N(tiny_toml, uninterrupted):
+    study = load_config(StudyConfig, tiny_toml)
+    flat = [r for r in rows(load_records(uninterrupted), study.n) if r["method"].startswith("bon:shared")]
+    assert {(r["method"], r["budget"], r["n"]) for r in flat} == \
+        {(m, H, n) for m in ("bon:shared", "bon:shared:fixed") for H in study.budgets for n in study.n}
+    for r in flat:
+        if r["method"] == "bon:shared:fixed":
+            assert "search" not in r
+            continue
+        c = r["search"]
+        assert c["N"] in widths(study.samples_per_problem) and c["fixed_N"] == study.samples_per_problem
+        assert c["val_success"] >= c["fixed_val_success"] and r["tokens"] <= r["budget"]
+
+
+def test_the_N_is_chosen_on_prompts_outside_the_test_and_training_prompts(tiny_toml):
+    study = load_config(StudyConfig, tiny_toml)
+    choices = [j for j in expand(study) if j.kind == "search_choice"]
+    assert len(choices) == len(study.n) * len(study.seeds)  # one per verifier (bon: its n, seed)
+    for choice in choices:
+        task, (n, seed) = choice.world.make_task(), choice.validation
+        drawn = held_out(task, choice.prompts, choice.validation)
+        assert len(drawn) == choice.prompts == study.search_validation
+        val = {tuple(p) for p in drawn.tolist()}
+        assert not val & {tuple(p) for p in task.prompts("test", study.eval_prompts, 0).tolist()}
+        assert not val & {tuple(p) for p in task.prompts("train", n, seed).tolist()}
 
 
 def test_rerun_skips_finished_runs(tiny_toml, uninterrupted):

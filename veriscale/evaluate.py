@@ -60,11 +60,19 @@ def grade_sequential(task: Task, prompts: Any, per_prompt: int, traces: Callable
 
 
 def grade_search(plan: SearchPlan, task: Task, prompts: Any, rollouts: Rollouts, budgets: list[int], *,
-                 verifier=None, scores: torch.Tensor | None = None, threshold: float = 0.5) -> list[dict]:
+                 verifier=None, scores: torch.Tensor | None = None, threshold: float = 0.5,
+                 drawn: int | None = None) -> list[dict]:
     """One record per budget for `plan` over a pool of plan.samples samples per problem
     (`rollouts`: B*N rows of width L(H_max)), every budget read off by truncation. A plan that
     needs a verifier reads `scores` ((B*N, L), the verifier's score of every prefix, as
-    `Verifier.score` returns them) or scores the pool with `verifier`."""
+    `Verifier.score` returns them) or scores the pool with `verifier`. A pool of `drawn` >
+    plan.samples samples per problem (B*drawn rows, and scores) serves the plan with the first
+    plan.samples samples of each problem (best-of-N's N chosen per budget, study/search_choice.py)."""
+    if drawn is not None and drawn != plan.samples:
+        if drawn < plan.samples:
+            raise ValueError(f"a pool of {drawn} samples per problem cannot serve {plan.samples}")
+        rows = (torch.arange(len(rollouts) // drawn)[:, None] * drawn + torch.arange(plan.samples)).flatten()
+        rollouts, scores = rollouts.take(rows), None if scores is None else scores[rows]
     if plan.needs_verifier:
         if scores is None and verifier is None:
             raise ValueError(f"method {plan.selection!r} needs a verifier")

@@ -22,7 +22,8 @@ from veriscale.study.forcing_choice import chosen_draws
 from veriscale.study.level_bases import level_world
 from veriscale.study.jobs import (BaseJob, DiagnoseJob, DrawJob, EvalJob, Job, Point, RLJob, SamplesJob,
                                   ScoresJob, SFTJob, VerifierJob)
-from veriscale.study.methods import METHODS, Method
+from veriscale.study.methods import METHODS, Method, split_tag
+from veriscale.study.search_choice import search_choice
 from veriscale.study.spec import LEARNER_CONFIGS, StudyConfig
 from veriscale.study.world import World, spec_digest
 
@@ -118,14 +119,22 @@ class _Grid:
             verifier = vers[m.pessimistic] if m.verifier else None
             policy = self.learner(m, world, n, seed, H, samples, verifier)
             for tag in s.tags(m.name):
-                acc = tag if m.best_of_n else None
-                draws = self.draws(m, tag, world, policy, n, seed, H, budgets)
+                acc, schedule = split_tag(m, tag)
+                # shared best-of-N with its N chosen per budget on validation (study/search_choice.py)
+                choose_n = acc == "shared" and schedule is None and s.search_validation > 0
+                draws = self.draws(m, acc, schedule, world, policy, n, seed, H, budgets, wide=choose_n)
                 # the verifier scores a search pool once, for every method that reads it (bon, wmaj, ...)
                 scores = self.artifact(ScoresJob(world, s.eval_prompts, verifier, draws[H])) \
                     if m.search and verifier else None
+                choice = None
+                if choose_n:  # validation prompts outside the verifier's training prompts (a rule without one: any)
+                    jobs = search_choice(world, m.name, s.samples_per_problem, budgets, verifier, s.search_validation,
+                                         s.eval_samples, (n if m.uses_data else 0, seed), s.temperature, seed,
+                                         s.sampler)
+                    choice = [self.artifact(j) for j in jobs][-1]
                 self.evaluation(EvalJob(world, point, n if m.uses_data else None, seed, m.name, acc, budgets, policy,
                                         verifier, scores, tuple(draws.items()), s.eval_prompts, s.eval_samples,
-                                        s.samples_per_problem, s.temperature, None if m.best_of_n else tag))
+                                        s.samples_per_problem, s.temperature, schedule, choice))
 
     def learner(self, m: Method, world: World, n: int, seed: int, H: int, samples: str | None,
                 ver: str | None) -> str | None:
@@ -139,28 +148,29 @@ class _Grid:
                                        ver if m.verifier else None))
         return "expert" if m.name == "expert" else None
 
-    def draws(self, m: Method, tag: str | None, world: World, policy: str | None, n: int, seed: int, H: int,
-              budgets: tuple[int, ...]) -> dict[int, str]:
-        """budget -> the draw that answers it: one pool of base samples for search; for forced
-        methods one draw per budget, with the fixed schedule (tag "fixed", or no validation) or
-        the forcing chosen on validation prompts (study/forcing_choice.py); else one draw at
-        H_max read off by truncation."""
+    def draws(self, m: Method, acc: str | None, schedule: str | None, world: World, policy: str | None, n: int,
+              seed: int, H: int, budgets: tuple[int, ...], wide: bool = False) -> dict[int, str]:
+        """budget -> the draw that answers it: one pool of base samples for search (H tokens a
+        sample when `wide`: the pool an N chosen per budget reads); for forced methods one draw
+        per budget, with the fixed schedule (schedule "fixed", or no validation) or the forcing
+        chosen on validation prompts (study/forcing_choice.py); else one draw at H_max read off
+        by truncation."""
         s = self.study
 
         def draw(policy: str | None, per_prompt: int, width: int, forcing: BudgetForcing | None = None) -> DrawJob:
             return DrawJob(world, policy, s.eval_prompts, per_prompt, width, forcing, s.temperature, seed, s.sampler)
 
         if m.search:
-            plan = m.plan(s.samples_per_problem, tag)
+            plan = m.plan(s.samples_per_problem, acc)
             # a pool of H tokens a sample serves the shared accounting too; with no per-sample
-            # accounting to share it with, the shared pool is drawn H/N wide
-            shared_pool = s.search_pool == "one" and "per_sample" in s.accounting
+            # accounting to share it with, the fixed-N shared pool is drawn H/N wide
+            shared_pool = wide or (s.search_pool == "one" and "per_sample" in s.accounting)
             return {H: self.artifact(draw(None, s.eval_samples * plan.samples, plan.pool_width(H, shared_pool)))}
         if m.name not in s.forced_methods:
             return {H: self.artifact(draw(policy, s.eval_samples, H))}
         fixed = {h: draw(policy, s.eval_samples, h, s.forcing.at(h, s.extend_share)) for h in budgets}
         ids = {h: self.artifact(j) for h, j in fixed.items()}
-        if tag == "fixed" or not s.forcing_validation:
+        if schedule == "fixed" or not s.forcing_validation:
             return ids
         # validation prompts outside this learner's training prompts (none for a method without data)
         jobs, chosen = chosen_draws(fixed, s.forcing_validation, (n if m.uses_data else 0, seed), s.forcing_shares)

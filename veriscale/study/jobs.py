@@ -47,6 +47,7 @@ from veriscale.tasks.planted import ExpertSampler
 
 DRAW_FILE = "draw.json"
 CHOICE_FILE = "choice.json"  # beside a draw whose forcing was chosen on validation prompts (study/forcing_choice.py)
+SEARCH_CHOICES_FILE = "search_choices.json"  # best-of-N's N per budget, chosen on validation (study/search_choice.py)
 SCORES_FILE = "scores.safetensors"
 
 
@@ -253,15 +254,19 @@ def read_draw(directory: Path, policy):
 
 @dataclass(frozen=True)
 class ScoresJob(Job):
-    """The `verifier`'s score of every prefix of the search pool `draw`."""
+    """The `verifier`'s score of every prefix of the search pool `draw`, drawn on the first
+    `prompts` held-out prompts (`held_out`: test, or the validation prompts of `validation`)."""
 
     kind: ClassVar[str] = "scores"
     prompts: int = 0
     verifier: str = ""
     draw: str = ""
+    validation: tuple[int, int] | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"prompts": self.prompts, "verifier": self.verifier, "draw": self.draw}
+        # test scores have no "validation" key, so their ids are what they were before validation pools
+        return {"prompts": self.prompts, "verifier": self.verifier, "draw": self.draw,
+                **({"validation": list(self.validation)} if self.validation else {})}
 
     def inputs(self) -> tuple[str | None, ...]:
         return (self.verifier, self.draw)
@@ -270,7 +275,7 @@ class ScoresJob(Job):
         task = self.world.make_task()
         verifier = open_verifier(dep(self.verifier), task, self.world.hf_quiet)
         d = json.loads((dep(self.draw) / DRAW_FILE).read_text())
-        prompts = repeat_each(task.prompts("test", self.prompts, 0), d["per_prompt"])
+        prompts = repeat_each(held_out(task, self.prompts, self.validation), d["per_prompt"])
         out.mkdir(parents=True, exist_ok=True)  # (B * per_prompt, width) score of every prefix
         rollouts = verifier.policy.rollouts(d["ids"], d["width"])  # the draw file, read once
         save_file({"scores": verifier.score(prompts, rollouts)}, str(out / SCORES_FILE))
@@ -289,8 +294,10 @@ class Point:
 class EvalJob(Job):
     """One method at one grid point: its `draws` (budget -> draw id) graded at every budget.
     Search methods select under `plan` (its width N and accounting), reading the pool's
-    `scores` when the rule needs a verifier. A forced method's rows name the forcing that
-    validation chose where it did; `schedule` "fixed" marks its fixed-schedule twin."""
+    `scores` when the rule needs a verifier; with a `choice` (study/search_choice.py) each
+    budget H uses the N chosen for it on validation, the first N samples of every problem of a
+    pool of N. A forced method's rows name the forcing that validation chose where it did, a
+    search method's the N; `schedule` "fixed" marks the fixed-schedule (fixed-N) twin."""
 
     kind: ClassVar[str] = "eval"
     point: Point = Point("", 0, "")
@@ -308,16 +315,18 @@ class EvalJob(Job):
     N: int = 4
     temperature: float = 1.0
     schedule: str | None = None
+    choice: str | None = None
 
     def fields(self) -> dict[str, Any]:
         return {**self.point.__dict__, "n": self.n, "seed": self.seed, "method": self.method,
                 "accounting": self.accounting, "budgets": list(self.budgets), "policy": self.policy,
                 "verifier": self.verifier, "scores": self.scores, "draws": {str(h): d for h, d in self.draws},
                 "eval": {"prompts": self.prompts, "samples": self.samples, "samples_per_problem": self.N,
-                         "temperature": self.temperature}, **({"schedule": self.schedule} if self.schedule else {})}
+                         "temperature": self.temperature}, **({"schedule": self.schedule} if self.schedule else {}),
+                **({"choice": self.choice} if self.choice else {})}
 
     def inputs(self) -> tuple[str | None, ...]:
-        return (self.policy, self.verifier, self.scores, *(d for _, d in self.draws))
+        return (self.policy, self.verifier, self.scores, self.choice, *(d for _, d in self.draws))
 
     @property
     def plan(self) -> SearchPlan:
@@ -330,8 +339,14 @@ class EvalJob(Job):
         draws = {h: read_draw(dep(d), decoder) for h, d in self.draws}
         if m.search:
             scores = load_file(str(dep(self.scores) / SCORES_FILE))["scores"] if self.scores else None
-            rows = grade_search(self.plan, task, repeat_each(prompts, self.samples), draws[max(draws)],
-                                list(self.budgets), scores=scores)
+            problems, pool = repeat_each(prompts, self.samples), draws[max(draws)]
+            if self.choice:  # per budget, the first N(H) of the pool's N samples of every problem
+                chosen = json.loads((dep(self.choice) / SEARCH_CHOICES_FILE).read_text())["chosen"]
+                rows = [{**grade_search(replace(self.plan, N=chosen[str(H)]["N"]), task, problems, pool, [H],
+                                        scores=scores, drawn=self.N)[0], "search": chosen[str(H)]}
+                        for H in sorted(self.budgets)]
+            else:
+                rows = grade_search(self.plan, task, problems, pool, list(self.budgets), scores=scores)
         else:
             rows = grade_sequential(task, prompts, self.samples, lambda H: draws.get(H, draws[max(draws)]),
                                     list(self.budgets))

@@ -81,13 +81,23 @@ METHODS = {m.name: m for m in TABLE}
 
 def label(method: str, tag: str | None) -> str:
     """The name a run is reported under: best-of-N methods carry their accounting, a forced
-    method's fixed-schedule twin "fixed" (StudyConfig.tags)."""
+    method's fixed-schedule twin "fixed", best-of-N's fixed-N twin "shared:fixed" (StudyConfig.tags)."""
     return f"{method}:{tag}" if tag else method
+
+
+def split_tag(method: Method, tag: str | None) -> tuple[str | None, str | None]:
+    """(accounting, schedule) of one run of `method`: a best-of-N tag is its accounting, then
+    ":fixed" for the fixed-N twin; any other tag is a schedule."""
+    if not method.best_of_n:
+        return None, tag
+    acc, _, schedule = (tag or "").partition(":")
+    return acc or None, schedule or None
 
 
 def record_label(config: dict) -> str:
     """The label of a stored evaluation record, from its config."""
-    return label(config["method"], config.get("accounting") or config.get("schedule"))
+    tag = ":".join(t for t in (config.get("accounting"), config.get("schedule")) if t)
+    return label(config["method"], tag or None)
 
 
 def search_bases(labels: list[str]) -> list[str]:

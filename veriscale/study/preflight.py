@@ -58,6 +58,10 @@ def _check_splits(study: StudyConfig, task: Task) -> None:
         if study.forced_methods and study.forcing_validation:  # the forcing's own validation prompts (study/forcing_choice.py)
             wants.append((f"forcing_validation ({max(study.n)} + {study.forcing_validation} prompts)", "train",
                           max(study.n) + study.forcing_validation, seed))
+        if "shared" in study.accounting and study.search_validation and any(METHODS[m].best_of_n
+                                                                            for m in study.methods):
+            wants.append((f"search_validation ({max(study.n)} + {study.search_validation} prompts)", "train",
+                          max(study.n) + study.search_validation, seed))  # best-of-N's N (study/search_choice.py)
     if study.text and study.shaped_bases:  # the shaped bases' samples (learn/shape.py)
         sh = study.shape
         wants.append((f"shape.prompts ({sh.prompts} + {sh.val_prompts} validation prompts)", "train",

@@ -108,6 +108,10 @@ class StudyConfig:
                                        "chosen (target H' <= H among the budgets, extension at extend_share or "
                                        "off; study/forcing_choice.py), reported beside the fixed schedule "
                                        "(`method:fixed`); 0 = the fixed schedule only (ours)", min=0)
+    search_validation: int = knob(64, "best-of-N methods under the shared accounting: validation prompts on "
+                                      "which each budget H's N is chosen (a divisor of samples_per_problem; "
+                                      "study/search_choice.py), reported beside the fixed N "
+                                      "(`method:shared:fixed`); 0 = the fixed N only (ours)", min=0)
     sampler: SamplerName = knob("hf", "sampler of a transformers policy's evaluation traces and "
                                                  "labelled samples: transformers (CPU/GPU), vLLM (GPU) or CTranslate2 "
                                                  "(CPU; veriscale[cpu]); learners train with transformers")
@@ -158,10 +162,12 @@ class StudyConfig:
         return [(m, label(m, t)) for m in self.methods for t in self.tags(m)]
 
     def tags(self, method: str) -> list[str | None]:
-        """The runs of one method: best-of-N once per accounting; a forced method with its
-        forcing chosen on validation (None) and its fixed schedule ("fixed"); else one (None)."""
+        """The runs of one method: best-of-N once per accounting (shared: N chosen on validation,
+        and the fixed N "shared:fixed"); a forced method with its forcing chosen on validation
+        (None) and its fixed schedule ("fixed"); else one (None)."""
         if METHODS[method].best_of_n:
-            return list(self.accounting)
+            fixed = ["shared:fixed"] if self.search_validation else []
+            return [t for a in self.accounting for t in [a, *(fixed if a == "shared" else [])]]
         return [None, "fixed"] if method in self.forced_methods and self.forcing_validation else [None]
 
     @property
