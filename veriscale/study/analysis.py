@@ -97,9 +97,15 @@ class Report:
             chosen = (" (forcing chosen per H on validation prompts; the fixed schedule as method:fixed)"
                       if self.study.forcing_validation and self.study.forced_methods else "")
             return (f"sequential methods in forced_methods sampled once per H with budget forcing{chosen}, the others "
-                    "once at H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens")
+                    "once at H_max and truncated (re-graded); search truncates N samples of floor(H_max/N) tokens"
+                    f"{self.n_choice()}")
         return ("test-time mode: learners trained once at H_max, sampled once and truncated"
-                if self.study.mode == "test-time" else "horizon mode: task and learners built per H")
+                if self.study.mode == "test-time" else "horizon mode: task and learners built per H") + self.n_choice()
+
+    def n_choice(self) -> str:
+        """How shared best-of-N's N was set, for the captions."""
+        return ("; shared best-of-N's N chosen per H on validation prompts (the fixed N as method:shared:fixed)"
+                if any(m.endswith(":shared:fixed") for m in self.labels) else "")
 
     # ---- cells -----------------------------------------------------------------------------
     def where(self, het: str) -> str:

@@ -17,7 +17,9 @@ one task); the VB method with the largest mean return gap over the VF reference 
 those drawing at most H tokens a problem (the recipe a practitioner would pick at VF's tokens;
 every method's gap is in the report's tables); for claim 2, the data-matched VB method (bon, wmaj, rl_verifier)
 with the largest return there; for claim 5, verifier best-of-N (`bon`) under the shared
-accounting (its N samples share H, so it draws at most the tokens the VF policy may).
+accounting (its N samples share H, so it draws at most the tokens the VF policy may), its N
+chosen per H on validation prompts as VF's forcing is (study/search_choice.py). A method's
+fixed-setting twin (`:fixed`) is reported beside it, never chosen as the headline.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ def order_by_heterogeneity(rep: Report) -> list[str]:
 def headline_vb(rep: Report, het: str) -> str | None:
     """The VB method with the largest seed-mean return gap over the VF reference at (H_max, n_max),
     among those that draw at most H tokens a problem, as VF does (per-sample best-of-N draws up to
-    N·H: its gap is in the tables, never the headline)."""
-    gaps = {m: g for m in rep.vb if not m.endswith(":per_sample")
+    N·H: its gap is in the tables, never the headline), each at its validated setting (a fixed-N
+    twin `:fixed` is a reading beside it)."""
+    gaps = {m: g for m in rep.vb if not m.endswith((":per_sample", ":fixed"))
             and (g := rep.gap_values(het, rep.nmax, m, rep.vf, rep.Hmax))}
     return max(gaps, key=lambda m: sum(gaps[m].values()) / len(gaps[m])) if gaps else None
 
@@ -164,7 +167,7 @@ def vb_suboptimality(rep: Report, s: dict) -> dict:
     """Claim 2: J*_H - J(VB) of a data-matched VB method shrinks with n."""
     title, theory = "VB suboptimality vs n", "shrinks like 1/n (fast rate)"
     het = order_by_heterogeneity(rep)[-1]
-    methods = [m for m in rep.vb if m.startswith(DATA_MATCHED_VB)]
+    methods = [m for m in rep.vb if m.startswith(DATA_MATCHED_VB) and not m.endswith(":fixed")]
     if not rep.didactic:
         return row("2", title, theory, [(UNTESTABLE, "J*_H is unknown on the LLM track")], "fig_d_suboptimality_vs_n")
     if len(rep.ns) < 2 or not methods:
@@ -251,13 +254,20 @@ def search_vs_forced(rep: Report) -> dict:
     H, n = rep.Hmax, rep.nmax
     d = rep.contrast("success", diff((het, n, m, H), (het, n, rep.vf, H)))
     tok = lambda lab: num(interval(rep.values(het, n, lab, H, "tokens").values())["mean"])  # noqa: E731
-    fixed = f"{rep.vf}:fixed"
+    fixed, fixed_n = f"{rep.vf}:fixed", f"{m}:fixed"
     forced = ("truncated at H" if rep.vf not in rep.study.forced_methods else
               "budget-forced, its forcing chosen on validation prompts" if fixed in rep.labels else "budget-forced")
-    note = ""
-    if fixed in rep.labels:  # the fixed schedule beside it: a reading, not the verdict
+    notes = []  # the fixed settings beside the validated ones: readings, not the verdict
+    if fixed in rep.labels:
         df = rep.contrast("success", diff((het, n, m, H), (het, n, fixed, H)))
-        note = f"against {fixed} (cap at H, extension before {rep.study.extend_share} H): {fmt(df) if df else 'n/a'}"
+        notes.append(f"against {fixed} (cap at H, extension before {rep.study.extend_share} H): "
+                     f"{fmt(df) if df else 'n/a'}")
+    if fixed_n in rep.labels:
+        chosen = sorted({r.get("search", {}).get("N") for r in rep.cells[(het, n, m, H)].values()} - {None})
+        df = rep.contrast("success", diff((het, n, fixed_n, H), (het, n, rep.vf, H)))
+        notes.append(f"N chosen on validation: {', '.join(map(str, chosen)) or 'n/a'} (over seeds); {fixed_n} "
+                     f"(N = {rep.study.samples_per_problem}) − {rep.vf}: {fmt(df) if df else 'n/a'}")
+    note = "; ".join(notes)
     return row("5", title, theory, [(decide(d), f"success@{H} {m} − {rep.vf} ({forced}) = {fmt(d) if d else 'n/a'}, "
                                                 f"{rep.where(het)}, n = {n}; tokens drawn {tok(m)} vs {tok(rep.vf)}")],
                "fig_f_best_of_n_accounting", note=note, ivs=(d,))
