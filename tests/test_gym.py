@@ -79,6 +79,10 @@ def test_validation_prompts_and_gold_expert_traces():
     assert (T < NEVER).all()
     with pytest.raises(ValueError, match="homogeneous"):
         task.expert_traces(train, seed=0, homogeneous=True)
+    # a method without training data (majority vote) validates beside no training prompts
+    assert task.prompts("train", 0, seed=0) == []
+    alone = task.validation_prompts(task.prompts("train", 0, seed=0), 10, 7919)
+    assert len(alone) == 10 and not {p.text for p in alone} & test
 
 
 def test_prompts_are_distinct_and_a_too_narrow_task_says_so():

@@ -200,14 +200,16 @@ class GymTask:
         out: list[TextProblem] = []
         seen: set[str] = set()
         for idx in range(size):
+            if len(out) == n:  # checked first, so n = 0 (a validation set beside no training prompts) is []
+                return out
             entry = ds[idx]
             template = templates[idx] if templates is not None else None
             if self._split_of(entry, template) != split or entry["question"] in seen:
                 continue
             seen.add(entry["question"])
             out.append(self._problem(entry, template, f"seed {seed}, size {size}, item {idx}"))
-            if len(out) == n:
-                return out
+        if len(out) == n:
+            return out
         raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems among {size} drawn; "
                          f"change gym.test_share (now {self.cfg.test_share}) or widen the task (more digits or terms)")
 
