@@ -93,7 +93,9 @@ class StudyConfig:
         "per_accounting", "base search pools: one per accounting (shared: N samples of H/N tokens; per_sample: N of "
                           "H), or one of N samples of H tokens that both read, shared by truncating each sample to "
                           "H/N (ours: the same distribution, one pool and one verifier scoring instead of two, and "
-                          "the accountings paired on the same samples; a study without per_sample draws H/N)")
+                          "the accountings paired on the same samples; a study without per_sample draws H/N). Shared "
+                          "best-of-N with its N chosen on validation (`search_validation`) reads the pool of N "
+                          "samples of H tokens either way")
     temperature: float = knob(1.0, "sampling temperature at evaluation", min=0.0)
     vf_reference: str = knob("sft", "the VF method gaps are measured against")
     diagnose_prompts: int = knob(128, "prompts of the base policy's diagnosis (heterogeneity, anti-concentration; "
