@@ -73,6 +73,8 @@ class Report:
         self.hets = [h for h in study.levels if any(r["heterogeneity"] == h for r in self.flat)]
         self.vf = study.vf_reference
         self.vb = [m for m in self.labels if m in study.vb_methods]
+        # each VB method at its setting chosen on validation: not the fixed-N twins (`:shared:fixed`)
+        self.vb_chosen = [m for m in self.vb if not m.endswith(":fixed")]
         self.didactic = study.track == "didactic"
         # the task's own settings that differ from the defaults (not the grader's, not the name)
         own = {f.name for f in fields(GymConfig)} - {f.name for f in fields(GradingConfig)} - {"name"}

@@ -204,7 +204,7 @@ def fig_vs_sigma(rep: Report) -> tuple[Path, str] | None:
     ax, ax2 = axes[0]
     x = [b["value"] for _, b in bases]
     xerr = [[b["value"] - b["lo"] for _, b in bases], [b["hi"] - b["value"] for _, b in bases]]
-    for k, m in enumerate([rep.vf, *rep.vb]):
+    for k, m in enumerate([rep.vf, *rep.vb_chosen]):
         cells = [(het, rep.nmax, m, rep.Hmax) for het, _ in bases]
         if all(c in rep.cells for c in cells):
             points(ax, x, [rep.iv(*c, "J_norm") for c in cells], log=False, label=rep.legend(m),

@@ -92,7 +92,7 @@ def headline_vb(rep: Report, het: str) -> str | None:
     among those that draw at most H tokens a problem, as VF does (per-sample best-of-N draws up to
     N·H: its gap is in the tables, never the headline), each at its validated setting (a fixed-N
     twin `:fixed` is a reading beside it)."""
-    gaps = {m: g for m in rep.vb if not m.endswith((":per_sample", ":fixed"))
+    gaps = {m: g for m in rep.vb_chosen if not m.endswith(":per_sample")
             and (g := rep.gap_values(het, rep.nmax, m, rep.vf, rep.Hmax))}
     return max(gaps, key=lambda m: sum(gaps[m].values()) / len(gaps[m])) if gaps else None
 
@@ -167,7 +167,7 @@ def vb_suboptimality(rep: Report, s: dict) -> dict:
     """Claim 2: J*_H - J(VB) of a data-matched VB method shrinks with n."""
     title, theory = "VB suboptimality vs n", "shrinks like 1/n (fast rate)"
     het = order_by_heterogeneity(rep)[-1]
-    methods = [m for m in rep.vb if m.startswith(DATA_MATCHED_VB) and not m.endswith(":fixed")]
+    methods = [m for m in rep.vb_chosen if m.startswith(DATA_MATCHED_VB)]
     if not rep.didactic:
         return row("2", title, theory, [(UNTESTABLE, "J*_H is unknown on the LLM track")], "fig_d_suboptimality_vs_n")
     if len(rep.ns) < 2 or not methods:
