@@ -35,7 +35,15 @@ class Pool:
                                    initializer=_orphan_watch, initargs=(os.getpid(),))
 
     def submit(self, job: Job) -> None:
-        self.running[self.pool.submit(self.fn, job, *self.args)] = (job, self.pool)
+        try:
+            future = self.pool.submit(self.fn, job, *self.args)
+        except BrokenProcessPool:
+            # a worker died since the last wait_any: a fresh pool takes this job, and wait_any
+            # resubmits the broken pool's own jobs as it collects them (their pool is not self.pool)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new()
+            future = self.pool.submit(self.fn, job, *self.args)
+        self.running[future] = (job, self.pool)
 
     def wait_any(self) -> dict:
         while True:
