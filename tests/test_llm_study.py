@@ -18,9 +18,10 @@ from veriscale.learn.verifier import VerifierConfig, load_verifier
 from veriscale.search import repeat_each
 from veriscale.study.grid import expand
 from veriscale.study.execute import artifact_dir
-from veriscale.study.jobs import DRAW_FILE, SCORES_FILE
+from veriscale.study.jobs import DRAW_FILE, SCORES_FILE, held_out
 from veriscale.study.analysis import Report
 from veriscale.study.report import write_report
+from veriscale.study.search_choice import widths
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows
 from veriscale.study.sweep import run_study
@@ -38,7 +39,7 @@ def _study(lm_dir, **kw):
             # a random tiny model never succeeds, so it has no search traces (tested on hand-made
             # samples in test_text_learners.py)
             "methods": ["base", "sft", "bon", "maj", "wmaj", "rl_outcome"], "forced_methods": ["sft"],
-            **kw}
+            "search_validation": 3, **kw}
     return study_from_dict(data)
 
 
@@ -74,14 +75,17 @@ def test_base_draws_are_shared_across_n_and_forced_draws_are_per_budget(done):
     for H, draw_id in sft.config["draws"].items():  # s1's two edits: the cap, and "Wait" before extend_share x H
         forcing = draws[draw_id].config["forcing"]
         assert forcing["min_tokens"] == round(study.extend_share * int(H)) and forcing["cap"]
-    search = {json.dumps(j.config["draws"]) for j in evals if j.config["method"] in ("bon", "maj", "wmaj")}
-    assert len(search) == 1  # one pool of base samples serves every selection rule and n
+    for schedule in (None, "fixed"):  # N chosen on validation, and the fixed N
+        search = {json.dumps(j.config["draws"]) for j in evals
+                  if j.config["method"] in ("bon", "maj", "wmaj") and j.config.get("schedule") == schedule}
+        assert len(search) == 1  # one pool of base samples serves every selection rule and n
 
 
 def test_a_search_pool_is_scored_once_as_the_per_example_reference_scores_it(done):
     study, out, _ = done
     jobs = {j.id: j for j in expand(study)}
-    evals = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "wmaj")]
+    evals = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "wmaj")
+             and j.config.get("schedule") is None]  # N chosen on validation: the pool of N samples of H_max
     assert len(evals) == 2 * len(study.n) and len({j.config["scores"] for j in evals}) == len(study.n)
     scores = jobs[evals[0].config["scores"]]
     c, task = scores.config, scores.world.make_task()
@@ -92,6 +96,27 @@ def test_a_search_pool_is_scored_once_as_the_per_example_reference_scores_it(don
     ro = verifier.policy.rollouts(d["ids"], d["width"])
     assert stored.shape == (study.eval_prompts * study.samples_per_problem, d["width"])
     assert torch.allclose(stored, verifier.score_reference(prompts, ro), atol=1e-5)
+
+
+def test_shared_best_of_n_reads_its_N_chosen_on_scored_validation_prompts(done):
+    """Every shared best-of-N row names the N validation chose; the validation pool is scored on
+    its own prompts (outside the test set) exactly as the per-example reference scores them."""
+    study, out, _ = done
+    jobs = {j.id: j for j in expand(study)}
+    flat = [r for r in rows(load_records(out), study.n) if r["method"] in ("bon:shared", "maj:shared", "wmaj:shared")]
+    assert len(flat) == 3 * len(study.n) * len(study.budgets)
+    assert all(r["search"]["N"] in widths(study.samples_per_problem) and r["tokens"] <= r["budget"] for r in flat)
+    choice = next(j for j in jobs.values() if j.kind == "search_choice" and j.scores)
+    sc = jobs[choice.scores]
+    task = sc.world.make_task()
+    val = held_out(task, sc.prompts, sc.validation)
+    assert len(val) == study.search_validation
+    assert not {p.text for p in val} & {p.text for p in task.prompts("test", study.eval_prompts, 0)}
+    verifier = load_verifier(artifact_dir(out, sc.verifier), task)
+    d = json.loads((artifact_dir(out, sc.draw) / DRAW_FILE).read_text())
+    stored = load_file(str(artifact_dir(out, sc.id) / SCORES_FILE))["scores"]
+    ro = verifier.policy.rollouts(d["ids"], d["width"])
+    assert torch.allclose(stored, verifier.score_reference(repeat_each(val, d["per_prompt"]), ro), atol=1e-5)
 
 
 def test_rerun_skips_everything_and_report_renders(done):
@@ -219,22 +244,23 @@ def test_relearn_repeats_a_studys_learner_and_changes_only_what_is_set(done, tmp
 
 def test_one_search_pool_serves_both_accountings(lm_dir):
     """search_pool = "one": a single pool of H_max tokens a sample per seed, scored once, read by
-    both accountings; per_accounting draws and scores one pool each (H_max / N wide for shared)."""
+    both accountings (and by shared best-of-N at its N chosen on validation); per_accounting
+    draws and scores one pool each (H_max / N wide for the fixed N sharing H)."""
     for choice, pools in (("one", 1), ("per_accounting", 2)):
         study = _study(lm_dir, accounting=["shared", "per_sample"], search_pool=choice, n=[8])
         jobs = {j.id: j for j in expand(study)}
         search = [j for j in jobs.values() if j.kind == "eval" and j.config["method"] in ("bon", "maj", "wmaj")]
         draw_ids = {d for j in search for d in j.config["draws"].values()}
         scores = {j.config["scores"] for j in search if j.config["scores"]}
-        assert len(search) == 6 and len(draw_ids) == pools and len(scores) == pools
+        assert len(search) == 9 and len(draw_ids) == pools and len(scores) == pools  # shared, shared:fixed, per_sample
         widths = sorted(jobs[d].config["width"] for d in draw_ids)
         assert widths == ([32] if choice == "one" else [16, 32])  # H_max = 32, N = 2
-    # with the shared accounting alone there is nothing to share: its pool is H_max / N wide
+    # with the shared accounting alone the fixed N's pool is H_max / N wide; the chosen N reads H_max
     study = _study(lm_dir, accounting=["shared"], search_pool="one", n=[8])
     jobs = {j.id: j for j in expand(study)}
-    widths = {jobs[d].config["width"] for j in jobs.values() if j.kind == "eval" and j.config["method"] == "bon"
-              for d in j.config["draws"].values()}
-    assert widths == {16}
+    widths = {j.config.get("schedule"): {jobs[d].config["width"] for d in j.config["draws"].values()}
+              for j in jobs.values() if j.kind == "eval" and j.config["method"] == "bon"}
+    assert widths == {"fixed": {16}, None: {32}}
 
 
 def test_the_cloned_datas_returns_reach_the_prediction_check(done):

@@ -174,4 +174,4 @@ def test_learners_that_never_left_their_start_are_named_per_seed(tmp_path):
     assert "sft (" in sft and "kept its start" in sft
     assert "reward was the same at every step (0.25)" in rl
     assert "kept its untrained start" in ver and "in 30 steps" in ver
-    assert "bon:per_sample, bon:shared, rl_verifier read it" in ver
+    assert "bon:per_sample, bon:shared, bon:shared:fixed, rl_verifier read it" in ver
