@@ -71,6 +71,12 @@ def test_records_carry_the_choice_and_the_fixed_schedule_beside_it(chosen):
             assert f["val_success"] >= f["fixed_val_success"]
         else:
             assert "forcing" not in r
+    # the verdicts spent on the choice: every candidate's validation draw, counted beside `labels`
+    candidates = len(next(j for j in expand(study) if j.kind == "forcing_choice").draws)
+    for rec in load_records(out):
+        if rec["config"]["method"] == "sft":
+            want = 0 if rec["config"].get("schedule") else candidates * study.forcing_validation * study.eval_samples
+            assert rec["data"]["choice_labels"] == want
 
 
 def test_a_chosen_draw_is_the_test_draw_of_its_forcing(chosen):

@@ -103,7 +103,11 @@ def test_grid_expands_to_one_record_per_point(tiny_toml, uninterrupted):
         assert [r["budget"] for r in rows] == [4, 8] and all(r["tokens"] <= cap * r["budget"] for r in rows)
         d = rec["data"]
         assert set(d) == {"prompts", "expert_traces", "labelled_traces", "reward_queries", "validation_traces",
-                          "labels"}
+                          "labels", "choice_labels"}
+        # verdicts spent choosing a setting on validation: shared best-of-N's pool of N samples a prompt
+        chosen = c["method"] == "bon" and c["accounting"] == "shared" and not c.get("schedule")
+        assert d["choice_labels"] == (study.search_validation * study.eval_samples * study.samples_per_problem
+                                      if chosen else 0)
         if c["method"] == "sft":
             assert d["expert_traces"] == c["n"] and "test_nll_before" in rec["learner"]["sft"]
             assert d["labels"] == d["expert_traces"] + d["validation_traces"]

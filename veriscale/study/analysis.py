@@ -28,7 +28,7 @@ from veriscale.theory import band, crossing, diagonal, fit_power_law, fit_text, 
 
 # What the learners table states per run: data consumed, and the evidence that each learner moved.
 LEARNER_FIELDS = ([f"data.{k}" for k in ("prompts", "expert_traces", "labelled_traces", "reward_queries",
-                                         "validation_traces")]
+                                         "validation_traces", "labels", "choice_labels")]
                   + [f"learner.sft.{k}" for k in ("test_nll_before", "test_nll_after", "val_nll_before",
                                                    "val_nll_after", "best_step", "steps_planned")]
                   + [f"learner.verifier.{k}" for k in ("start.heldout_loss", "kept.heldout_loss",

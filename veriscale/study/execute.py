@@ -17,7 +17,7 @@ import torch
 
 from veriscale import progress
 from veriscale.atomic import write_text_atomic
-from veriscale.study.jobs import Job
+from veriscale.study.jobs import JOB_FILE, Job
 from veriscale.study.store import DONE, damage, seal, write_record
 
 
@@ -73,7 +73,7 @@ def _run(job: Job, study_dir: Path, start: float) -> None:
         with progress.silenced():
             job.make(dep, tmp)
         # wall_s: the job's time, for the per-stage breakdown of a study's wall time
-        (tmp / "job.json").write_text(json.dumps({"id": job.id, "kind": job.kind, "config": job.config,
+        (tmp / JOB_FILE).write_text(json.dumps({"id": job.id, "kind": job.kind, "config": job.config,
                                                   "deps": list(job.deps), "wall_s": time.time() - start},
                                                  indent=2, sort_keys=True))
         seal(tmp)

@@ -27,11 +27,9 @@ from typing import Any, ClassVar
 
 from veriscale.atomic import write_json_atomic
 from veriscale.search import repeat_each
-from veriscale.study.jobs import CHOICE_FILE, DRAW_FILE, DrawJob, Job, held_out, read_draw
+from veriscale.study.jobs import CHOICE_FILE, CHOICES_FILE, DRAW_FILE, DrawJob, Job, held_out, read_draw
 from veriscale.study.store import DONE
 from veriscale.study.world import Dep
-
-CHOICES_FILE = "choices.json"
 
 
 def candidates(budgets: list[int], H: int, shares: list[float]) -> list[tuple[int, float]]:

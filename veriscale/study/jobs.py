@@ -48,6 +48,8 @@ from veriscale.tasks.planted import ExpertSampler
 DRAW_FILE = "draw.json"
 CHOICE_FILE = "choice.json"  # beside a draw whose forcing was chosen on validation prompts (study/forcing_choice.py)
 SEARCH_CHOICES_FILE = "search_choices.json"  # best-of-N's N per budget, chosen on validation (study/search_choice.py)
+CHOICES_FILE = "choices.json"  # a forced learner's forcing per budget, chosen on validation (study/forcing_choice.py)
+JOB_FILE = "job.json"  # beside every finished artifact: its id, kind, config and wall time (study/execute.py)
 SCORES_FILE = "scores.safetensors"
 
 
@@ -356,7 +358,21 @@ class EvalJob(Job):
         return [{"method": m.evaluation, **r} for r in rows]
 
     def summary(self, dep: Dep) -> dict[str, Any]:
-        return learner_summary(METHODS[self.method], self.policy, self.verifier, dep)
+        out = learner_summary(METHODS[self.method], self.policy, self.verifier, dep)
+        out["data"]["choice_labels"] = self.choice_labels(dep)
+        return out
+
+    def choice_labels(self, dep: Dep) -> int:
+        """Checker verdicts spent choosing this run's setting on validation prompts (not part of
+        `labels`, which counts what a learner trains and stops on): every sample of the
+        validation pool that chose best-of-N's N, or every candidate forcing's validation draw."""
+        if self.choice:
+            picked = json.loads((dep(self.choice) / SEARCH_CHOICES_FILE).read_text())
+            return picked["val_prompts"] * self.samples * self.N
+        forcing = {json.loads((dep(d) / JOB_FILE).read_text())["config"]["choice"]
+                   for _, d in self.draws if (dep(d) / CHOICE_FILE).is_file()}  # one choice per learner
+        return sum(len(c["candidates"]) * c["val_prompts"] * self.samples
+                   for c in (json.loads((dep(f) / CHOICES_FILE).read_text()) for f in forcing))
 
 
 @dataclass(frozen=True)
