@@ -358,21 +358,16 @@ class EvalJob(Job):
         return [{"method": m.evaluation, **r} for r in rows]
 
     def summary(self, dep: Dep) -> dict[str, Any]:
+        """learner_summary, and `choice_labels`: the checker verdicts spent choosing this run's
+        setting on validation prompts (every sample of the pool that chose best-of-N's N, or of
+        every candidate forcing's draw), beside `labels` (what its learners trained and stopped on)."""
         out = learner_summary(METHODS[self.method], self.policy, self.verifier, dep)
-        out["data"]["choice_labels"] = self.choice_labels(dep)
+        read = lambda d, f: json.loads((dep(d) / f).read_text())  # noqa: E731
+        forcing = {read(d, JOB_FILE)["config"]["choice"] for _, d in self.draws if (dep(d) / CHOICE_FILE).is_file()}
+        out["data"]["choice_labels"] = (read(self.choice, SEARCH_CHOICES_FILE)["val_prompts"] * self.samples * self.N
+                                        if self.choice else sum(len(c["candidates"]) * c["val_prompts"] * self.samples
+                                                                for c in (read(f, CHOICES_FILE) for f in forcing)))
         return out
-
-    def choice_labels(self, dep: Dep) -> int:
-        """Checker verdicts spent choosing this run's setting on validation prompts (not part of
-        `labels`, which counts what a learner trains and stops on): every sample of the
-        validation pool that chose best-of-N's N, or every candidate forcing's validation draw."""
-        if self.choice:
-            picked = json.loads((dep(self.choice) / SEARCH_CHOICES_FILE).read_text())
-            return picked["val_prompts"] * self.samples * self.N
-        forcing = {json.loads((dep(d) / JOB_FILE).read_text())["config"]["choice"]
-                   for _, d in self.draws if (dep(d) / CHOICE_FILE).is_file()}  # one choice per learner
-        return sum(len(c["candidates"]) * c["val_prompts"] * self.samples
-                   for c in (json.loads((dep(f) / CHOICES_FILE).read_text()) for f in forcing))
 
 
 @dataclass(frozen=True)
