@@ -15,10 +15,12 @@ graded too (success = T < NEVER, over all rounds' rows), a first check that a fa
 solves the task.
 
 Pass rate: `--pass-prompts` x `--pass-samples` rows, graded by the task (success = T < NEVER),
-from the train split by default: the default one-digit task holds only about 50 distinct test
-questions, and no model here was trained on either split. The standard error is over prompts (the
-samples of one prompt are not independent); the difference against HFSampler is paired by prompt.
-This is what tells whether a quantised backend still solves the task (a per-tensor int8 torch
+from the train split by default (`--pass-split test` for held-out prompts; no model here was
+trained on either split). Every faster path (refill, the inverse-CDF draw, a bf16 copy, a CT2
+compute type) is compared with the slow reference: fixed micro-batches, float32, `torch.multinomial`
+draws. The standard error is over prompts (the samples of one prompt are not independent); the
+difference against the reference is paired by prompt, with its 95% t-interval over prompts.
+This is what tells whether a faster or quantised backend still solves the task (a per-tensor int8 torch
 model fell from 0.44 to 0.08).
 
 A useful-token rate also depends on what was sampled: a backend whose rows run longer (say,
@@ -55,6 +57,7 @@ from veriscale.tasks.gym import GymConfig, GymTask
 
 
 BASELINE = "HFSampler, fixed micro-batches"
+REFERENCE = "HFSampler, fixed micro-batches, float32, multinomial (the reference)"
 
 
 def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
@@ -119,7 +122,8 @@ def main() -> None:
     ap.add_argument("--concatenating-cache", action="store_true",
                     help="add HFSampler with refill on transformers' concatenating KV cache (the growing cache's before)")
     ap.add_argument("--roofline", action="store_true",
-                    help="also time the matmul-only rate of each HFSampler's dtype and report the share reached")
+                    help="also time the matmul-only rate of each HFSampler's dtype and report the share reached "
+                         "(in the speed rounds and in the pass-rate draws)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -156,34 +160,43 @@ def main() -> None:
             totals[name][3] += int((task.check(rows, text_rollouts(hf.tok, ids, args.new_tokens, hf.pad_id)) < NEVER).sum())
     if args.rounds:
         speed_table(totals, len(rows) * args.rounds)
-    if args.roofline:
-        roofline(hf, low, totals, args)
+    if args.rounds and args.roofline:
+        roofline({"float32": hf, **low}, {name: (secs, useful, dtype_of(name, low))
+                                          for name, (secs, _, useful, _) in totals.items()
+                                          if name.startswith("HFSampler")}, args.batch_size)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
-        pass_rates(args, task, pass_rows, hf, {**{f"HFSampler {d}": s for d, s in low.items()},
-                                               **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
+        reference = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, draw="multinomial"))
+        runs = pass_rates(args, task, pass_rows, reference, {
+            f"HFSampler, refill, float32, {hf.cfg.draw} (the default)": hf,
+            **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in low.items()},
+            **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
+        if args.roofline:
+            roofline({"float32": hf, **low}, {name: (secs, useful, dtype_of(name, low))
+                                              for name, (useful, secs) in runs.items()
+                                              if name.startswith("HFSampler")}, args.batch_size)
 
 
-def roofline(hf, low: dict, totals: dict, args) -> None:
-    """Each HFSampler's useful tokens/s against the matmul-only tokens/s of its dtype at
-    `--batch-size` rows (benchmarks/decode_profile.py), timed now in this process."""
+def dtype_of(name: str, low: dict) -> str:
+    """The dtype a path's name says it decodes in ("HFSampler, refill, bfloat16, ...")."""
+    return next((d for d in low if d in name.split(", ")), "float32")
+
+
+def roofline(samplers: dict, runs: dict, rows: int) -> None:
+    """Each HFSampler path's useful tokens/s against the matmul-only tokens/s of its dtype at
+    `rows` rows (benchmarks/decode_profile.py), timed now in this process. `samplers` maps a dtype
+    to a sampler decoding in it; `runs` maps a path's name to (seconds, useful tokens, dtype)."""
     from decode_profile import linears, matmul_only
 
-    rates = {}
-    for dtype, sampler in [("float32", hf), *low.items()]:
-        rates[dtype] = args.batch_size / min(matmul_only(linears(sampler.decoder()), args.batch_size, 8)
-                                             for _ in range(3))
-    print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers at {args.batch_size} "
+    rates = {d: rows / min(matmul_only(linears(s.decoder()), rows, 8) for _ in range(3)) for d, s in samplers.items()}
+    print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers at {rows} "
           f"rows, best of 3 x 8 steps ({', '.join(f'{d} {r:,.0f}' for d, r in rates.items())}):\n")
     print("| sampler | useful tokens/s | its dtype's roofline | share | share of the best dtype's roofline |")
     print("|---|---|---|---|---|")
     best = max(rates.values())
-    for name, (s, _, useful, _) in totals.items():
-        if not name.startswith("HFSampler"):
-            continue
-        dtype = next((d for d in low if name.endswith(d)), "float32")
-        print(f"| {name} | {useful / s:.1f} | {rates[dtype]:,.0f} | {useful / s / rates[dtype]:.1%} | "
-              f"{useful / s / best:.1%} |")
+    for name, (secs, useful, dtype) in runs.items():
+        print(f"| {name} | {useful / secs:.1f} | {rates[dtype]:,.0f} | {useful / secs / rates[dtype]:.1%} | "
+              f"{useful / secs / best:.1%} |")
 
 
 def speed_table(totals: dict, graded: int) -> None:
@@ -195,30 +208,39 @@ def speed_table(totals: dict, graded: int) -> None:
         print(f"| {name} | {s:.1f} | {padded / s:.1f} | {useful / s:.1f} | {useful} | {ratio:.2f}x | {ok / graded:.3f} |")
 
 
-def pass_rates(args, task: GymTask, rows: list, hf, others: dict) -> None:
-    """Success rate per backend on the same rows, SE over prompts, difference paired by prompt."""
+def pass_rates(args, task: GymTask, rows: list, reference, others: dict) -> dict:
+    """Success rate of each faster path against the slow reference (fixed micro-batches, float32,
+    `torch.multinomial` draws) on the same rows: SE over prompts, and the difference paired by
+    prompt with its 95% Student-t interval over prompts (each path draws its own random stream, so
+    the interval covers sampling noise as well as any loss). Returns each path's (useful tokens,
+    seconds)."""
+    from veriscale.theory import t_interval
+
     M = args.pass_samples
     per_prompt, speed = {}, {}
-    for name, s in [("HFSampler float32", hf), *others.items()]:
+    for name, s in [(REFERENCE, reference), *others.items()]:
         start = time.perf_counter()
         r = s.sample(rows, args.new_tokens, temperature=args.temperature, seed=args.seed)
-        speed[name] = int(r.counts.sum()) / (time.perf_counter() - start)
+        speed[name] = (int(r.counts.sum()), time.perf_counter() - start)
         per_prompt[name] = (task.check(rows, r) < NEVER).float().view(-1, M).mean(1)  # (P,)
+        print(f"  {name}: {float(per_prompt[name].mean()):.3f} in {speed[name][1]:.0f} s", flush=True)
 
     def se(x: torch.Tensor) -> float:
         return float(x.std() / len(x) ** 0.5) if len(x) > 1 else float("nan")
 
-    base = per_prompt["HFSampler float32"]
+    base = per_prompt[REFERENCE]
     print(f"\nPass rate on {args.pass_prompts} {args.task} {args.pass_split} prompts x {M} samples, temperature "
           f"{args.temperature}, {args.new_tokens} new tokens, micro-batches of {args.batch_size} "
-          f"(SE over prompts; difference paired by prompt):\n")
-    print("| sampler | pass rate | SE | vs HFSampler | useful tokens/s in this run |")
-    print("|---|---|---|---|---|")
+          f"(SE over prompts; difference paired by prompt, 95% t-interval over prompts):\n")
+    print(f"| sampler | pass rate | SE | vs {REFERENCE} [95% interval] | useful tokens | seconds | useful tokens/s |")
+    print("|---|---|---|---|---|---|---|")
     for name, p in per_prompt.items():
-        diff = "" if p is base else f"{float((p - base).mean()):+.3f} ± {se(p - base):.3f}"
-        print(f"| {name} | {float(p.mean()):.3f} | {se(p):.3f} | {diff} | {speed[name]:.1f} |")
+        ci = t_interval((p - base).tolist())
+        diff = "" if p is base else f"{ci['mean']:+.3f} [{ci['lo']:+.3f}, {ci['hi']:+.3f}]"
+        useful, secs = speed[name]
+        print(f"| {name} | {float(p.mean()):.3f} | {se(p):.3f} | {diff} | {useful} | {secs:.0f} | {useful / secs:.1f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
-
+    return speed
 
 if __name__ == "__main__":
     main()
