@@ -87,3 +87,16 @@ def test_inverse_cdf_draw_matches_the_softmax_and_is_seeded():
     assert set(top2.tolist()) == {1, 2}  # top_k keeps the two most likely tokens only
     with pytest.raises(ValueError, match="draw"):
         sample_next(logits, 0.7, 0, None, draw="gumbel")
+
+
+def test_inverse_cdf_draw_in_row_chunks_draws_the_same_tokens():
+    """Chunking the rows (to bound the (rows, V) copies of a large vocabulary) changes no token:
+    every chunk size gives the tokens of one whole-batch draw, with and without top-k, from
+    float32 and bfloat16 logits."""
+    logits = torch.randn(37, 50, generator=torch.Generator().manual_seed(3)) * 3  # (B, V)
+    for top_k in (0, 5):
+        for x in (logits, logits.bfloat16()):
+            whole = sample_next(x, 0.8, top_k, torch.Generator().manual_seed(7), draw="inverse_cdf", chunk=10**9)
+            for chunk in (1, 50, 4 * 50, 9 * 50 + 3):
+                part = sample_next(x, 0.8, top_k, torch.Generator().manual_seed(7), draw="inverse_cdf", chunk=chunk)
+                assert torch.equal(part, whole), (top_k, x.dtype, chunk)

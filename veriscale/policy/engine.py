@@ -16,8 +16,20 @@ from veriscale.policy.gpt import GPT
 from veriscale.tasks.base import Rollouts
 
 
+SAMPLE_CHUNK = 2**24  # logits per row chunk of an inverse-CDF draw: 64 rows of Gemma 3's 262k vocabulary
+
+
+def _probs(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """(B, V) logits -> (B, V) float32 softmax at `temperature`, outside the top k set to 0."""
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits.softmax(-1)
+
+
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None,
-                draw: str = "multinomial") -> torch.Tensor:
+                draw: str = "multinomial", chunk: int = SAMPLE_CHUNK) -> torch.Tensor:
     """(B, V) logits -> (B,) token ids. temperature 0 is greedy; top_k 0 keeps every token.
 
     `draw` is how one token is drawn from the softmax p (the same distribution, different random
@@ -26,22 +38,27 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator:
     (its rounding, at most about 1e-11 over 49k terms, is all a token's probability can move).
     On a CPU and a 49k vocabulary the latter is several times faster (BENCHMARKS.md); the tiny GPT
     keeps the former, which its stored records were drawn with.
+
+    The inverse-CDF draw works on chunks of rows of at most `chunk` logits, so its float32 and
+    float64 copies of (rows, V) do not grow with the rows (a 256-row batch of a 262k vocabulary
+    would hold about 1.3 GB of them); every u is drawn first in one call, so the tokens do not
+    depend on the chunking (tested).
     """
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    p = logits.softmax(-1)  # (B, V)
     if draw == "multinomial":
-        return torch.multinomial(p, 1, generator=generator).squeeze(1)
+        return torch.multinomial(_probs(logits, temperature, top_k), 1, generator=generator).squeeze(1)
     if draw != "inverse_cdf":
         raise ValueError(f"draw must be 'multinomial' or 'inverse_cdf', not {draw!r}")
-    cdf = p.double().cumsum(-1)  # (B, V)
-    u = torch.rand(p.shape[0], 1, generator=generator, dtype=torch.float64, device=p.device) * cdf[:, -1:]
-    # right=True: the first index with cdf > u, so a zero-probability token (cdf flat) is never taken
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=p.shape[1] - 1)
+    B, V = logits.shape
+    u = torch.rand(B, 1, generator=generator, dtype=torch.float64, device=logits.device)  # (B, 1)
+    out = torch.empty(B, dtype=torch.long, device=logits.device)
+    rows = max(1, chunk // V)
+    for i in range(0, B, rows):
+        cdf = _probs(logits[i:i + rows], temperature, top_k).double().cumsum(-1)  # (rows, V)
+        # right=True: the first index with cdf > u, so a zero-probability token (cdf flat) is never taken
+        out[i:i + rows] = torch.searchsorted(cdf, u[i:i + rows] * cdf[:, -1:], right=True).squeeze(1).clamp(max=V - 1)
+    return out
 
 
 def _empty(B: int, max_new: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -206,7 +206,7 @@ class HFSampler(TextSampler):
                 for j in (~done).nonzero().squeeze(1).tolist():
                     feats[int(live[j])].append(h[j:j + 1])
             pos = pos + 1
-            nxt = sample_next(out.logits[:, -1].float(), temperature, self.cfg.top_k, g, self.cfg.draw)
+            nxt = sample_next(out.logits[:, -1], temperature, self.cfg.top_k, g, self.cfg.draw)
             done = take(nxt, live, done)
         return rows, [torch.cat(f) for f in feats]
 
