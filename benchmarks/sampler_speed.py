@@ -147,9 +147,9 @@ def main() -> None:
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
     ct2_version = __import__("ctranslate2").__version__ if ct2 else "not used"
     print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), ctranslate2 {ct2_version}, "
-          f"torch {torch.__version__}, CT2_USE_MKL={mkl}; {args.prompts} {args.task} prompts x {args.samples} "
-          f"samples = {B} rows in micro-batches of {args.batch_size}, "
-          f"{args.new_tokens} new tokens, temperature {args.temperature}, {args.rounds} round(s); "
+          f"torch {torch.__version__}, CT2_USE_MKL={mkl}; speed rounds: {args.rounds} of {args.prompts} {args.task} "
+          f"prompts x {args.samples} samples = {B} rows in micro-batches of {args.batch_size}, "
+          f"{args.new_tokens} new tokens, temperature {args.temperature}; "
           f"load average before {os.getloadavg()[0]:.1f}\n")
     totals = {name: [0.0, 0, 0, 0] for name, _ in backends}  # seconds, padded, useful, successes
     for r in range(args.rounds):
