@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from veriscale.config import ConfigError
+from veriscale.config import ConfigError, from_dict
 from veriscale.tasks.base import NEVER, Rollouts
 from veriscale.tasks.gym import INSTRUCTIONS, GymConfig, GymTask, hash_split
 
@@ -92,3 +92,35 @@ def test_prompts_are_distinct_and_a_too_narrow_task_says_so():
     narrow = GymTask(GymConfig())  # two one-digit terms, + and -: a few hundred questions in all
     with pytest.raises(ValueError, match="distinct test problems.*widen the task"):
         narrow.prompts("test", 200, 0)
+
+
+def test_seeds_draw_apart_from_each_other_not_one_item_shifted():
+    # reasoning-gym builds item i of stream s from s + i: used as they are, seeds 0 and 1 would share
+    # all but one training prompt; the stride puts each seed on its own stream
+    shifted = GymTask(GymConfig(max_digits=2, seed_stride=1))
+    apart = GymTask(GymConfig(max_digits=2))
+    same = lambda t: len({p.text for p in t.prompts("train", 64, 0)} & {p.text for p in t.prompts("train", 64, 1)})  # noqa: E731
+    assert same(shifted) >= 60
+    assert same(apart) <= 20  # what repeats is the task's few one-digit questions, drawn by chance
+
+
+def test_the_reserved_share_is_apart_from_the_training_and_test_splits():
+    texts = [f"q{i}" for i in range(4000)]
+    parts = [hash_split(t, 0.2, 0, 0.3) for t in texts]
+    assert 0.27 < parts.count("reserved") / len(texts) < 0.33
+    assert [p == "test" for p in parts] == [hash_split(t, 0.2, 0) == "test" for t in texts]  # test split unchanged
+    learners = GymTask(GymConfig(max_digits=2, reserve_share=0.3))
+    shaping = GymTask(GymConfig(max_digits=2, reserve_share=0.3, reserved=True))
+    shaped = {p.text for p in shaping.prompts("train", 200, 1000)}
+    drawn = {p.text for s in (0, 1, 2) for p in learners.prompts("train", 100, s)}
+    test = {p.text for p in learners.prompts("test", 100, 0)}
+    assert len(shaped) == 200 and not shaped & drawn and not shaped & test
+    assert test == {p.text for p in shaping.prompts("test", 100, 0)}
+
+
+@pytest.mark.parametrize("kw, field", [({"reserve_share": 0.9}, "reserve_share"), ({"reserved": True}, "reserved"),
+                                       ({"name": "gsm_symbolic", "reserve_share": 0.3}, "reserve_share"),
+                                       ({"seed_stride": 0}, "seed_stride")])
+def test_reserve_and_stride_errors_name_the_field(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        from_dict(GymConfig, kw)

@@ -119,7 +119,7 @@ def test_ensemble_run_reloads_and_counts_labels_once(base, tmp_path):
 
 def test_pessimistic_methods_get_their_own_verifier_job():
     plain = ["base", "sft", "bon", "rl_verifier"]
-    over = ["n=[16]", "seeds=[0]", "heterogeneity=['high']", "accounting=['shared']"]
+    over = ["n=[16]", "seeds=[0]", "heterogeneity=['high']", "accounting=['shared']", "vb_reference=rl_verifier"]
     before = expand(load_study_config("studies/didactic-quick.toml", over + [f"methods={plain}"]))
     both = expand(load_study_config("studies/didactic-quick.toml",
                                     over + [f"methods={plain + ['bon_pess', 'rl_verifier_pess']}"]))

@@ -89,7 +89,7 @@ def test_too_few_prompts_for_the_forcing_validation_name_the_field(tmp_path):
 def test_too_few_prompts_for_the_shaped_bases_name_the_field(tmp_path):
     rows = b"".join(b'{"question": "%d + 1?", "answer": "#### %d"}\n' % (i, i + 1) for i in range(40))
     study = _text_study(tmp_path, _data(tmp_path, "some.jsonl", rows),
-                        'shaped_bases = true\nheterogeneity = ["none"]\n[files]\ntest_share = 0.5\n')
+                        'shaped_bases = true\nheterogeneity = ["none"]\n[files]\ntest_share = 0.5\nreserve_share = 0.3\n')
     line = _refused(tmp_path, study)
     assert "shape.prompts (96 + 16 validation prompts)" in line, line
 

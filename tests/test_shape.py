@@ -91,7 +91,7 @@ def _shaped_study(lm_dir, **kw):
                             "budgets": [24, 32], "n": [8], "seeds": [0], "eval_prompts": 4, "samples_per_problem": 2,
                             "shaped_bases": True, "heterogeneity": ["none", "high"], "diagnose_prompts": 3,
                             "diagnose_samples": 2, "methods": ["base", "sft_search", "bon"], "vf_reference": "sft_search",
-                            "shape": {"prompts": 12, "r": 2}, **kw})
+                            "shape": {"prompts": 12, "r": 2}, "gym": {"reserve_share": 0.3}, **kw})
 
 
 def test_a_shaped_study_starts_every_job_of_a_level_from_its_base(lm_dir):
@@ -102,6 +102,9 @@ def test_a_shaped_study_starts_every_job_of_a_level_from_its_base(lm_dir):
     assert len(shaping) == 1  # one shaping draw serves every level
     (draw,) = [j for j in jobs if j.id in shaping]
     assert (draw.n, draw.seed, draw.cfg.r, draw.world.base) == (12, 1000, 2, None)
+    # the shaping draws from the reserved share; every learner, draw and evaluation from the rest
+    assert draw.world.task_cfg.reserved and all(b.world.task_cfg.reserved for b in bases.values())
+    assert not any(j.world.task_cfg.reserved for j in jobs if j.id not in shaping and not isinstance(j, ShapedBaseJob))
     ids = {b.id: level for level, b in bases.items()}
     for j in jobs:
         if j.id in shaping or isinstance(j, ShapedBaseJob):
@@ -118,6 +121,13 @@ def test_a_shaped_study_starts_every_job_of_a_level_from_its_base(lm_dir):
 def test_shaped_study_errors_name_the_field(lm_dir, kw, field):
     with pytest.raises(ConfigError, match=field):
         _shaped_study(lm_dir, **kw)
+
+
+def test_shaped_bases_need_a_reserved_share(lm_dir):
+    with pytest.raises(ConfigError, match="gym.reserve_share"):
+        _shaped_study(lm_dir, gym={"reserve_share": 0.0})
+    with pytest.raises(ConfigError, match="reserved"):
+        _shaped_study(lm_dir, gym={"reserve_share": 0.3, "reserved": True})
 
 
 def test_shaped_bases_are_for_text_tasks():

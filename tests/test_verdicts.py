@@ -7,7 +7,7 @@ import math
 import pytest
 
 from veriscale.atomic import write_json_atomic
-from veriscale.config import to_dict
+from veriscale.config import ConfigError, to_dict
 from veriscale.predict import check, gap, lift, predict
 from veriscale.study.analysis import Report
 from veriscale.study.grid import expand
@@ -123,14 +123,14 @@ def test_records_without_per_problem_outcomes_keep_the_t_interval(tmp_path):
         assert "95% t-interval over 3 seeds, paired by seed" in rows[c] and "bootstrap" not in rows[c]
 
 
-def _shaped_report(tmp_path, theory: bool) -> Report:
+def _shaped_report(tmp_path, theory: bool, **kw) -> Report:
     """A text study with two shaped bases whose diagnoses measure σ/H 0.1 (none) and 0.4 (high):
     bon leads search-trace SFT by 10 tokens on the heterogeneous base and 2 on the other (the
     mirror world: the other way round)."""
     study = study_from_dict({"name": "t", "policy": "hf:nowhere", "task": "gym:basic_arithmetic", "shaped_bases": True,
-                             "heterogeneity": ["none", "high"], "budgets": [32, 64], "n": [16], "seeds": [0, 1, 2],
+                             "gym": {"reserve_share": 0.3}, "heterogeneity": ["none", "high"], "budgets": [32, 64], "n": [16], "seeds": [0, 1, 2],
                              "methods": ["base", "sft_search", "bon"], "vf_reference": "sft_search",
-                             "accounting": ["shared"], "samples_per_problem": 2})
+                             "accounting": ["shared"], "samples_per_problem": 2, **kw})
     write_json_atomic(tmp_path / "study.json", to_dict(study))
     for job in (j for j in expand(study) if j.kind == "eval"):
         c = job.config
@@ -156,3 +156,33 @@ def test_shaped_bases_judge_claim_1_by_the_gap_on_the_more_heterogeneous_base(tm
     assert row["verdict"] == verdict and "base high (σ/H 0.4" in row["measured"], row
     path, _ = fig_vs_sigma(rep)
     assert path.name == "fig_i_vs_sigma.png" and path.stat().st_size > 0
+
+
+def test_the_headline_vb_method_is_named_before_the_run_not_picked_on_test(tmp_path):
+    # bon leads search-trace SFT on every base; wmaj does not. Named as the headline, wmaj is
+    # what claim 1 reads, though bon has the larger gap on the test records.
+    rep = _shaped_report(tmp_path, True, methods=["base", "sft_search", "bon", "wmaj"], vb_reference="wmaj:shared")
+    row = next(r for r in claims(rep, {}) if r["claim"] == "1")
+    assert row["measured"].startswith("wmaj:shared − sft_search") and row["verdict"] != SUPPORTED, row
+    (tmp_path / "first").mkdir()
+    first = _shaped_report(tmp_path / "first", True, methods=["base", "sft_search", "wmaj", "bon"])
+    assert first.study.headline_vb == "wmaj:shared"  # '' = the first candidate of `methods`
+
+
+def test_a_headline_vb_method_the_study_lacks_names_the_field():
+    with pytest.raises(ConfigError, match="vb_reference.*valid: bon:shared"):
+        study_from_dict({"methods": ["base", "sft", "bon"], "accounting": ["shared", "per_sample"],
+                         "vb_reference": "rl_outcome"})
+    with pytest.raises(ConfigError, match="vb_reference"):
+        study_from_dict({"methods": ["base", "sft", "bon"], "accounting": ["shared", "per_sample"],
+                         "vb_reference": "bon:per_sample"})
+
+
+def test_a_per_sample_method_is_charged_its_N_samples_in_the_token_multiplier(tmp_path):
+    # the fake records give bon the same success under both accountings; per-sample draws 4 samples
+    # of H tokens, so VF's tokens to match it are divided by 4·H, not H
+    rep = _report(tmp_path, accounting=["shared", "per_sample"], samples_per_problem=4)
+    mult = {(m["heterogeneity"], m["method"], m["axis"], m["at"]): m["multiplier"] for m in rep.multipliers()}
+    pairs = [(k, mult[(k[0], "bon:per_sample", *k[2:])]) for k in mult if k[1] == "bon:shared" and mult[k]]
+    assert pairs and all(per == pytest.approx(mult[k] / (4 if k[2] == "tokens" else 1)) for k, per in pairs)
+    assert {k[2] for k, _ in pairs} == {"tokens", "data"}

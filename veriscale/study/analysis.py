@@ -373,7 +373,8 @@ class Report:
 
     def multipliers(self) -> list[dict]:
         """Tokens (and data) the VF reference needs to reach each VB method's mean success: the
-        crossing of VF's curve, interpolated in log x; "at most" when VF is already above the
+        crossing of VF's curve, interpolated in log x, over what the VB method was allowed (a
+        per-sample method draws N samples of H tokens: N·H); "at most" when VF is already above the
         target at the grid's first point (the true crossing may lie below the grid)."""
         def mean(*cell):
             return self.iv(*cell, "success")["mean"] if cell in self.cells else NAN
@@ -381,6 +382,7 @@ class Report:
         out = []
         for het in self.hets:
             for m in self.vb:
+                times = self.study.samples_per_problem if m.endswith(":per_sample") else 1
                 for axis, xs, cell in (("tokens", self.budgets, lambda x, lab: (het, self.nmax, lab, x)),
                                        ("data", self.ns, lambda x, lab: (het, x, lab, self.Hmax))):
                     vf = [mean(*cell(x, self.vf)) for x in xs]
@@ -389,6 +391,7 @@ class Report:
                         hit = crossing(xs, vf, target) if math.isfinite(target) else None
                         kind = ("not reached" if hit is None else "at most" if hit == xs[0] and vf[0] > target
                                 else "interpolated")
+                        allowed = x * times if axis == "tokens" else x
                         out.append({"heterogeneity": het, "method": m, "axis": axis, "at": x,
-                                    "multiplier": None if hit is None else hit / x, "kind": kind})
+                                    "multiplier": None if hit is None else hit / allowed, "kind": kind})
         return out

@@ -250,8 +250,8 @@ def fig_multiplier(rep: Report, mult: list[dict]) -> tuple[Path, str]:
         legend(ax, 6)
     return (save(fig, rep.dir / "fig_e_multiplier.png"),
             f"(e) How many times more test-time tokens (left, at n = {rep.nmax}) or training prompts (right, at "
-            f"H = {rep.Hmax}) {rep.vf} needs to reach each VB method's mean success, interpolated in log x; a cross "
-            f"along the top: never within the grid; below 1, VF needs less. {rep.mode()}.")
+            f"H = {rep.Hmax}) {rep.vf} needs to reach each VB method's mean success, interpolated in log x, over what "
+            f"the VB method was allowed (N·H tokens for a per-sample method); a cross along the top: never within the grid; below 1, VF needs less. {rep.mode()}.")
 
 
 def draw_all(rep: Report, s: dict) -> list[tuple[Path, str]]:

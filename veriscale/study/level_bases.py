@@ -41,7 +41,10 @@ class ShapedBaseJob(Job):
 def level_world(world: World, level: str, cfg: ShapeConfig, sampler: str, artifact: Callable[[Job], str]) -> World:
     """The world of one level: `world` (the policy itself) with its shaped base; `artifact` adds
     a job to the grid and returns its id (the samples are one job for every level)."""
-    samples = artifact(SamplesJob(world, cfg.prompts, cfg.data_seed, cfg.horizon, sampler,
+    # The shaping draws its prompts from the task's reserved share, which the learners on the shaped
+    # base never draw from: validation prompts are as new to the base as the test prompts are.
+    shaping = replace(world, task_cfg=replace(world.task_cfg, reserved=True))
+    samples = artifact(SamplesJob(shaping, cfg.prompts, cfg.data_seed, cfg.horizon, sampler,
                                   samples_.SamplesConfig(r=cfg.r, temperature=cfg.temperature,
                                                          val_prompts=cfg.val_prompts)))
-    return replace(world, base=artifact(ShapedBaseJob(world, level, to_dict(cfg), samples)))
+    return replace(world, base=artifact(ShapedBaseJob(shaping, level, to_dict(cfg), samples)))

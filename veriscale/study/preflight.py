@@ -62,15 +62,20 @@ def _check_splits(study: StudyConfig, task: Task) -> None:
                                                                             for m in study.methods):
             wants.append((f"search_validation ({max(study.n)} + {study.search_validation} prompts)", "train",
                           max(study.n) + study.search_validation, seed))  # best-of-N's N (study/search_choice.py)
-    if study.text and study.shaped_bases:  # the shaped bases' samples (learn/shape.py)
-        sh = study.shape
-        wants.append((f"shape.prompts ({sh.prompts} + {sh.val_prompts} validation prompts)", "train",
-                      sh.prompts + sh.val_prompts, sh.data_seed))
     for field, split, n, seed in wants:
-        try:
-            task.prompts(split, n, seed)
-        except ValueError as e:
-            raise ConfigError(f"{field}: {e}") from None
+        _draw(task, field, split, n, seed)
+    if study.text and study.shaped_bases:  # the shaped bases' samples (learn/shape.py), from the reserved share
+        sh, table = study.shape, "gym" if study.task.startswith("gym:") else "files"
+        shaping = make_task(study.task, **{table: replace(getattr(study, table), reserved=True)})
+        _draw(shaping, f"shape.prompts ({sh.prompts} + {sh.val_prompts} validation prompts)", "train",
+              sh.prompts + sh.val_prompts, sh.data_seed)
+
+
+def _draw(task: Task, field: str, split: str, n: int, seed: int) -> None:
+    try:
+        task.prompts(split, n, seed)
+    except ValueError as e:
+        raise ConfigError(f"{field}: {e}") from None
 
 
 def _validation_prompts(study: StudyConfig) -> int:

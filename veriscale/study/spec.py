@@ -98,6 +98,10 @@ class StudyConfig:
                           "samples of H tokens either way")
     temperature: float = knob(1.0, "sampling temperature at evaluation", min=0.0)
     vf_reference: str = knob("sft", "the VF method gaps are measured against")
+    vb_reference: str = knob("", "the VB method of the headline verdicts (claims 1 and 3, the prediction check), "
+                                 "named before the study runs and never picked on its test records: a VB method, "
+                                 "or a best-of-N method under the shared accounting (e.g. 'bon:shared'); '' = the "
+                                 "first such method of `methods`")
     diagnose_prompts: int = knob(128, "prompts of the base policy's diagnosis (heterogeneity, anti-concentration; "
                                       "0 = no diagnosis)", min=0)
     diagnose_samples: int = knob(16, "traces per prompt of the base policy's diagnosis", min=2)
@@ -158,6 +162,18 @@ class StudyConfig:
     def vb_methods(self) -> tuple[str, ...]:
         """Labels of the VB methods this study runs (best-of-N methods once per accounting)."""
         return tuple(lab for m, lab in self.runs() if METHODS[m].vb)
+
+    @property
+    def headline_candidates(self) -> tuple[str, ...]:
+        """The VB labels that draw at most H tokens a problem, as VF does (per-sample best-of-N
+        draws up to N·H: its gap is in the tables, never a headline), each at its setting chosen
+        on validation (not a fixed-setting twin)."""
+        return tuple(m for m in self.vb_methods if not m.endswith((":per_sample", ":fixed")))
+
+    @property
+    def headline_vb(self) -> str | None:
+        """The VB method of the headline verdicts: `vb_reference`, or the first candidate."""
+        return self.vb_reference or next(iter(self.headline_candidates), None)
 
     def runs(self) -> list[tuple[str, str]]:
         """(method, label) of every reported run kind, in the order of `methods`."""
@@ -238,6 +254,9 @@ class StudyConfig:
                 raise ConfigError(f"methods: unknown method {m!r} (valid: {', '.join(METHODS)})")
             if METHODS[m].needs not in (None, kind):
                 raise ConfigError(f"methods: {m} needs a {METHODS[m].needs} task: {METHODS[m].why}")
+        if self.vb_reference and self.vb_reference not in self.headline_candidates:
+            raise ConfigError(f"vb_reference: {self.vb_reference!r} is not a VB method of this study drawing at most "
+                              f"H tokens a problem (valid: {', '.join(self.headline_candidates) or 'none'})")
         for h in self.heterogeneity:
             if h not in LEVELS:
                 raise ConfigError(f"heterogeneity: unknown level {h!r} (valid: {', '.join(LEVELS)})")
@@ -248,6 +267,12 @@ class StudyConfig:
                               "shaped bases are for text tasks")
         if self.shaped_bases:
             self.shape.sft_config()  # its [shape.sft] table, checked before any work
+            table = "gym" if self.task.startswith("gym:") else "files"
+            if not getattr(self, table).reserve_share:
+                raise ConfigError(f"{table}.reserve_share: shaped bases are shaped on a reserved share of the "
+                                  "task's questions, apart from every prompt the learners draw (set it > 0)")
+        if self.gym.reserved or self.files.reserved:
+            raise ConfigError("reserved: the study sets it for the shaping jobs alone")
         for a in self.accounting:
             if a not in ACCOUNTINGS:
                 raise ConfigError(f"accounting: unknown accounting {a!r} (valid: {', '.join(ACCOUNTINGS)})")

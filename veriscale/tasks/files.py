@@ -27,7 +27,7 @@ import torch
 from veriscale.config import knob
 from veriscale.grading import BOX, GradingConfig, TextProblem, box_content
 from veriscale.tasks.base import Rollouts, gold_traces, other_prompts
-from veriscale.tasks.gym import hash_split
+from veriscale.tasks.gym import Reserve, hash_split
 
 INSTRUCTIONS = {
     "number": 'Solve it step by step, then write "Final answer:" and the number.',
@@ -41,7 +41,7 @@ class DataFileError(ValueError):
 
 
 @dataclass
-class FilesConfig(GradingConfig):
+class FilesConfig(Reserve, GradingConfig):
     path: str = knob("", "JSONL or Parquet file of GSM8K- or MATH-format rows")
     instruction: str = knob("auto", "answer-format instruction appended to each question ('auto' = ask for "
                                     "'Final answer: N' on GSM8K rows and a \\boxed{} answer on MATH rows)")
@@ -130,7 +130,8 @@ class FileTask:
         """n distinct problems of `split`, a seeded random choice."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        pool = [p for p in self.problems if hash_split(p.text, self.cfg.test_share, self.cfg.split_seed) == split]
+        pool = [p for p in self.problems
+                if hash_split(p.text, self.cfg.test_share, self.cfg.split_seed, self.cfg.reserve_share) == self.cfg.part(split)]
         if n > len(pool):
             raise ValueError(f"{self.cfg.path}: asked for {n} {split} problems but the file has {len(pool)} "
                              f"(files.test_share={self.cfg.test_share})")

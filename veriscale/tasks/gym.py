@@ -79,7 +79,32 @@ LICENCES = _Licences({
 
 
 @dataclass
-class GymConfig(GradingConfig):
+class Reserve:
+    """A text task's reserved share: questions kept apart from its training split (by the same
+    stable hash as the test split) to shape bases on, so that no learner on a shaped base draws a
+    prompt the base was shaped on (GymConfig and FilesConfig extend it; both have `test_share`)."""
+
+    reserve_share: float = knob(0.0, "share of all questions (stable hash, beside the test share) kept apart "
+                                     "from the training split to shape bases on (a shaped_bases study needs it "
+                                     "> 0: the learners then never draw a prompt a base was shaped on; ours)",
+                                min=0.0, max=1.0)
+    reserved: bool = knob(False, "the training split is the reserved share (set by the study for the jobs that "
+                                 "shape bases; not a knob to set by hand)")
+
+    def __post_init__(self) -> None:
+        if self.test_share + self.reserve_share > 1:
+            raise ConfigError(f"reserve_share: {self.reserve_share} beside test_share {self.test_share} leaves "
+                              "no training split (their sum must be at most 1)")
+        if self.reserved and not self.reserve_share:
+            raise ConfigError("reserved: there is no reserved share to draw from (reserve_share = 0)")
+
+    def part(self, split: str) -> str:
+        """The hash_split part that `split` ("train" or "test") draws from."""
+        return "reserved" if split == "train" and self.reserved else split
+
+
+@dataclass
+class GymConfig(Reserve, GradingConfig):
     name: str = knob("basic_arithmetic", "reasoning-gym dataset (any name in reasoning_gym.factory.DATASETS)")
     min_terms: int = knob(2, "arithmetic: fewest terms", min=2)
     max_terms: int = knob(2, "arithmetic: most terms", min=2)
@@ -93,8 +118,14 @@ class GymConfig(GradingConfig):
     test_share: float = knob(0.2, "share held out for 'test' (gsm_symbolic: of templates; else: of questions)",
                              min=0.0, max=1.0)
     split_seed: int = knob(0, "seed of the train/test split", min=0)
-
+    seed_stride: int = knob(1_000_003, "data seed s reads reasoning-gym's stream s x seed_stride (reasoning-gym "
+                                       "builds item i from seed + i, so seeds 0 and 1 as they are share all but "
+                                       "one item; a stride above the items drawn keeps the seeds' draws apart; "
+                                       "ours)", min=1)
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.name == "gsm_symbolic" and self.reserve_share:
+            raise ConfigError("reserve_share: gsm_symbolic splits by template, not by question; it has no reserved share")
         if self.name in NAMES:  # the defaults validate without importing reasoning-gym (~2 s)
             return
         try:
@@ -109,10 +140,11 @@ class GymConfig(GradingConfig):
             raise ConfigError(f"name: {self.name} is not supported: {REFUSED[self.name]}")
 
 
-def hash_split(text: str, test_share: float, seed: int) -> str:
-    """"test" for a stable pseudo-random `test_share` of texts (same answer on every machine), else "train"."""
-    digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") < test_share * 2**64 else "train"
+def hash_split(text: str, test_share: float, seed: int, reserve_share: float = 0.0) -> str:
+    """"test" for a stable pseudo-random `test_share` of texts (same answer on every machine), then
+    "reserved" for the next `reserve_share` of them, else "train"."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test_share else "reserved" if u < test_share + reserve_share else "train"
 
 
 GSM_GOLD_LINE = re.compile(r"\s*####[^\n]*$")
@@ -186,15 +218,21 @@ class GymTask:
     def _split_of(self, entry: dict, template: int | None) -> str:
         if template is not None:
             return "test" if template in self.test_templates else "train"
-        return hash_split(entry["question"], self.cfg.test_share, self.cfg.split_seed)
+        return hash_split(entry["question"], self.cfg.test_share, self.cfg.split_seed, self.cfg.reserve_share)
 
     def prompts(self, split: str, n: int, seed: int) -> list[TextProblem]:
         """n distinct problems of `split` (a question drawn again is skipped: a repeated prompt adds
-        no evidence), reproducible for a seed (drawn from reasoning-gym's stream `seed`)."""
+        no evidence), reproducible for a seed (drawn from reasoning-gym's stream seed × seed_stride).
+        The training split of a `reserved` config is the reserved share."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         size = 50 * n + 1000  # problems are generated lazily; this only bounds the search
-        ds = self.rg.create_dataset(self.cfg.name, size=size, seed=seed, **_dataset_kwargs(self.cfg))
+        if size > self.cfg.seed_stride > 1:
+            raise ValueError(f"{self.name}: {size} items drawn overlap the next seed's stream; raise gym.seed_stride "
+                             f"(now {self.cfg.seed_stride})")
+        ds = self.rg.create_dataset(self.cfg.name, size=size, seed=seed * self.cfg.seed_stride,
+                                    **_dataset_kwargs(self.cfg))
+        wanted = self.cfg.part(split)
         # gsm_symbolic's template of each item (list_functions has task_indices too, but is hash-split)
         templates = getattr(ds, "task_indices", None) if self.cfg.name == "gsm_symbolic" else None
         out: list[TextProblem] = []
@@ -204,7 +242,7 @@ class GymTask:
                 return out
             entry = ds[idx]
             template = templates[idx] if templates is not None else None
-            if self._split_of(entry, template) != split or entry["question"] in seen:
+            if self._split_of(entry, template) != wanted or entry["question"] in seen:
                 continue
             seen.add(entry["question"])
             out.append(self._problem(entry, template, f"seed {seed}, size {size}, item {idx}"))
