@@ -149,3 +149,18 @@ def test_file_task_answer_keys_delegate(tmp_path):
     ro = text_rollouts(["Final| answer:| 7.0|<eos>"])
     answers, valid = task.answer_keys(task.problems, ro)
     assert answers.tolist() == [[answer_key("7")]] and valid.tolist() == [True]
+
+
+def test_early_stop_grades_the_prefix_it_stopped_at():
+    # 7 is right; a later "Final answer: 8" overrides it in the whole trace
+    ro = text_rollouts(["Final| answer:| 7|\nWait|,| Final| answer:| 8|<eos>"])
+    problems = [TextProblem(text="3 + 4?", gold="7")]
+    h = torch.arange(1, ro.tokens.shape[1] + 1)
+
+    def success(passes_from: int) -> float:
+        scores = (h >= passes_from).float()[None, None]  # (1, 1, L): the verifier passes from that token on
+        (row,) = search_budgets(Pool(TextTask(), problems, ro, SearchPlan("early_stop", 1), scores), [9])
+        return row["success"]
+
+    assert success(4) == 1.0  # stopped after "7\n": the prefix it stopped at is right
+    assert success(99) == 0.0  # never stopped: the whole trace, whose final answer is 8

@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 
 from veriscale.rewards import budget_metrics
-from veriscale.tasks.base import NEVER, Rollouts, Task, repeat_each
+from veriscale.tasks.base import NEVER, Rollouts, Task, repeat_each, take
 
 Selection = Literal["bon", "maj", "wmaj", "oracle", "early_stop"]
 Accounting = Literal["shared", "per_sample"]
@@ -164,14 +164,19 @@ def _best_of_n(pool: Pool, H: int, rule: Selection) -> tuple[torch.Tensor, torch
     return torch.where(ok, spent, NEVER), spent, calls  # shared: T_eff = every drawn token
 
 
-def _early_stop(pool: Pool, T: torch.Tensor, H: int,
-                threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """T (B,): first-success index of each problem's full (untruncated) trace."""
+def _early_stop(pool: Pool, H: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each trace stopped at the first prefix the verifier passes (else at its end within H), and
+    graded as the prefix it stopped at: a later answer that overrides a correct one is not read."""
     used = pool.rollouts.counts.clamp(max=H)  # (B,): one trace per problem
     h = torch.arange(1, H + 1)
     passed = (pool.scores[:, 0, :H] >= threshold) & (h[None] <= used[:, None])  # (B, H)
     stop = torch.where(passed.any(1), passed.int().argmax(1) + 1, used)  # (B,) h_stop
-    return torch.where(T <= stop, T, NEVER), stop, stop
+    T = torch.full_like(stop, NEVER)
+    for s in stop.unique().tolist():  # one check per stopping point, on the rows that stopped there
+        rows = (stop == s).nonzero().squeeze(1)
+        T_s = pool.task.check(take(pool.prompts, rows), pool.rollouts.take(rows).truncate(s))
+        T[rows] = torch.where(T_s <= s, T_s, NEVER)
+    return T, stop, stop
 
 
 def search_budgets(pool: Pool, budgets: list[int], *, threshold: float = 0.5) -> list[dict]:
@@ -180,13 +185,12 @@ def search_budgets(pool: Pool, budgets: list[int], *, threshold: float = 0.5) ->
     selection = pool.plan.selection
     if pool.plan.needs_verifier and pool.scores is None:
         raise ValueError(f"selection {selection!r} needs verifier scores in the pool")
-    T_full = pool.task.check(pool.prompts, pool.rollouts) if selection == "early_stop" else None
     out = []
     for H in sorted(budgets):
         if pool.plan.sample_len(H) > pool.width:
             raise ValueError(f"budget {H} needs {pool.plan.sample_len(H)} tokens per sample; the pool has "
                              f"{pool.N} x {pool.width}")
-        T, tokens, calls = _early_stop(pool, T_full, H, threshold) if selection == "early_stop" \
+        T, tokens, calls = _early_stop(pool, H, threshold) if selection == "early_stop" \
             else _best_of_n(pool, H, selection)
         out.append(budget_record(T, tokens, calls, H, pool.plan.cap(H)))
     return out

@@ -132,7 +132,14 @@ class Report:
         return f"{label} ({role})" if role else label
 
     def iv(self, het, n, label, H, key) -> dict:
-        """Interval over seeds of one cell's metric; one seed: its within-run interval if stored."""
+        """Interval of one cell's metric: over seeds and prompts for a return or success rate whose
+        records keep per-problem outcomes (every seed shares the held-out prompts, so the prompt
+        part of the variance is the one more seeds do not shrink; cut to the metric's range), else
+        over seeds; one seed without outcomes: its within-run interval if stored."""
+        if key in ("J", "J_norm", "success") and (het, n, label, H) in self.cells:
+            crossed = self.contrast(key, [(1.0, (het, n, label, H))])
+            if crossed and crossed.get("how") == "crossed":
+                return crossed
         vals = self.values(het, n, label, H, key)
         out = interval(vals.values())
         if out["k"] == 1:

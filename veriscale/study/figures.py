@@ -3,7 +3,8 @@
 Every figure is a PNG in the study directory with a caption that names the mode that produced it.
 On log axes a non-positive mean cannot be drawn: it is marked by a downward triangle along the
 bottom edge in its curve's colour, and its value is stated in the findings and summary.json.
-Error bars are the cells' intervals (95% t over seeds; one seed: within-run where stored).
+Error bars are the cells' intervals (Report.iv: returns and success rates 95% t over seeds and
+prompts where the records keep per-problem outcomes; otherwise over seeds, one seed within-run).
 """
 
 from __future__ import annotations

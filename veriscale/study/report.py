@@ -42,7 +42,9 @@ def write_report(study_dir: str | Path) -> Path:
                    "budgets": rep.budgets, "n": rep.ns, "seeds": list(study.seeds), "levels": rep.hets,
                    "methods": rep.labels, "vf_reference": rep.vf, "vb_methods": rep.vb,
                    "records_finished": len(rep.records), "records_expected": rep.expected,
-                   "intervals": "95% Student-t over seeds; one seed: within-run interval over prompts where stored",
+                   "intervals": ("returns and success rates: 95% Student-t over seeds and prompts (var(seed means)/S "
+                                 "+ var(prompt means)/P, cut to the range) where records keep per-problem outcomes; "
+                                 "other metrics and older records: over seeds (one seed: within-run where stored)"),
                    "diagonal": {"c": rep.c and str(rep.c), "pairs": rep.pairs}}}
     if rep.didactic:
         s["levels"], s["clones"] = rep.levels(), rep.clones()
