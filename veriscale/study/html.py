@@ -112,8 +112,8 @@ def render(rep, s: dict, figs: list[tuple[Path, str]]) -> str:
                 "<h2>The diagnosis's prediction (before training) against the measured gap</h2>"
                 + _prediction_table(s["prediction_check"])
                 + "<p class=rule>Predicted from the base policy's return, its spread and c(ε) and from the return and "
-                  "spread of the data VF clones (veriscale/predict.py); measured: the VB method with the largest gap "
-                  f"among those drawing at most H tokens, at H = {rep.Hmax}, n = {rep.nmax}. A prediction is judged only where both signs are decided.</p>"]
+                  "spread of the data VF clones (veriscale/predict.py); measured: the study's headline VB method "
+                  f"(vb_reference, named before it ran), at H = {rep.Hmax}, n = {rep.nmax}. A prediction is judged only where both signs are decided.</p>"]
     more = [_details("Findings (measured)", _findings(s["findings"]))]
     if s.get("levels"):
         head = ["level", "configured spread", "expert sigma(T)/H", "base sigma(T)/H", "diagnosis sigma(R)/H",
