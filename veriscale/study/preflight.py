@@ -65,7 +65,7 @@ def _check_splits(study: StudyConfig, task: Task) -> None:
     for field, split, n, seed in wants:
         _draw(task, field, split, n, seed)
     if study.text and study.shaped_bases:  # the shaped bases' samples (learn/shape.py), from the reserved share
-        sh, table = study.shape, "gym" if study.task.startswith("gym:") else "files"
+        sh, table = study.shape, study.text_table
         shaping = make_task(study.task, **{table: replace(getattr(study, table), reserved=True)})
         _draw(shaping, f"shape.prompts ({sh.prompts} + {sh.val_prompts} validation prompts)", "train",
               sh.prompts + sh.val_prompts, sh.data_seed)

@@ -164,6 +164,11 @@ class StudyConfig:
         return tuple(lab for m, lab in self.runs() if METHODS[m].vb)
 
     @property
+    def text_table(self) -> str:
+        """The table that configures a text task: "gym" (gym:NAME) or "files" (file:PATH)."""
+        return "gym" if self.task.startswith("gym:") else "files"
+
+    @property
     def headline_candidates(self) -> tuple[str, ...]:
         """The VB labels that draw at most H tokens a problem, as VF does (per-sample best-of-N
         draws up to N·H: its gap is in the tables, never a headline), each at its setting chosen
@@ -267,7 +272,7 @@ class StudyConfig:
                               "shaped bases are for text tasks")
         if self.shaped_bases:
             self.shape.sft_config()  # its [shape.sft] table, checked before any work
-            table = "gym" if self.task.startswith("gym:") else "files"
+            table = self.text_table
             if not getattr(self, table).reserve_share:
                 raise ConfigError(f"{table}.reserve_share: shaped bases are shaped on a reserved share of the "
                                   "task's questions, apart from every prompt the learners draw (set it > 0)")
