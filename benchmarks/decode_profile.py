@@ -4,7 +4,12 @@ matmul-only time of the same shapes measured in the same process (the roofline o
 For each row count b and decoding dtype, a KV cache of `--context` tokens per row is built
 (random token ids: the shapes, not the text, set the cost), then `--steps` decode steps run as
 `HFSampler` runs them: one token per row through the model with the cache, then one token drawn
-from the (b, V) logits by the sampler's rule (`engine.sample_next`). Measured:
+from the (b, V) logits by the sampler's rule (`engine.sample_next`). With `--padding both`, each
+is measured twice: every row full (no attention mask reaches the attention), and half the rows
+left-padded over a third of the context, as a draw's rows of prompts of different lengths are
+(the attention gets a mask; for grouped-query attention with a mask, transformers' SDPA path
+packs the query heads onto the key/value heads, without one it asks SDPA for `enable_gqa`).
+Measured:
 
 - step: wall time of one decode step (forward + sampling), the mean over the steps;
 - the step's CPU time by operator class, from torch.profiler (self time of each aten op):
@@ -22,7 +27,7 @@ Each step is measured with transformers' concatenating `DynamicCache` (before) a
 sampler's growing cache (policy/kv_cache.py, after), in turn in the same process.
 
 Run: `python benchmarks/decode_profile.py --threads 2 [--rows 64,256 --dtypes float32,bfloat16
---context 160 --steps 16 --caches concatenating,growing]`; prints Markdown.
+--context 160 --steps 16 --caches concatenating,growing --padding none,half]`; prints Markdown.
 """
 
 from __future__ import annotations
@@ -85,14 +90,25 @@ CACHES = {"concatenating": lambda config: DynamicCache(config=config),  # transf
           "growing": growing_cache}  # the sampler's (policy/kv_cache.py): written in place
 
 
+def context_mask(b: int, context: int, padding: str) -> torch.Tensor:
+    """(b, context) 1 at real tokens: every row full ("none"), or the first half of the rows
+    left-padded over a third of the context ("half")."""
+    attn = torch.ones(b, context, dtype=torch.long)
+    if padding == "half":
+        attn[: b // 2, : context // 3] = 0
+    return attn
+
+
 @torch.inference_mode()
-def prefill(net, b: int, context: int):
-    """A (concatenating) cache of b rows of `context` random tokens, their last logits' draw."""
+def prefill(net, b: int, context: int, padding: str = "none"):
+    """A (concatenating) cache of b rows of `context` random tokens (left-padded as `padding`
+    says), their last logits' draw."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(net.config.vocab_size, (b, context), generator=g)
+    attn = context_mask(b, context, padding)
     cache = DynamicCache(config=net.config)
-    out = net(input_ids=ids, attention_mask=torch.ones(b, context, dtype=torch.long), cache=cache, use_cache=True,
-              logits_to_keep=1)
+    out = net(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0), cache=cache,
+              use_cache=True, logits_to_keep=1)
     return cache, out.logits[:, -1].argmax(-1)
 
 
@@ -108,14 +124,14 @@ def copy_as(prefilled, kind: str, config):
 
 @torch.inference_mode()
 def decode_steps(net, prefilled, first: torch.Tensor, steps: int, cfg: HFConfig, prof: bool,
-                 cache_kind: str = "growing") -> tuple[float, dict]:
+                 cache_kind: str = "growing", padding: str = "none") -> tuple[float, dict]:
     """Seconds per decode step of the prefilled rows, and (prof) the CPU time per step by
     operator class."""
     g = torch.Generator().manual_seed(0)
     cache = copy_as(prefilled, cache_kind, net.config)
     b, context = len(first), prefilled.get_seq_length()
-    attn = torch.ones(b, context, dtype=torch.long)
-    nxt, pos = first, torch.full((b,), context)
+    attn = context_mask(b, context, padding)
+    nxt, pos = first, attn.sum(1)
 
     def step():
         nonlocal attn, nxt, pos
@@ -148,6 +164,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=160, help="cached tokens per row (prompt + generated so far)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--caches", default="concatenating,growing", help=f"KV caches to compare: {', '.join(CACHES)}")
+    ap.add_argument("--padding", default="none", help="none, half or both (see the docstring)")
     ap.add_argument("--rounds", type=int, default=2, help="step and matmul-only timings alternate; best of rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,25 +172,27 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), torch {torch.__version__}; "
           f"cache of {args.context} tokens per row, {args.steps} decode steps, sampling rule {hf.cfg.draw!r}, "
           f"best of {args.rounds} alternating rounds; load average before {os.getloadavg()[0]:.1f}\n")
-    print("| dtype | rows | KV cache | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
+    print("| dtype | rows | padding | KV cache | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
           "matmul ms | attention + cache ms | sampling ms | other ops ms | python + dispatch ms | profiled step ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     caches = args.caches.split(",")
+    paddings = ["none", "half"] if args.padding == "both" else [args.padding]
     for dtype in args.dtypes.split(","):
         net = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=dtype)).decoder()
         weights = linears(net)
-        for b in (int(r) for r in args.rows.split(",")):
+        for b, pad in ((int(r), p) for r in args.rows.split(",") for p in paddings):
             step_s, mm_s = {c: float("inf") for c in caches}, float("inf")
-            prefilled, first = prefill(net, b, args.context)
+            prefilled, first = prefill(net, b, args.context, pad)
             for _ in range(args.rounds):  # every cache and the matmuls in turn, so load hits all alike
                 for c in caches:
-                    step_s[c] = min(step_s[c], decode_steps(net, prefilled, first, args.steps, hf.cfg, False, c)[0])
+                    step_s[c] = min(step_s[c], decode_steps(net, prefilled, first, args.steps, hf.cfg, False, c,
+                                                            pad)[0])
                 mm_s = min(mm_s, matmul_only(weights, b, args.steps))
             for c in caches:
-                wall, by = decode_steps(net, prefilled, first, args.steps, hf.cfg, True, c)
+                wall, by = decode_steps(net, prefilled, first, args.steps, hf.cfg, True, c, pad)
                 ops = sum(by.values())
                 parts = [by.get(k, 0.0) for k in ("matmul", "attention + cache", "sampling", "other ops")]
-                print(f"| {dtype} | {b} | {c} | {1e3 * step_s[c]:.1f} | {1e3 * mm_s:.1f} | {b / step_s[c]:,.0f} | "
+                print(f"| {dtype} | {b} | {pad} | {c} | {1e3 * step_s[c]:.1f} | {1e3 * mm_s:.1f} | {b / step_s[c]:,.0f} | "
                       f"{b / mm_s:,.0f} | {mm_s / step_s[c]:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
                       f" | {1e3 * max(wall - ops, 0.0):.1f} | {1e3 * wall:.1f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
