@@ -27,7 +27,7 @@ Each step is measured with transformers' concatenating `DynamicCache` (before) a
 sampler's growing cache (policy/kv_cache.py, after), in turn in the same process.
 
 Run: `python benchmarks/decode_profile.py --threads 2 [--rows 64,256 --dtypes float32,bfloat16
---context 160 --steps 16 --caches concatenating,growing --padding none,half]`; prints Markdown.
+--context 160 --steps 16 --caches concatenating,growing --padding both]`; prints Markdown.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=160, help="cached tokens per row (prompt + generated so far)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--caches", default="concatenating,growing", help=f"KV caches to compare: {', '.join(CACHES)}")
-    ap.add_argument("--padding", default="none", help="none, half or both (see the docstring)")
+    ap.add_argument("--padding", default="none", choices=["none", "half", "both"], help="left padding (see the docstring)")
     ap.add_argument("--rounds", type=int, default=2, help="step and matmul-only timings alternate; best of rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
