@@ -5,7 +5,7 @@ logits, then draws `--draws` times; the figure is the growth of the process's pe
 over the logits already held (the float32 and float64 copies the draw makes). The tokens of both
 settings are compared: chunking must change none.
 
-    python benchmarks/sample_memory.py --rows 256 --vocab 262144 --threads 2
+    python benchmarks/sample_memory.py --rows 256 --vocab 262144 --threads 2 [--chunks 16777216]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=262_144, help="Gemma 3's vocabulary; SmolLM2's is 49,152")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunks", default="", help="more chunk sizes in logits, comma-separated (e.g. 16777216, "
+                                                 "the default before 2**20)")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -49,7 +51,8 @@ def main() -> None:
     from veriscale.bench import cpu_flags, cpu_model
     from veriscale.policy.engine import SAMPLE_CHUNK
 
-    settings = {"all rows at once": 2**62, f"row chunks of {SAMPLE_CHUNK:,} logits (the default)": SAMPLE_CHUNK}
+    settings = {"all rows at once": 2**62, f"row chunks of {SAMPLE_CHUNK:,} logits (the default)": SAMPLE_CHUNK,
+                **{f"row chunks of {int(c):,} logits": int(c) for c in args.chunks.split(",") if c.strip()}}
     out = {}
     for name, chunk in settings.items():
         run = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--vocab", str(args.vocab),

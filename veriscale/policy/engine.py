@@ -16,7 +16,7 @@ from veriscale.policy.gpt import GPT
 from veriscale.tasks.base import Rollouts
 
 
-SAMPLE_CHUNK = 2**24  # logits per row chunk of an inverse-CDF draw: 64 rows of Gemma 3's 262k vocabulary
+SAMPLE_CHUNK = 2**20  # logits per row chunk of an inverse-CDF draw: 21 rows of SmolLM2's 49k vocabulary, 4 of Gemma 3's 262k
 
 
 def _probs(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
@@ -41,8 +41,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator:
 
     The inverse-CDF draw works on chunks of rows of at most `chunk` logits, so its float32 and
     float64 copies of (rows, V) do not grow with the rows (a 256-row batch of a 262k vocabulary
-    would hold about 1.3 GB of them); every u is drawn first in one call, so the tokens do not
-    depend on the chunking (tested).
+    would hold about 1.3 GB of them) and stay small enough to be reused from the CPU's caches
+    (chunks of 2**20 logits draw 256 rows of a 49k vocabulary about 7x faster than chunks of
+    2**24: BENCHMARKS.md); every u is drawn first in one call, so the tokens do not depend on the
+    chunking (tested).
     """
     if temperature <= 0:
         return logits.argmax(-1)

@@ -25,7 +25,8 @@ from veriscale.tasks.base import Rollouts
 
 @dataclass
 class HFConfig:
-    batch_size: int = knob(64, "rows decoded together; larger is faster per token until memory runs out", min=1)
+    batch_size: int = knob(256, "rows decoded together; larger is faster per token until memory runs out (the "
+                                "transformers sampler's draw at 64, 256 and 512 rows: BENCHMARKS.md)", min=1)
     top_k: int = knob(0, "sample from the k most likely tokens (0 = all)", min=0)
     chat: Literal["auto", "on", "off"] = knob("auto", "wrap prompts in the chat template (auto: when the "
                                               "tokenizer has one)")

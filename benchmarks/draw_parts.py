@@ -1,0 +1,88 @@
+"""Where one draw of the transformers sampler spends its time: the prefills of the rows that
+enter, the decode steps with the batch full, the decode steps below full (the tail, once no row
+is left waiting, and the steps before a compaction refills), and the rest (the token draw over the
+vocabulary, the per-row bookkeeping, row selection and joins).
+
+SmolLM2-135M-Instruct, `--prompts` held-out basic_arithmetic prompts (two terms of up to two
+digits, as studies/llm.toml) x `--samples` samples, temperature 0.7, up to `--new-tokens` tokens,
+one draw per row count of `--batch-sizes`, in this order, in one process. The network's forward
+calls are timed from the outside (a wrapper around the decoding network's `forward`); the rest is
+the draw's wall time less those.
+
+    cd benchmarks && python draw_parts.py --threads 2 --prompts 256 --samples 4 --batch-sizes 64,256 --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+
+from veriscale.bench import cpu_flags, cpu_model
+from veriscale.policy.hf_sampler import HFSampler
+from veriscale.policy.load import load_policy
+from veriscale.policy.text import HFConfig
+from veriscale.tasks.gym import GymConfig, GymTask
+
+
+def timed_draw(sampler: HFSampler, rows: list, new_tokens: int, seed: int) -> dict:
+    """One draw of `rows`, its forward calls timed: {seconds, useful, prefill, full, below, steps_below}."""
+    net = sampler.decoder()
+    forward, calls = net.forward, []  # (rows fed, tokens per row, seconds) per call
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = forward(*args, **kwargs)
+        calls.append((*kwargs["input_ids"].shape, time.perf_counter() - start))
+        return out
+
+    net.forward = timed
+    try:
+        start = time.perf_counter()
+        r = sampler.sample(rows, new_tokens, temperature=0.7, seed=seed)
+        seconds = time.perf_counter() - start
+    finally:
+        del net.forward  # the instance attribute goes; the class's forward is seen again
+    bs = sampler.cfg.batch_size
+    steps = [(b, s) for b, width, s in calls if width == 1]
+    return {"seconds": seconds, "useful": int(r.counts.sum()),
+            "prefill": sum(s for _, width, s in calls if width > 1),
+            "full": sum(s for b, s in steps if b >= min(bs, len(rows))),
+            "below": sum(s for b, s in steps if b < min(bs, len(rows))),
+            "steps": len(steps), "steps_below": sum(b < min(bs, len(rows)) for b, _ in steps)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--batch-sizes", default="64,256", help="row counts, comma-separated, one draw each")
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="hf.sample_dtype")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    hf = load_policy("smollm2", hf=HFConfig(progress=False)).sampler
+    task = GymTask(GymConfig(name="basic_arithmetic", max_digits=2))
+    rows = [p for p in task.prompts("test", args.prompts, args.seed) for _ in range(args.samples)]
+    print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), torch "
+          f"{torch.__version__}; {args.prompts} prompts x {args.samples} samples = {len(rows)} rows, up to "
+          f"{args.new_tokens} new tokens, {args.dtype} decoding, refill on\n")
+    print("| rows decoded together | seconds | useful tokens/s | prefill | decode steps, batch full | "
+          "decode steps below full | the rest (token draw, bookkeeping, joins) | steps (below full) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for bs in (int(b) for b in args.batch_sizes.split(",") if b.strip()):
+        s = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=args.dtype, batch_size=bs))
+        d = timed_draw(s, rows, args.new_tokens, args.seed)
+        share = lambda x: f"{x:.1f} s ({x / d['seconds']:.0%})"  # noqa: E731
+        rest = d["seconds"] - d["prefill"] - d["full"] - d["below"]
+        print(f"| {bs} | {d['seconds']:.1f} | {d['useful'] / d['seconds']:.1f} | {share(d['prefill'])} | "
+              f"{share(d['full'])} | {share(d['below'])} | {share(rest)} | {d['steps']} ({d['steps_below']}) |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
