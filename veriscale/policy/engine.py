@@ -42,8 +42,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator:
     The inverse-CDF draw works on chunks of rows of at most `chunk` logits, so its float32 and
     float64 copies of (rows, V) do not grow with the rows (a 256-row batch of a 262k vocabulary
     would hold about 1.3 GB of them) and stay small enough to be reused from the CPU's caches
-    (chunks of 2**20 logits draw 256 rows of a 49k vocabulary about 7x faster than chunks of
-    2**24: BENCHMARKS.md); every u is drawn first in one call, so the tokens do not depend on the
+    (chunks of 2**20 logits draw 256 rows of a 49k vocabulary in about half the time that chunks of
+    2**24 take: BENCHMARKS.md); every u is drawn first in one call, so the tokens do not depend on the
     chunking (tested).
     """
     if temperature <= 0:
