@@ -45,13 +45,13 @@ def timed_draw(sampler: HFSampler, rows: list, new_tokens: int, seed: int) -> di
         seconds = time.perf_counter() - start
     finally:
         del net.forward  # the instance attribute goes; the class's forward is seen again
-    bs = sampler.cfg.batch_size
+    full = min(sampler.cfg.batch_size, len(rows))  # rows of a full batch
     steps = [(b, s) for b, width, s in calls if width == 1]
     return {"seconds": seconds, "useful": int(r.counts.sum()),
             "prefill": sum(s for _, width, s in calls if width > 1),
-            "full": sum(s for b, s in steps if b >= min(bs, len(rows))),
-            "below": sum(s for b, s in steps if b < min(bs, len(rows))),
-            "steps": len(steps), "steps_below": sum(b < min(bs, len(rows)) for b, _ in steps)}
+            "full": sum(s for b, s in steps if b >= full),
+            "below": sum(s for b, s in steps if b < full),
+            "steps": len(steps), "steps_below": sum(b < full for b, _ in steps)}
 
 
 def main() -> None:

@@ -151,8 +151,7 @@ def main() -> None:
     backends += [(BASELINE, lambda *a: sampled(fixed, *a)), ("HFSampler, refill", lambda *a: sampled(hf, *a))]
     if args.concatenating_cache:
         backends += [("HFSampler, refill, concatenating KV cache", lambda *a: sampled(hf, *a, concatenating=True))]
-    backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in low.items()]
-    backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in wide.items()]
+    backends += [(f"HFSampler, refill, {d}", lambda *a, s=s: sampled(s, *a)) for d, s in {**low, **wide}.items()]
     backends += [(f"CT2Sampler {c}", lambda *a, s=s: sampled(s, *a)) for c, s in ct2.items()]
     mkl = os.environ.get("CT2_USE_MKL", "unset")  # CTranslate2 uses oneDNN, not MKL, on AMD CPUs unless set
     ct2_version = __import__("ctranslate2").__version__ if ct2 else "not used"
@@ -179,8 +178,7 @@ def main() -> None:
         reference = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, draw="multinomial"))
         runs = pass_rates(args, task, pass_rows, reference, {
             f"HFSampler, refill, float32, {hf.cfg.draw}, {args.batch_size} rows": hf,
-            **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in low.items()},
-            **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in wide.items()},
+            **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in {**low, **wide}.items()},
             **{f"CT2Sampler {c}": s for c, s in ct2.items()}})
         if args.roofline:
             roofline({"float32": hf, **low}, {name: (secs, useful, dtype_of(name, low))
