@@ -23,8 +23,10 @@ def table(study_dir: Path, vb: str, vf: str) -> list[str]:
         if m not in methods:
             raise SystemExit(f"{study_dir}: no records of method {m!r}; its methods are {', '.join(methods)}")
     budgets = sorted({k[4] for k in J})
-    levels = json.loads((study_dir / "study.json").read_text())["heterogeneity"]  # the study's order
-    cells = sorted({k[:2] + (k[3],) for k in J if k[2] == vb}, key=lambda c: (levels.index(c[0]), c[1] or 0, c[2]))
+    # the study's order of levels; a task's own label (a gym task's) is not among them
+    levels = json.loads((study_dir / "study.json").read_text())["heterogeneity"]
+    order = lambda c: (levels.index(c[0]) if c[0] in levels else len(levels), c[1] or 0, c[2])  # noqa: E731
+    cells = sorted({k[:2] + (k[3],) for k in J if k[2] == vb}, key=order)
     out = [f"| level | n | seed | {' | '.join(f'gap at H = {H}' for H in budgets)} | "
            f"H = {budgets[-1]} − H = {budgets[0]} |", "|---|---|---|" + "---|" * (len(budgets) + 1)]
     for het, n, seed in cells:
