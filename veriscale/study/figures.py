@@ -21,6 +21,12 @@ from veriscale.study.plotting import (MARKERS, MARKS, alpha_text, anchor, finish
 from veriscale.theory import scaled, vb_shape, vf_shape
 
 
+def method_style(k: int) -> dict:
+    """The colour and marker of the k-th method label, the same in every figure that shows
+    all methods (up to 20, each its own)."""
+    return {"color": plt.get_cmap("tab20")(k % 20), "marker": MARKERS[k % len(MARKERS)]}
+
+
 def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
     """J_H/H and success@H of every method against H (largest n) or n (largest H)."""
     xs = rep.budgets if along == "H" else rep.ns
@@ -31,9 +37,9 @@ def fig_vs(rep: Report, along: str) -> tuple[Path, str]:
             for k, m in enumerate(rep.labels):
                 cells = [(x, (het, rep.nmax, m, x) if along == "H" else (het, x, m, rep.Hmax)) for x in xs]
                 cells = [(x, c) for x, c in cells if c in rep.cells]
-                if cells:  # up to 20 methods, each its own colour and marker
+                if cells:
                     points(ax, [x for x, _ in cells], [rep.iv(*c, key) for _, c in cells], log=False,
-                            label=rep.legend(m), color=plt.get_cmap("tab20")(k % 20), marker=MARKERS[k % len(MARKERS)])
+                           label=rep.legend(m), **method_style(k))
             ax.set_xscale("log", base=2)
             ticks(ax, xs)
             fixed = f"n = {rep.nmax}" if along == "H" else f"H = {rep.Hmax}"
@@ -51,11 +57,12 @@ def fig_tokens(rep: Report) -> tuple[Path, str]:
     """Success against the tokens each method actually spent, one point per budget."""
     fig, axes = grid(1, len(rep.hets), 6.0, 4.5)
     for ax, het in zip(axes[0], rep.hets):
-        for m in rep.labels:
+        for k, m in enumerate(rep.labels):
             cells = [(het, rep.nmax, m, H) for H in rep.budgets if (het, rep.nmax, m, H) in rep.cells]
             if cells:
                 tok = [rep.iv(*c, "tokens")["mean"] for c in cells]
-                points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=m)
+                points(ax, tok, [rep.iv(*c, "success") for c in cells], log=False, label=rep.legend(m),
+                       **method_style(k))
         ax.set(xscale="log", xlabel="tokens drawn per problem (mean)", ylabel="success@H",
                title=f"{rep.where(het)}, n = {rep.nmax}")
         plain(ax.xaxis)
