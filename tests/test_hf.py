@@ -103,6 +103,20 @@ def test_seed_determinism(model, tokenizer):
     assert not torch.equal(a.tokens, c.tokens)
 
 
+def test_the_head_reads_contiguous_rows_only(model, tokenizer):
+    """The output head sees one contiguous (rows, 1, d) column per step, the prefill included:
+    on a strided view of the prefill's last column torch's CPU linear took a path that held
+    GBs in bf16 (BENCHMARKS.md, the prefill's output head)."""
+    seen = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda mod, args: seen.append((args[0].shape[1], args[0].is_contiguous())))
+    try:
+        _sampler(model, tokenizer, batch_size=2).sample(PROMPTS, 8, temperature=1.0, seed=0)
+    finally:
+        hook.remove()
+    assert len(seen) > len(PROMPTS) and set(seen) == {(1, True)}
+
+
 def test_repeated_prompts_share_prefill(model, tokenizer):
     s = _sampler(model, tokenizer)
     single = s.sample(PROMPTS, 16, temperature=0.0)
