@@ -107,8 +107,9 @@ class HFSampler(TextSampler):
         position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # (U, P): real tokens count 0, 1, ...
         cache = growing_cache(net.config)
         # The last column's logits only, kept by index: the head then reads a contiguous (U, 1, d)
-        # copy. logits_to_keep=1 hands it a strided view, on which torch 2.13's CPU linear takes
-        # a path ~300x slower in bf16 that holds GBs (10.9 GB at 200 prompts; BENCHMARKS.md).
+        # copy. logits_to_keep=1 hands it a strided view, on which torch 2.13's CPU linear, with
+        # the bf16 copy's weights made under inference_mode, takes a path ~300x slower that holds
+        # GBs (10.9 GB at 200 prompts; BENCHMARKS.md).
         out = net(input_ids=inp, attention_mask=attn, position_ids=position_ids, cache=cache,
                   use_cache=True, logits_to_keep=torch.tensor([P - 1]), output_hidden_states=layer > 0)
         cache.batch_select_indices(row_of)
