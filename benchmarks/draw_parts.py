@@ -9,6 +9,12 @@ one draw per row count of `--batch-sizes`, in this order, in one process. The ne
 calls are timed from the outside (a wrapper around the decoding network's `forward`); the rest is
 the draw's wall time less those.
 
+With `--roofline-rows`, each draw is followed by the matmul-only rate of one decode step's linear
+layers in the draw's dtype at those row counts (benchmarks/decode_profile.py, best of 3 x 8 steps),
+and the draw's useful tokens/s is given as a share of it: the measure of the sampler's roofline
+target, each share paired with a roofline timed right after its draw (a row count listed twice in
+`--batch-sizes` repeats the same draw, which shows the host's run-to-run spread).
+
     cd benchmarks && python draw_parts.py --threads 2 --prompts 256 --samples 4 --batch-sizes 64,256 --dtype bfloat16
 """
 
@@ -20,6 +26,7 @@ from dataclasses import replace
 
 import torch
 
+from decode_profile import linears, matmul_only
 from veriscale.bench import cpu_flags, cpu_model
 from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
@@ -63,7 +70,10 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="hf.sample_dtype")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--roofline-rows", default="",
+                    help="row counts of the matmul-only rate timed after each draw, comma-separated (none by default)")
     args = ap.parse_args()
+    roof_rows = [int(b) for b in args.roofline_rows.split(",") if b.strip()]
     torch.set_num_threads(args.threads)
     hf = load_policy("smollm2", hf=HFConfig(progress=False)).sampler
     task = GymTask(GymConfig(name="basic_arithmetic", max_digits=2))
@@ -71,17 +81,20 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), torch "
           f"{torch.__version__}; {args.prompts} prompts x {args.samples} samples = {len(rows)} rows, up to "
           f"{args.new_tokens} new tokens, {args.dtype} decoding, refill on\n")
+    roof_head = "".join(f" matmul-only tokens/s at {b} rows | share of it |" for b in roof_rows)
     print("| rows decoded together | seconds | useful tokens/s | prefill | decode steps, batch full | "
-          "decode steps below full | the rest (token draw, bookkeeping, joins) | steps (below full) |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"decode steps below full | the rest (token draw, bookkeeping, joins) | steps (below full) |{roof_head}")
+    print("|---|---|---|---|---|---|---|---|" + "---|---|" * len(roof_rows))
     for bs in (int(b) for b in args.batch_sizes.split(",") if b.strip()):
         s = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=args.dtype, batch_size=bs))
         d = timed_draw(s, rows, args.new_tokens, args.seed)
         share = lambda x: f"{x:.1f} s ({x / d['seconds']:.0%})"  # noqa: E731
         rest = d["seconds"] - d["prefill"] - d["full"] - d["below"]
-        print(f"| {bs} | {d['seconds']:.1f} | {d['useful'] / d['seconds']:.1f} | {share(d['prefill'])} | "
-              f"{share(d['full'])} | {share(d['below'])} | {share(rest)} | {d['steps']} ({d['steps_below']}) |",
-              flush=True)
+        rate = d["useful"] / d["seconds"]
+        roof = {b: b / min(matmul_only(linears(s.decoder()), b, 8) for _ in range(3)) for b in roof_rows}
+        print(f"| {bs} | {d['seconds']:.1f} | {rate:.1f} | {share(d['prefill'])} | "
+              f"{share(d['full'])} | {share(d['below'])} | {share(rest)} | {d['steps']} ({d['steps_below']}) |"
+              + "".join(f" {r:,.0f} | {rate / r:.1%} |" for r in roof.values()), flush=True)
 
 
 if __name__ == "__main__":
