@@ -22,7 +22,7 @@ def table(study_dir: Path, vb: str, vf: str) -> list[str]:
     for m in (vb, vf):
         if m not in methods:
             raise SystemExit(f"{study_dir}: no records of method {m!r}; its methods are {', '.join(methods)}")
-    budgets = sorted({k[4] for k in J})
+    budgets = sorted({k[4] for k in J if k[2] in (vb, vf)})  # a bases-only run may add budgets of `base` alone
     # the study's order of levels; a task's own label (a gym task's) is not among them
     levels = json.loads((study_dir / "study.json").read_text())["heterogeneity"]
     order = lambda c: (levels.index(c[0]) if c[0] in levels else len(levels), c[1] or 0, c[2])  # noqa: E731
