@@ -40,9 +40,11 @@ def table(study_dir: Path) -> list[str]:
     out = ["| level | n | method | H | chosen (per seed) | validation success: chosen / fixed | "
            "test success: chosen / fixed | tokens: chosen / fixed |", "|---|---|---|---|---|---|---|---|"]
     for (het, n, m, H), rs in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2], kv[0][3])):
+        rs = sorted(rs, key=lambda r: r["seed"])  # records load in file order, not seed order
         key = "forcing" if "forcing" in rs[0] else "search"
+        per_seed = "; ".join(f"seed {r['seed']}: {setting(r)}" for r in rs)
         fixed = [f for r in rs if (f := cell.get((het, n, fixed_label(r), H, r["seed"])))]
-        out.append(f"| {het} | {n} | {m} | {H} | {'; '.join(setting(r) for r in rs)} | "
+        out.append(f"| {het} | {n} | {m} | {H} | {per_seed} | "
                    f"{mean([r[key]['val_success'] for r in rs])} / {mean([r[key]['fixed_val_success'] for r in rs])} | "
                    f"{mean([r['success'] for r in rs])} / {mean([f['success'] for f in fixed])} | "
                    f"{mean([r['tokens'] for r in rs], 1)} / {mean([f['tokens'] for f in fixed], 1)} |")
