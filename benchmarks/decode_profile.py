@@ -86,6 +86,12 @@ def matmul_only(weights: list[torch.Tensor], b: int, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def roofline_rate(net, b: int) -> float:
+    """Matmul-only tokens/s of `net`'s decode step at b rows: the best of 3 x 8 steps (the measure the
+    samplers' share of the roofline is taken against in sampler_speed.py and draw_parts.py)."""
+    return b / min(matmul_only(linears(net), b, 8) for _ in range(3))
+
+
 CACHES = {"concatenating": lambda config: DynamicCache(config=config),  # transformers' own: torch.cat per step
           "growing": growing_cache}  # the sampler's (policy/kv_cache.py): written in place
 

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from decode_profile import linears, matmul_only
+from decode_profile import roofline_rate
 from veriscale.bench import cpu_flags, cpu_model
 from veriscale.policy.hf_sampler import HFSampler
 from veriscale.policy.load import load_policy
@@ -91,7 +91,7 @@ def main() -> None:
         share = lambda x: f"{x:.1f} s ({x / d['seconds']:.0%})"  # noqa: E731
         rest = d["seconds"] - d["prefill"] - d["full"] - d["below"]
         rate = d["useful"] / d["seconds"]
-        roof = {b: b / min(matmul_only(linears(s.decoder()), b, 8) for _ in range(3)) for b in roof_rows}
+        roof = {b: roofline_rate(s.decoder(), b) for b in roof_rows}
         print(f"| {bs} | {d['seconds']:.1f} | {rate:.1f} | {share(d['prefill'])} | "
               f"{share(d['full'])} | {share(d['below'])} | {share(rest)} | {d['steps']} ({d['steps_below']}) |"
               + "".join(f" {r:,.0f} | {rate / r:.1%} |" for r in roof.values()), flush=True)

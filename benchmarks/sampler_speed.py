@@ -196,9 +196,9 @@ def roofline(samplers: dict, runs: dict, rows: list[int]) -> None:
     row count of `rows` (benchmarks/decode_profile.py), timed now in this process; a share per row
     count. `samplers` maps a dtype to a sampler decoding in it; `runs` maps a path's name to
     (seconds, useful tokens, dtype)."""
-    from decode_profile import linears, matmul_only
+    from decode_profile import roofline_rate
 
-    rates = {(d, b): b / min(matmul_only(linears(s.decoder()), b, 8) for _ in range(3))
+    rates = {(d, b): roofline_rate(s.decoder(), b)
              for d, s in samplers.items() for b in rows}
     print(f"\nAgainst the roofline: matmul-only tokens/s of one decode step's linear layers, best of 3 x 8 "
           f"steps ({', '.join(f'{d} at {b} rows {r:,.0f}' for (d, b), r in rates.items())}):\n")
