@@ -13,9 +13,10 @@ Measured:
 
 - step: wall time of one decode step (forward + sampling), the mean over the steps;
 - the step's CPU time by operator class, from torch.profiler (self time of each aten op):
-  matmul (mm/addmm/linear/bmm), attention and cache update (scaled_dot_product_attention and
-  its parts, cat/copy of keys and values, rotary embedding arithmetic), sampling (softmax,
-  cumsum, searchsorted, rand over the vocabulary), other ops (norms, activations, indexing);
+  matmul (the linear layers' mm/addmm/linear), attention and cache update (scaled_dot_product_attention
+  and its parts; bmm attention's batched matmuls, mask and softmax over (b, heads, g, S) scores;
+  cat/copy of keys and values, rotary embedding arithmetic), sampling (softmax, cumsum,
+  searchsorted, rand over the (b, V) vocabulary), other ops (norms, activations, indexing);
   "python + dispatch" is the wall time no operator accounts for (the profiler's own cost is in
   it too, so the profiled wall is shown beside the plain one);
 - matmul only: the step's linear layers alone, x @ W^T with the model's own weights at b rows
@@ -24,10 +25,13 @@ Measured:
   could reach if nothing but the matmuls took time; "step / matmul" is the share reached.
 
 Each step is measured with transformers' concatenating `DynamicCache` (before) and with the
-sampler's growing cache (policy/kv_cache.py, after), in turn in the same process.
+sampler's growing cache (policy/kv_cache.py, after), and with each decode attention of
+`--attentions` (`hf.decode_attention`: sdpa, the model's own, or bmm, policy/decode_attention.py),
+in turn in the same process.
 
 Run: `python benchmarks/decode_profile.py --threads 2 [--rows 64,256 --dtypes float32,bfloat16
---context 160 --steps 16 --caches concatenating,growing --padding both]`; prints Markdown.
+--context 160 --steps 16 --caches concatenating,growing --attentions sdpa,bmm --padding both]`; prints
+Markdown.
 """
 
 from __future__ import annotations
@@ -44,23 +48,26 @@ from torch.profiler import ProfilerActivity, profile
 from veriscale.policy.engine import sample_next
 from transformers import DynamicCache
 
-from veriscale.policy.hf_sampler import HFSampler
+from veriscale.policy import decode_attention
+from veriscale.policy.hf_sampler import HFSampler, attending
 from veriscale.policy.kv_cache import growing_cache
 from veriscale.policy.load import load_policy
 from veriscale.policy.text import HFConfig
 
 from veriscale.bench import cpu_flags, cpu_model
 
-CLASSES = {  # aten op name fragment -> class; the first match wins
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"),
-    "attention + cache": ("scaled_dot_product", "attention", "aten::cat", "aten::copy_", "aten::index_select",
-                          "aten::neg"),
+CLASSES = {  # aten op name fragment -> class; the first match wins (4-D softmax inputs are attention's)
+    "matmul": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "attention + cache": ("scaled_dot_product", "attention", "aten::bmm", "aten::masked_fill", "aten::cat",
+                          "aten::copy_", "aten::index_select", "aten::neg"),
     "sampling": ("aten::softmax", "aten::_softmax", "aten::cumsum", "aten::searchsorted", "aten::uniform_",
                  "aten::rand", "aten::div"),
 }
 
 
-def op_class(name: str) -> str:
+def op_class(name: str, shapes: list) -> str:
+    if "softmax" in name and shapes and len(shapes[0]) == 4:  # over (b, heads, g, S) scores, not (b, V) logits
+        return "attention + cache"
     return next((c for c, keys in CLASSES.items() if any(k in name for k in keys)), "other ops")
 
 
@@ -92,8 +99,8 @@ def roofline_rate(net, b: int) -> float:
     return b / min(matmul_only(linears(net), b, 8) for _ in range(3))
 
 
-CACHES = {"concatenating": lambda config: DynamicCache(config=config),  # transformers' own: torch.cat per step
-          "growing": growing_cache}  # the sampler's (policy/kv_cache.py): written in place
+CACHES = {"concatenating": lambda config, whole: DynamicCache(config=config),  # transformers' own: torch.cat per step
+          "growing": growing_cache}  # the sampler's (policy/kv_cache.py): written in place; whole buffers for bmm
 
 
 def context_mask(b: int, context: int, padding: str) -> torch.Tensor:
@@ -118,10 +125,10 @@ def prefill(net, b: int, context: int, padding: str = "none"):
     return cache, out.logits[:, -1].argmax(-1)
 
 
-def copy_as(prefilled, kind: str, config):
+def copy_as(prefilled, kind: str, config, whole: bool):
     """A fresh cache of `kind` holding a copy of the prefilled keys and values (each measurement
     starts from the same context without prefilling again)."""
-    cache = CACHES[kind](config)
+    cache = CACHES[kind](config, whole)
     for lay, src in zip(cache.layers, prefilled.layers):
         lay.lazy_initialization(src.keys, src.values)
         lay.keys, lay.values = src.keys.clone(), src.values.clone()
@@ -130,11 +137,11 @@ def copy_as(prefilled, kind: str, config):
 
 @torch.inference_mode()
 def decode_steps(net, prefilled, first: torch.Tensor, steps: int, cfg: HFConfig, prof: bool,
-                 cache_kind: str = "growing", padding: str = "none") -> tuple[float, dict]:
+                 cache_kind: str = "growing", padding: str = "none", attention: str = "sdpa") -> tuple[float, dict]:
     """Seconds per decode step of the prefilled rows, and (prof) the CPU time per step by
     operator class."""
     g = torch.Generator().manual_seed(0)
-    cache = copy_as(prefilled, cache_kind, net.config)
+    cache = copy_as(prefilled, cache_kind, net.config, attention == "bmm")
     b, context = len(first), prefilled.get_seq_length()
     attn = context_mask(b, context, padding)
     nxt, pos = first, attn.sum(1)
@@ -151,14 +158,14 @@ def decode_steps(net, prefilled, first: torch.Tensor, steps: int, cfg: HFConfig,
         for _ in range(steps):
             step()
         return (time.perf_counter() - start) / steps, {}
-    with profile(activities=[ProfilerActivity.CPU]) as p:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
         start = time.perf_counter()
         for _ in range(steps):
             step()
         wall = (time.perf_counter() - start) / steps
     by = defaultdict(float)
-    for e in p.key_averages():
-        by[op_class(e.key)] += e.self_cpu_time_total / 1e6 / steps
+    for e in p.key_averages(group_by_input_shape=True):
+        by[op_class(e.key, e.input_shapes)] += e.self_cpu_time_total / 1e6 / steps
     return wall, dict(by)
 
 
@@ -170,6 +177,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=160, help="cached tokens per row (prompt + generated so far)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--caches", default="concatenating,growing", help=f"KV caches to compare: {', '.join(CACHES)}")
+    ap.add_argument("--attentions", default="sdpa,bmm", help="decode attentions to compare (hf.decode_attention)")
     ap.add_argument("--padding", default="none", choices=["none", "half", "both"], help="left padding (see the docstring)")
     ap.add_argument("--rounds", type=int, default=2, help="step and matmul-only timings alternate; best of rounds")
     args = ap.parse_args()
@@ -178,10 +186,11 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, {cpu_model()} ({cpu_flags()}), {args.threads} thread(s), torch {torch.__version__}; "
           f"cache of {args.context} tokens per row, {args.steps} decode steps, sampling rule {hf.cfg.draw!r}, "
           f"best of {args.rounds} alternating rounds; load average before {os.getloadavg()[0]:.1f}\n")
-    print("| dtype | rows | padding | KV cache | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
+    print("| dtype | rows | padding | KV cache | attention | step ms | matmul-only ms | step tok/s | roofline tok/s | step / roofline | "
           "matmul ms | attention + cache ms | sampling ms | other ops ms | python + dispatch ms | profiled step ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    caches = args.caches.split(",")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    caches = [(c, a) for c in args.caches.split(",") for a in args.attentions.split(",")]
+    implementation = {"sdpa": None, "bmm": decode_attention.NAME}
     paddings = ["none", "half"] if args.padding == "both" else [args.padding]
     for dtype in args.dtypes.split(","):
         net = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=dtype)).decoder()
@@ -190,16 +199,19 @@ def main() -> None:
             step_s, mm_s = {c: float("inf") for c in caches}, float("inf")
             prefilled, first = prefill(net, b, args.context, pad)
             for _ in range(args.rounds):  # every cache and the matmuls in turn, so load hits all alike
-                for c in caches:
-                    step_s[c] = min(step_s[c], decode_steps(net, prefilled, first, args.steps, hf.cfg, False, c,
-                                                            pad)[0])
+                for c, a in caches:
+                    with attending(net, implementation[a]):
+                        step_s[c, a] = min(step_s[c, a], decode_steps(net, prefilled, first, args.steps, hf.cfg, False,
+                                                                      c, pad, a)[0])
                 mm_s = min(mm_s, matmul_only(weights, b, args.steps))
-            for c in caches:
-                wall, by = decode_steps(net, prefilled, first, args.steps, hf.cfg, True, c, pad)
+            for c, a in caches:
+                with attending(net, implementation[a]):
+                    wall, by = decode_steps(net, prefilled, first, args.steps, hf.cfg, True, c, pad, a)
                 ops = sum(by.values())
                 parts = [by.get(k, 0.0) for k in ("matmul", "attention + cache", "sampling", "other ops")]
-                print(f"| {dtype} | {b} | {pad} | {c} | {1e3 * step_s[c]:.1f} | {1e3 * mm_s:.1f} | {b / step_s[c]:,.0f} | "
-                      f"{b / mm_s:,.0f} | {mm_s / step_s[c]:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
+                t = step_s[c, a]
+                print(f"| {dtype} | {b} | {pad} | {c} | {a} | {1e3 * t:.1f} | {1e3 * mm_s:.1f} | {b / t:,.0f} | "
+                      f"{b / mm_s:,.0f} | {mm_s / t:.0%} | " + " | ".join(f"{1e3 * x:.1f}" for x in parts) +
                       f" | {1e3 * max(wall - ops, 0.0):.1f} | {1e3 * wall:.1f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 

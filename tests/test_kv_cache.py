@@ -1,10 +1,15 @@
 """The growing KV cache layer holds exactly what transformers' concatenating one holds, through
-appends, row selection, joins and cuts, and reallocates only when full (capacity doubles)."""
+appends, row selection, joins and cuts, hands attention whole zero-padded buffers as wide as the
+mask it reports, and reallocates only when full (capacity in blocks); the decode attention over
+them equals SDPA's."""
 
+import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from veriscale.policy.kv_cache import GrowingLayer, cut, editable, join
+from veriscale.policy.decode_attention import decode_attention
+from veriscale.policy.kv_cache import BLOCK, GrowingLayer, cut, editable, join
 
 
 class _Cache:  # the part of a transformers Cache that join and cut read
@@ -17,26 +22,64 @@ def _same(a: DynamicLayer, b: GrowingLayer) -> None:
     assert a.get_seq_length() == b.get_seq_length()
 
 
-def test_growing_layer_matches_dynamic_layer_and_doubles_its_room():
+def test_growing_layer_matches_dynamic_layer_and_grows_in_blocks():
     g = torch.Generator().manual_seed(0)
     ref, grow = DynamicLayer(), GrowingLayer()
     buffers = set()
-    for n in (7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1):  # a prefill, then decode steps of one token
+    for n in (7,) + (1,) * (BLOCK + 2):  # a prefill, then decode steps of one token, past one block
         k, v = torch.randn(3, 2, n, 4, generator=g), torch.randn(3, 2, n, 4, generator=g)
+        width = grow.get_mask_sizes(n)[0]  # asked before the update, as transformers builds the mask
         out = grow.update(k, v)
         ref.update(k, v)
         _same(ref, grow)
-        assert torch.equal(out[0], ref.keys) and torch.equal(out[1], ref.values)
+        S = ref.get_seq_length()
+        assert out[0].shape[-2] == width >= S and out[0].is_contiguous()  # the mask spans the whole buffer
+        assert torch.equal(out[0][:, :, :S], ref.keys) and torch.equal(out[1][:, :, :S], ref.values)
+        assert not out[0][:, :, S:].any() and not out[1][:, :, S:].any()  # zeros beyond: finite, masked
         buffers.add((grow._buf["keys"].data_ptr(), grow._buf["keys"].shape[-2]))
-    assert sorted(cap for _, cap in buffers) == [7, 14, 28]  # 18 columns in 3 buffers: room doubles when full
+    assert sorted(cap for _, cap in buffers) == [BLOCK, 2 * BLOCK]  # 7 + BLOCK + 2 columns in 2 buffers
     rows = torch.tensor([2, 0])
     ref.batch_select_indices(rows)
     grow.batch_select_indices(rows)
     _same(ref, grow)
+    assert grow._buf["keys"].shape[-2] == 2 * BLOCK  # row selection keeps the room
     k, v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
     ref.update(k, v)
     grow.update(k, v)
     _same(ref, grow)
+
+
+def test_without_whole_attention_gets_the_filled_columns_as_from_transformers_cache():
+    """`whole=False` (SDPA decoding) hands attention what a DynamicLayer would, with its mask sizes."""
+    g = torch.Generator().manual_seed(3)
+    ref, grow = DynamicLayer(), GrowingLayer(whole=False)
+    for n in (5, 1, 1):
+        k, v = torch.randn(2, 2, n, 4, generator=g), torch.randn(2, 2, n, 4, generator=g)
+        assert grow.get_mask_sizes(n) == ref.get_mask_sizes(n)
+        out, want = grow.update(k, v), ref.update(k, v)
+        assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
+
+
+@pytest.mark.parametrize("mask", ["none", "bool", "additive"])
+def test_decode_attention_equals_sdpa(mask):
+    """One query token of 6 heads over 2 key/value heads, 9 columns of which some rows have
+    left padding: the two batched matmuls give SDPA's output (float32)."""
+    g = torch.Generator().manual_seed(2)
+    b, H, kvh, C, d = 3, 6, 2, 9, 8
+    q = torch.randn(b, H, 1, d, generator=g)
+    k, v = torch.randn(b, kvh, C, d, generator=g), torch.randn(b, kvh, C, d, generator=g)
+    keep = torch.ones(b, 1, 1, C, dtype=torch.bool)
+    keep[0, ..., :4] = keep[2, ..., :1] = False
+    m = {"none": None, "bool": keep,
+         "additive": torch.zeros(b, 1, 1, C).masked_fill(~keep, torch.finfo(torch.float32).min)}[mask]
+
+    class Module:
+        num_key_value_groups, is_causal = H // kvh, True
+
+    fast, _ = decode_attention(Module, q, k, v, m, scaling=0.3)
+    ref, _ = sdpa_attention_forward(Module, q, k, v, m, scaling=0.3)
+    assert fast.shape == ref.shape == (b, 1, H, d)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_join_and_cut_edit_growing_and_plain_caches_alike():

@@ -24,7 +24,7 @@ from veriscale.study.report import write_report
 from veriscale.study.search_choice import widths
 from veriscale.study.spec import study_from_dict
 from veriscale.study.store import load_records, rows
-from veriscale.study.sweep import run_study
+from veriscale.study.sweep import load_study, run_study
 from veriscale.study.verdicts import data_side, prediction_check
 
 
@@ -140,6 +140,21 @@ def test_records_alone_resume_without_rebuilding_artifacts(done, tmp_path):
     new = [j for j in expand(wider) if j.id not in {k.id for k in expand(study)}]
     ran = run_study(wider, tmp_path, workers=1, threads=1, progress=False)
     assert ran["ok"] == len(new) > 0 and ran["error"] == 0  # no artifact of seed 0 was rebuilt
+
+
+def test_a_study_stored_before_decode_attention_existed_keeps_its_job_ids(done, tmp_path):
+    """A study.json without `hf.decode_attention` ran with SDPA decoding: it loads so, and its jobs
+    hash their settings as they did before the knob existed; the bmm default makes new jobs."""
+    study, out, _ = done
+    data = json.loads((out / "study.json").read_text())
+    assert data["hf"]["decode_attention"] == "bmm"
+    data["hf"].pop("decode_attention")
+    (tmp_path / "study.json").write_text(json.dumps(data))
+    stored = load_study(tmp_path)
+    assert stored.hf.decode_attention == "sdpa"
+    old, new = expand(stored), expand(study)
+    assert all("decode_attention" not in json.dumps(j.config) for j in old)
+    assert {j.id for j in old}.isdisjoint(j.id for j in new)  # every job of a text study hashes the settings
 
 
 def test_figure_legends_name_each_methods_role(done):

@@ -6,7 +6,8 @@
   prefilled once and their KV cache rows copied, which saves most of the prefill when M > 1;
 - decoding feeds one token per row per step through a transformers `DynamicCache` whose
   full-attention layers grow in place (policy/kv_cache.py), with explicit position ids so left
-  padding does not shift positions;
+  padding does not shift positions; a decode step attends by two batched matmuls over the
+  key/value heads (`decode_attention = "bmm"`, policy/decode_attention.py) or the model's own SDPA;
 - a row ends after an EOS token (kept and counted, like the tiny-GPT engine) or after the token
   that completes a stop string (kept); when a quarter of the live rows have ended, they are
   dropped from the batch and the cache, so finished rows stop costing compute, and (`refill`,
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import copy
 import warnings
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
 
 from veriscale import progress
 from veriscale.policy.engine import sample_next
+from veriscale.policy import decode_attention
 from veriscale.policy.kv_cache import cut as cut_columns, editable, growing_cache, join
 from veriscale.policy.text import HFConfig, IncrementalText, TextSampler
 
@@ -105,7 +108,7 @@ class HFSampler(TextSampler):
             inp[i, P - len(u):] = torch.tensor(u)
             attn[i, P - len(u):] = 1
         position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # (U, P): real tokens count 0, 1, ...
-        cache = growing_cache(net.config)
+        cache = growing_cache(net.config, whole=self.cfg.decode_attention == "bmm")
         # The last column's logits only, kept by index: the head then reads a contiguous (U, 1, d)
         # copy. logits_to_keep=1 hands it a strided view, on which torch 2.13's CPU linear, with
         # the bf16 copy's weights made under inference_mode, takes a path ~300x slower that holds
@@ -133,7 +136,14 @@ class HFSampler(TextSampler):
         """
         if editor is not None and (layer or self.cfg.stop):
             raise ValueError("an editor decodes without features or stop strings")
-        bs, eos, net = self.cfg.batch_size, set(self.eos_ids.tolist()), self.decoder(features=layer > 0)
+        net = self.decoder(features=layer > 0)
+        with attending(net, decode_attention.NAME if self.cfg.decode_attention == "bmm" else None):
+            return self._decode(net, ids, max_new, temperature, g, layer, finished, editor)
+
+    def _decode(self, net, ids: list[list[int]], max_new: int, temperature: float, g: torch.Generator,
+                layer: int, finished, editor: Editor | None) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """`_generate`'s loop, with `net` the decoding network."""
+        bs, eos = self.cfg.batch_size, set(self.eos_ids.tolist())
         rows: list[list[int]] = [[] for _ in ids]
         # Only stop strings need the text while decoding; text_rollouts decodes the rows later.
         texts = [IncrementalText(self.tok) for _ in ids] if self.cfg.stop else []
@@ -214,3 +224,17 @@ class HFSampler(TextSampler):
             done = take(nxt, live, done)
         return rows, [torch.cat(f) for f in feats]
 
+
+@contextmanager
+def attending(net, implementation: str | None):
+    """`net` with its attention implementation set to `implementation` (None: left as it is),
+    set back on exit: the policy's model is shared with training, whose forwards keep theirs."""
+    before = net.config._attn_implementation
+    if implementation is None or implementation == before:
+        yield net
+        return
+    net.set_attn_implementation(implementation)
+    try:
+        yield net
+    finally:
+        net.set_attn_implementation(before)

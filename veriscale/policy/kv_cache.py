@@ -4,11 +4,19 @@ full-attention layers growing in place.
 transformers' `DynamicLayer` appends a decode step's keys and values with `torch.cat`, which
 copies the whole cache of every layer at every step: O(S) memory traffic per token, as much as
 reading the cache for attention (BENCHMARKS.md, the decode profile). `GrowingLayer` keeps its
-keys and values (b, heads, S, d) as the first S columns of buffers (b, heads, capacity, d) that
-double when full, so a step writes one column in place; attention reads the view. Code that
-replaces `keys`/`values` (row selection, joining two batches, cutting padding columns) sets a
-new buffer, exactly full. Sliding-window layers (Gemma 3) keep transformers' own class, and a
-cache that holds one is not `editable`: its columns cannot be padded, joined or cut.
+keys and values (b, heads, S, d) as the first S columns of zero-filled buffers (b, heads,
+capacity, d) whose capacity grows in blocks of `BLOCK` columns, so a step writes one column in
+place. With `whole` (for `hf.decode_attention = "bmm"`), like transformers' static cache, it
+hands attention the whole contiguous buffers and reports their capacity as the mask's length
+(`get_mask_sizes`): transformers pads the 2D mask with masked columns up to it, so the columns
+beyond S take no weight, and a batched matmul reads the keys without copying them (a view of the
+first S columns would be copied at every layer of every step; policy/decode_attention.py).
+Without it attention gets the view of the S filled columns, as from transformers' own cache (what
+SDPA computes on it is what it computed before `whole` existed, bit for bit). The `keys` and
+`values` attributes are the S filled columns; code that replaces them (joining two batches,
+cutting padding columns) sets a new buffer, exactly full; row selection keeps the room.
+Sliding-window layers (Gemma 3) keep transformers' own class, and a cache that holds one is not
+`editable`: its columns cannot be padded, joined or cut.
 """
 
 from __future__ import annotations
@@ -18,10 +26,14 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
+BLOCK = 32  # capacity grows to the next multiple: a copy every BLOCK steps, at most BLOCK - 1 masked columns read
+
+
 class GrowingLayer(DynamicLayer):
     """A `DynamicLayer` whose update writes in place into buffers with room (see module)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, whole: bool = True, **kwargs):
+        self.whole = whole  # attention gets the whole buffers (else the views of the filled columns)
         self._buf: dict[str, torch.Tensor | None] = {"keys": None, "values": None}  # (b, heads, capacity, d)
         self._len = {"keys": 0, "values": 0}  # filled columns of each
         super().__init__(**kwargs)
@@ -36,26 +48,48 @@ class GrowingLayer(DynamicLayer):
     keys = property(lambda self: self._view("keys"), lambda self, t: self._set("keys", t))
     values = property(lambda self: self._view("values"), lambda self, t: self._set("values", t))
 
+    def _capacity(self, columns: int) -> int:
+        """The buffers' capacity once they hold `columns` columns: the present one if they fit."""
+        buf = self._buf["keys"]
+        room = buf.shape[-2] if buf is not None and buf.dim() == 4 else 0
+        return room if columns <= room else -(-columns // BLOCK) * BLOCK
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """The mask spans what the next `update` returns (see module)."""
+        if not self.whole:
+            return super().get_mask_sizes(query_length)
+        return self._capacity(self._len["keys"] + query_length), 0
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        """Append (b, heads, n, d) keys and values; returns the (b, heads, S + n, d) views."""
+        """Append (b, heads, n, d) keys and values; returns the whole (b, heads, capacity, d)
+        buffers, the first S + n columns filled, zeros after them (without `whole`, the
+        (b, heads, S + n, d) views of the filled columns)."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        S, n = self._len["keys"], key_states.shape[-2]
+        room = self._capacity(S + n)
         for name, new in (("keys", key_states), ("values", value_states)):
-            buf, S, n = self._buf[name], self._len[name], new.shape[-2]
-            if buf.dim() < 4 or S + n > buf.shape[-2]:  # full: a buffer of twice the room
-                grown = new.new_empty(*new.shape[:2], max(2 * S, S + n), new.shape[-1])
+            buf = self._buf[name]
+            if buf.dim() < 4 or room > buf.shape[-2]:  # full: a zero-filled buffer with room, the filled columns copied
+                grown = new.new_zeros(*new.shape[:2], room, new.shape[-1])
                 if S:
                     grown[:, :, :S] = buf[:, :, :S]
                 buf = self._buf[name] = grown
             buf[:, :, S:S + n] = new
             self._len[name] = S + n
-        return self.keys, self.values
+        return (self._buf["keys"], self._buf["values"]) if self.whole else (self.keys, self.values)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep (or repeat) the rows `indices` of the whole buffers: the room stays."""
+        for name in ("keys", "values"):
+            if self._buf[name] is not None and self._buf[name].dim() == 4:
+                self._buf[name] = self._buf[name][indices]
 
 
-def growing_cache(config) -> DynamicCache:
+def growing_cache(config, whole: bool = True) -> DynamicCache:
     """transformers' DynamicCache for `config`, its full-attention layers `GrowingLayer`s."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer() if type(lay) is DynamicLayer else lay for lay in cache.layers]
+    cache.layers = [GrowingLayer(whole) if type(lay) is DynamicLayer else lay for lay in cache.layers]
     return cache
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from veriscale.config import knob
+from veriscale.config import knob, to_dict
 from veriscale.tasks.base import Rollouts
 
 
@@ -39,9 +39,25 @@ class HFConfig:
     draw: Literal["multinomial", "inverse_cdf"] = knob(
         "inverse_cdf", "how the transformers sampler draws a token from the softmax (policy/engine.py sample_next): "
                        "the same distribution; inverse_cdf is several times faster on a CPU's 49k vocabulary")
+    decode_attention: Literal["bmm", "sdpa"] = knob(
+        "bmm", "how the transformers sampler's decode steps attend over the KV cache: bmm = two batched matmuls over "
+               "the key/value heads, softmax in float32 as transformers' eager attention (policy/decode_attention.py); "
+               "sdpa = the model's own attention (torch's SDPA kernel, several times slower for one query token on a "
+               "CPU). Prefills attend with SDPA either way")
     refill: bool = knob(True, "continuous batching (transformers sampler): waiting rows take the places of "
                               "ended ones (off: fixed micro-batches of batch_size rows)")
     progress: bool = knob(True, "show a progress bar over the rows")
+
+
+# Settings added after studies were stored, each at the value that does what those studies did.
+# A job's id hashes its settings without them at that value, so the stored studies' jobs keep
+# their ids, and a stored study that lacks one ran at that value (study/sweep.py load_study).
+HF_BEFORE = {"decode_attention": "sdpa"}
+
+
+def hf_identity(cfg: HFConfig) -> dict:
+    """The settings as a job's id hashes them: those of `HF_BEFORE` at their earlier value left out."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in HF_BEFORE or HF_BEFORE[k] != v}
 
 
 def generation_eos(path: Path) -> int | list[int] | None:

@@ -27,6 +27,7 @@ from typing import Iterator, Literal
 from tqdm.auto import tqdm
 
 from veriscale.config import to_dict
+from veriscale.policy.text import HF_BEFORE
 from veriscale.atomic import write_json_atomic
 from veriscale.study.grid import expand
 from veriscale.study.execute import artifact_dir, record_path, run_job
@@ -203,4 +204,7 @@ def load_study(study_dir: str | Path) -> StudyConfig:
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{study_dir}: no {STUDY_FILE}; not a study directory")
-    return study_from_dict(json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    if isinstance(data.get("hf"), dict):  # a setting added since the study was stored: what it did then
+        data["hf"] = {**HF_BEFORE, **data["hf"]}
+    return study_from_dict(data)

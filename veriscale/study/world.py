@@ -15,7 +15,7 @@ from veriscale.config import to_dict
 from veriscale.policy.base import PolicyError, sha256_file
 from veriscale.policy.load import load_policy
 from veriscale.policy.smollm2 import ensure_converted
-from veriscale.policy.text import HFConfig
+from veriscale.policy.text import HFConfig, hf_identity
 from veriscale.tasks.base import Task
 from veriscale.tasks.files import FilesConfig
 from veriscale.tasks.gym import GymConfig
@@ -60,7 +60,7 @@ class World:
         """The world's part of every job config (the job id hashes it)."""
         out = {"task": self.task, "task_cfg": to_dict(self.task_cfg), "base": self.base}
         if self.text:
-            out.update(base_spec=self.base_spec, base_sha256=self.base_sha256, hf=to_dict(self.hf))
+            out.update(base_spec=self.base_spec, base_sha256=self.base_sha256, hf=hf_identity(self.hf))
         return out
 
     def make_task(self) -> Task:
