@@ -43,7 +43,7 @@ class HFConfig:
         "bmm", "how the transformers sampler's decode steps attend over the KV cache: bmm = two batched matmuls over "
                "the key/value heads, softmax in float32 as transformers' eager attention (policy/decode_attention.py); "
                "sdpa = the model's own attention (torch's SDPA kernel, several times slower for one query token on a "
-               "CPU). Prefills attend with SDPA either way")
+               "CPU; bmm was measured on CPUs only, GPUs sample with vLLM). Prefills attend with SDPA either way")
     refill: bool = knob(True, "continuous batching (transformers sampler): waiting rows take the places of "
                               "ended ones (off: fixed micro-batches of batch_size rows)")
     progress: bool = knob(True, "show a progress bar over the rows")
