@@ -40,7 +40,7 @@ def decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     scores = torch.bmm(query.reshape(b * kvh, g, d), key.reshape(b * kvh, C, d).transpose(1, 2))  # (b kvh, g, C)
     scores = scores.view(b, kvh, g, C).mul_(scaling if scaling is not None else d ** -0.5)
     if attention_mask is not None:
-        mask = attention_mask.reshape(b, 1, 1, C)
+        mask = attention_mask.reshape(-1, 1, 1, C)  # (b or 1, 1, 1, C): broadcast over the heads
         scores = scores.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
     probs = torch.softmax(scores, -1, dtype=torch.float32).to(query.dtype)  # (b, kvh, g, C)
     out = torch.bmm(probs.view(b * kvh, g, C), value.reshape(b * kvh, C, d))  # (b kvh, g, d)
