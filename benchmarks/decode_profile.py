@@ -190,7 +190,6 @@ def main() -> None:
           "matmul ms | attention + cache ms | sampling ms | other ops ms | python + dispatch ms | profiled step ms |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     caches = [(c, a) for c in args.caches.split(",") for a in args.attentions.split(",")]
-    implementation = {"sdpa": None, "bmm": decode_attention.NAME}
     paddings = ["none", "half"] if args.padding == "both" else [args.padding]
     for dtype in args.dtypes.split(","):
         net = HFSampler(hf.model, hf.tok, replace(hf.cfg, sample_dtype=dtype)).decoder()
@@ -200,12 +199,12 @@ def main() -> None:
             prefilled, first = prefill(net, b, args.context, pad)
             for _ in range(args.rounds):  # every cache and the matmuls in turn, so load hits all alike
                 for c, a in caches:
-                    with attending(net, implementation[a]):
+                    with attending(net, decode_attention.implementation(a)):
                         step_s[c, a] = min(step_s[c, a], decode_steps(net, prefilled, first, args.steps, hf.cfg, False,
                                                                       c, pad, a)[0])
                 mm_s = min(mm_s, matmul_only(weights, b, args.steps))
             for c, a in caches:
-                with attending(net, implementation[a]):
+                with attending(net, decode_attention.implementation(a)):
                     wall, by = decode_steps(net, prefilled, first, args.steps, hf.cfg, True, c, pad, a)
                 ops = sum(by.values())
                 parts = [by.get(k, 0.0) for k in ("matmul", "attention + cache", "sampling", "other ops")]

@@ -47,5 +47,11 @@ def decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     return out.view(b, 1, H, d), None
 
 
+def implementation(choice: str) -> str | None:
+    """The attention implementation `hf.decode_attention = choice` sets while decoding (None: the
+    model's own, SDPA)."""
+    return NAME if choice == "bmm" else None
+
+
 AttentionInterface.register(NAME, decode_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)  # the same boolean masks as "sdpa"

@@ -137,7 +137,7 @@ class HFSampler(TextSampler):
         if editor is not None and (layer or self.cfg.stop):
             raise ValueError("an editor decodes without features or stop strings")
         net = self.decoder(features=layer > 0)
-        with attending(net, decode_attention.NAME if self.cfg.decode_attention == "bmm" else None):
+        with attending(net, decode_attention.implementation(self.cfg.decode_attention)):
             return self._decode(net, ids, max_new, temperature, g, layer, finished, editor)
 
     def _decode(self, net, ids: list[list[int]], max_new: int, temperature: float, g: torch.Generator,
